@@ -1,0 +1,445 @@
+"""The classify service: a FastAPI app built by `create_app(settings)`.
+
+Job: the HTTP contract of `/v1/classify` (`serving.schemas`), health/readiness/model metadata,
+Prometheus metrics, API-key protection, hot reload (admin call and optional polling), and the
+optional routers of other areas (`/v1/gate`, `/v1/chat/completions`) when they are configured.
+
+Trade-offs:
+- Nothing heavy happens at import or build time: the model, the inference pool and the poller are
+  created in the lifespan (or handed in already loaded by `tierroute serve`, which loads first so a
+  missing model is a clear one-line error instead of a uvicorn traceback).
+- Routes are thin: validation and limits in small functions, inference in `serving.batcher`,
+  models in `serving.model_holder`. Dependencies are `Annotated` aliases.
+- Every error is `{"detail": "<message>"}` (the `ErrorResponse` schema), validation errors included:
+  FastAPI's list-of-errors shape would make clients parse two formats. Messages name the field and
+  index but never echo the submitted text.
+- The classify response is built as a dict and serialised once (no second pydantic pass); the
+  declared `response_model` documents it, and the contract test checks every response against it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import importlib.util
+import logging
+import secrets
+import time
+from collections.abc import AsyncIterator, Sequence
+from dataclasses import dataclass, field
+from typing import Annotated, Any
+
+from fastapi import APIRouter, Depends, FastAPI, HTTPException, Query, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse, Response
+from fastapi.security import APIKeyHeader, HTTPAuthorizationCredentials, HTTPBearer
+from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from serving.batcher import Inference
+from serving.metrics import CONTENT_TYPE, MetricsMiddleware, ServiceMetrics
+from serving.model_holder import LoadedModel, ModelHolder, ReloadStatus
+from serving.model_source import create_source
+from serving.schemas import ClassifyRequest, ClassifyResponse, ErrorResponse
+from serving.service_schemas import HealthResponse, ModelsResponse, ReadyResponse, ReloadResponse
+from serving.settings import ServeSettings
+
+log = logging.getLogger("tierroute.serving")
+
+Result = dict[str, Any]
+ERRORS: dict[int | str, dict[str, Any]] = {
+    401: {"model": ErrorResponse, "description": "API key configured and missing or wrong"},
+    413: {"model": ErrorResponse, "description": "too many texts or characters"},
+    422: {"model": ErrorResponse, "description": "malformed body, empty or non-string texts"},
+    503: {"model": ErrorResponse, "description": "no model loaded / shutting down"},
+}
+
+
+@dataclass
+class Service:
+    """Everything the routes need, created once per app."""
+
+    settings: ServeSettings
+    metrics: ServiceMetrics
+    holder: ModelHolder | None = None
+    inference: Inference[LoadedModel, Result] | None = None
+    prediction_log: Any = None
+    tasks: list[asyncio.Task[None]] = field(default_factory=list)
+
+    def serving_info(self) -> dict[str, Any] | None:
+        if self.inference is None:
+            return None
+        return {**self.inference.describe(), "threads": self.settings.threads}
+
+
+def get_service(request: Request) -> Service:
+    service: Service = request.app.state.service
+    return service
+
+
+ServiceDep = Annotated[Service, Depends(get_service)]
+
+_bearer = HTTPBearer(auto_error=False, description="API key as a Bearer token (when one is configured)")
+_header = APIKeyHeader(name="X-API-Key", auto_error=False, description="API key (when one is configured)")
+
+
+def require_api_key(
+    service: ServiceDep,
+    bearer: Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)],
+    header_key: Annotated[str | None, Depends(_header)],
+) -> None:
+    """401 unless the configured key came as `Authorization: Bearer <key>` or `X-API-Key`."""
+    expected = service.settings.api_key_value
+    if expected is None:
+        return
+    given = bearer.credentials if bearer is not None else header_key
+    if given is None or not secrets.compare_digest(given.encode(), expected.encode()):
+        raise HTTPException(
+            status_code=401,
+            detail="missing or invalid API key (send 'Authorization: Bearer <key>' or 'X-API-Key')",
+            headers={"WWW-Authenticate": "Bearer"},
+        )
+
+
+def loaded_model(service: ServiceDep) -> LoadedModel:
+    model = service.holder.current if service.holder is not None else None
+    if model is None:
+        raise HTTPException(status_code=503, detail="no model loaded")
+    return model
+
+
+def inference(service: ServiceDep) -> Inference[LoadedModel, Result]:
+    if service.inference is None:
+        raise HTTPException(status_code=503, detail="service is starting or shutting down")
+    return service.inference
+
+
+ModelDep = Annotated[LoadedModel, Depends(loaded_model)]
+InferenceDep = Annotated[Inference[LoadedModel, Result], Depends(inference)]
+
+
+def request_texts(body: ClassifyRequest, settings: ServeSettings) -> list[str]:
+    """The texts of a valid request, or HTTPException 422/413 with a message naming the problem."""
+    if (body.texts is None) == (body.text is None):
+        raise HTTPException(status_code=422, detail="give exactly one of 'texts' (a list) or 'text' (a string)")
+    texts = [body.text] if body.text is not None else list(body.texts or [])
+    if not texts:
+        raise HTTPException(status_code=422, detail="'texts' is empty: send 1 to %d texts" % settings.max_texts)
+    if len(texts) > settings.max_texts:
+        raise HTTPException(
+            status_code=413, detail=f"too many texts: {len(texts)} > {settings.max_texts} per request"
+        )
+    total = 0
+    for i, text in enumerate(texts):
+        if not text:
+            where = "'text'" if body.text is not None else f"texts[{i}]"
+            raise HTTPException(status_code=422, detail=f"{where} is empty")
+        total += len(text)
+    if total > settings.max_chars:
+        raise HTTPException(
+            status_code=413, detail=f"too many characters: {total} > {settings.max_chars} per request"
+        )
+    return texts
+
+
+def make_predict(holder: ModelHolder) -> Any:
+    """The function the inference pool runs: results already in the HTTP contract shape."""
+
+    def predict(texts: Sequence[str]) -> tuple[LoadedModel, list[Result]]:
+        model, predictions = holder.predict(texts)
+        return model, [p.to_result() for p in predictions]
+
+    return predict
+
+
+def build_router() -> APIRouter:
+    router = APIRouter()
+    protected = [Depends(require_api_key)]
+
+    @router.post(
+        "/v1/classify",
+        response_model=ClassifyResponse,
+        responses=ERRORS,
+        dependencies=protected,
+        summary="Classify texts: tier, task, complexity and confidence per text, in input order",
+        tags=["classify"],
+    )
+    async def classify(body: ClassifyRequest, service: ServiceDep, engine: InferenceDep) -> Response:
+        texts = request_texts(body, service.settings)
+        start = time.perf_counter()
+        model, results = await engine.run(texts)
+        service.metrics.observe_results(results, model.bundle.head_names)
+        if service.prediction_log is not None:
+            record_predictions(service, model, texts, results)
+        if log.isEnabledFor(logging.DEBUG):
+            log.debug(
+                "classify texts=%d chars=%d version=%s ms=%.2f%s",
+                len(texts),
+                sum(map(len, texts)),
+                model.resolved.version,
+                (time.perf_counter() - start) * 1000,
+                f" texts={texts!r}" if service.settings.log_texts else "",
+            )
+        return JSONResponse({"model": model.ref(), "results": results})
+
+    @router.get("/healthz", response_model=HealthResponse, summary="The process is alive", tags=["ops"])
+    async def healthz() -> dict[str, str]:
+        return {"status": "ok"}
+
+    @router.get(
+        "/readyz",
+        response_model=ReadyResponse,
+        responses={503: {"model": ReadyResponse, "description": "no model loaded"}},
+        summary="Whether a model is loaded, which one, from where, and the last reload",
+        tags=["ops"],
+    )
+    async def readyz(service: ServiceDep) -> JSONResponse:
+        if service.holder is None:
+            body: dict[str, Any] = {
+                "ready": False,
+                "source": service.settings.model,
+                "stale": False,
+                "reason": "starting",
+            }
+        else:
+            body = service.holder.readiness()
+        body["serving"] = service.serving_info()
+        return JSONResponse(body, status_code=200 if body["ready"] and service.inference else 503)
+
+    @router.get(
+        "/v1/models",
+        response_model=ModelsResponse,
+        responses={k: v for k, v in ERRORS.items() if k in (401, 503)},
+        dependencies=protected,
+        summary="Metadata of the loaded bundle",
+        tags=["classify"],
+    )
+    async def models(service: ServiceDep, model: ModelDep) -> dict[str, Any]:
+        r = model.resolved
+        return {
+            "model": model.ref(),
+            "origin": r.origin,
+            "source": r.uri,
+            "path": str(r.path),
+            "fingerprint": r.fingerprint,
+            "loaded_at": model.loaded_at,
+            "heads": [{"name": h.name, "labels": list(h.labels)} for h in model.bundle.heads],
+            "bundle": model.bundle.manifest,
+            "serving": service.serving_info(),
+        }
+
+    @router.get(
+        "/metrics",
+        response_class=Response,
+        responses={200: {"content": {CONTENT_TYPE: {}}, "description": "Prometheus text format"}},
+        summary="Prometheus metrics",
+        tags=["ops"],
+    )
+    async def metrics(service: ServiceDep) -> Response:
+        return Response(service.metrics.render(), media_type=CONTENT_TYPE)
+
+    @router.post(
+        "/admin/reload",
+        response_model=ReloadResponse,
+        responses={
+            401: ERRORS[401],
+            409: {"model": ReloadResponse, "description": "candidate refused; the old model keeps serving"},
+            503: ERRORS[503],
+        },
+        dependencies=protected,
+        summary="Resolve the model source again and hot-swap to a changed bundle that passes its self-check",
+        tags=["admin"],
+    )
+    async def reload(
+        service: ServiceDep,
+        force: Annotated[bool, Query(description="reload even if the bundle is unchanged")] = False,
+    ) -> JSONResponse:
+        if service.holder is None:
+            raise HTTPException(status_code=503, detail="service is starting")
+        holder = service.holder
+        outcome = await asyncio.get_running_loop().run_in_executor(None, lambda: holder.reload(force=force))
+        body = {
+            "status": outcome.status,
+            "reason": outcome.reason,
+            "model": outcome.model.ref() if outcome.model else None,
+        }
+        return JSONResponse(body, status_code=409 if outcome.status == "refused" else 200)
+
+    return router
+
+
+def record_predictions(service: Service, model: LoadedModel, texts: Sequence[str], results: list[Result]) -> None:
+    """Hand results to the opt-in prediction log; a failing log never fails the request."""
+    try:
+        service.prediction_log.write(model=model.ref(), texts=texts, results=results)
+    except Exception:
+        log.exception("prediction log write failed")
+
+
+class BodyLimitMiddleware:
+    """413 as JSON for bodies over the cap: by Content-Length before reading, or while streaming.
+
+    FastAPI's own `max_body_size` answers in plain text from outside the exception handlers, so
+    it would break the JSON-errors contract and hide the 413 from the metrics middleware.
+    """
+
+    def __init__(self, app: ASGIApp, max_bytes: int) -> None:
+        self.app = app
+        self.max_bytes = max_bytes
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        detail = f"request body larger than {self.max_bytes} bytes"
+        for key, value in scope.get("headers", ()):
+            if key == b"content-length":
+                try:
+                    too_big = int(value) > self.max_bytes
+                except ValueError:
+                    too_big = False
+                if too_big:
+                    await JSONResponse({"detail": detail}, status_code=413)(scope, receive, send)
+                    return
+                break
+        seen = 0
+
+        async def limited() -> Message:
+            nonlocal seen
+            message = await receive()
+            if message["type"] == "http.request":
+                seen += len(message.get("body", b""))
+                if seen > self.max_bytes:
+                    raise HTTPException(status_code=413, detail=detail)
+            return message
+
+        await self.app(scope, limited, send)
+
+
+def install_error_handlers(app: FastAPI) -> None:
+    async def validation_error(request: Request, exc: Exception) -> JSONResponse:
+        errors = exc.errors() if isinstance(exc, RequestValidationError) else []
+        parts = []
+        for err in errors[:5]:
+            loc = ".".join(str(p) for p in err.get("loc", ()) if p != "body") or "body"
+            parts.append(f"{loc}: {err.get('msg', 'invalid')}")
+        more = f" (+{len(errors) - 5} more)" if len(errors) > 5 else ""
+        return JSONResponse({"detail": "invalid request: " + "; ".join(parts) + more}, status_code=422)
+
+    async def http_error(request: Request, exc: Exception) -> JSONResponse:
+        assert isinstance(exc, StarletteHTTPException)
+        return JSONResponse({"detail": str(exc.detail)}, status_code=exc.status_code, headers=exc.headers)
+
+    async def internal_error(request: Request, exc: Exception) -> JSONResponse:
+        log.error("unhandled %s on %s %s", type(exc).__name__, request.method, request.url.path, exc_info=exc)
+        return JSONResponse({"detail": "internal error"}, status_code=500)
+
+    app.add_exception_handler(RequestValidationError, validation_error)
+    app.add_exception_handler(StarletteHTTPException, http_error)
+    app.add_exception_handler(Exception, internal_error)
+
+
+def _on_change(metrics: ServiceMetrics) -> Any:
+    def update(model: LoadedModel) -> None:
+        r = model.resolved
+        metrics.set_model(r.name, r.version, r.alias, r.origin, model.loaded_at)
+
+    return update
+
+
+def _on_reload(metrics: ServiceMetrics) -> Any:
+    def count(status: ReloadStatus) -> None:
+        metrics.reloads.labels(status).inc()
+
+    return count
+
+
+async def _poll(holder: ModelHolder, interval_s: float) -> None:
+    """Re-resolve the source every `interval_s`; the holder swaps only changed, working bundles."""
+    loop = asyncio.get_running_loop()
+    while True:
+        await asyncio.sleep(interval_s)
+        try:
+            await loop.run_in_executor(None, holder.reload)
+        except Exception:
+            log.exception("model poll failed")
+
+
+def _optional_module(name: str) -> bool:
+    try:
+        return importlib.util.find_spec(name) is not None
+    except ModuleNotFoundError:
+        return False
+
+
+def create_app(settings: ServeSettings | None = None, *, holder: ModelHolder | None = None) -> FastAPI:
+    """Build the app; the model loads in the lifespan unless a loaded `holder` is given."""
+    settings = settings or ServeSettings()
+    service = Service(settings=settings, metrics=ServiceMetrics())
+
+    @contextlib.asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        h = holder
+        if h is None:
+            source = create_source(settings.model, tracking_uri=settings.tracking_uri, cache_dir=settings.cache_dir)
+            h = ModelHolder(source, threads=settings.threads)
+            await asyncio.get_running_loop().run_in_executor(None, h.load_initial)
+        h.set_callbacks(_on_change(service.metrics), _on_reload(service.metrics))
+        service.holder = h
+        service.inference = Inference(
+            make_predict(h),
+            workers=settings.workers,
+            batching=settings.batching,
+            max_batch=settings.max_batch,
+            wait_ms=settings.batch_wait_ms,
+            observe=service.metrics.observe_batch,
+        )
+        if settings.prediction_log is not None:
+            service.prediction_log = open_prediction_log(settings)
+        if settings.reload_interval_s > 0:
+            service.tasks.append(asyncio.create_task(_poll(h, settings.reload_interval_s)))
+        model = h.require()
+        log.info(
+            "serving %s version %s (%s) from %s; batching=%s workers=%d threads=%d",
+            model.resolved.name,
+            model.resolved.version or "-",
+            model.resolved.origin,
+            model.resolved.path,
+            settings.batching,
+            settings.workers,
+            settings.threads,
+        )
+        try:
+            yield
+        finally:
+            for task in service.tasks:
+                task.cancel()
+            engine, service.inference = service.inference, None
+            if engine is not None:
+                await asyncio.get_running_loop().run_in_executor(None, engine.close)
+            if service.prediction_log is not None and hasattr(service.prediction_log, "close"):
+                service.prediction_log.close()
+
+    app = FastAPI(
+        title="tierroute classify service",
+        version="1",
+        summary="Classify requests into tiers and tasks so a router can pick the model that answers them.",
+        lifespan=lifespan,
+    )
+    app.state.service = service
+    install_error_handlers(app)
+    app.include_router(build_router())
+    app.add_middleware(BodyLimitMiddleware, max_bytes=settings.max_body_bytes)
+    app.add_middleware(MetricsMiddleware, metrics=service.metrics)  # outermost: sees every status
+    return app
+
+
+def open_prediction_log(settings: ServeSettings) -> Any:
+    """The evals area's opt-in prediction log, if that module is installed."""
+    if not _optional_module("serving.prediction_log"):
+        log.warning("prediction_log is set but serving.prediction_log is not available; not logging predictions")
+        return None
+    from serving.prediction_log import PredictionLog
+
+    assert settings.prediction_log is not None
+    return PredictionLog(settings.prediction_log, include_text=settings.prediction_log_texts)

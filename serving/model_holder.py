@@ -1,0 +1,196 @@
+"""The served model: load, self-check, atomic swap on reload, and the readiness story.
+
+Job: own the one reference requests read (`holder.current`). A reload resolves the source, loads
+the candidate next to the running model, runs `Bundle.self_check()` plus the HTTP contract's needs
+(a `tier` head), and only then rebinds the reference. A request (or micro-batch) grabs the
+reference once and keeps it, so in-flight work finishes on the old model while new work sees the
+new one; the old session is freed when its last user lets go.
+
+Trade-offs: a reload briefly holds two sessions (about twice the model's memory) and spends CPU
+loading while serving; that is the price of never dropping a request. Reloads are serialised by a
+lock, so a poll and an admin call cannot race each other into loading the same version twice.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from typing import Any, Literal
+
+from serving.bundle import TIER_HEAD, Bundle, BundleError, Prediction
+from serving.model_source import ModelSource, ModelSourceError, ResolvedModel
+
+log = logging.getLogger("tierroute.serving")
+
+ReloadStatus = Literal["loaded", "unchanged", "refused"]
+
+
+class ModelLoadError(Exception):
+    """No model could be loaded at start-up; the message says why."""
+
+
+@dataclass(frozen=True)
+class LoadedModel:
+    """A loaded bundle and where it came from; immutable, swapped as a whole."""
+
+    bundle: Bundle
+    resolved: ResolvedModel
+    loaded_at: float
+
+    def ref(self) -> dict[str, str | None]:
+        return self.resolved.ref()
+
+
+@dataclass(frozen=True)
+class ReloadOutcome:
+    status: ReloadStatus
+    reason: str | None
+    model: LoadedModel | None
+
+
+@dataclass
+class _Status:
+    last_reload_at: float | None = None
+    last_reload_status: ReloadStatus | None = None
+    last_reload_reason: str | None = None
+    registry_note: str | None = None
+    reloads: dict[str, int] = field(default_factory=lambda: {"loaded": 0, "unchanged": 0, "refused": 0})
+
+
+class ModelHolder:
+    """Holds the current `LoadedModel`; `reload()` swaps it only for a candidate that works."""
+
+    def __init__(
+        self,
+        source: ModelSource,
+        *,
+        threads: int = 1,
+        on_change: Callable[[LoadedModel], None] | None = None,
+        on_reload: Callable[[ReloadStatus], None] | None = None,
+    ) -> None:
+        self.source = source
+        self.threads = threads
+        self._current: LoadedModel | None = None
+        self._lock = threading.Lock()
+        self._status = _Status()
+        self._on_change = on_change
+        self._on_reload = on_reload
+
+    @property
+    def current(self) -> LoadedModel | None:
+        return self._current
+
+    def require(self) -> LoadedModel:
+        model = self._current
+        if model is None:
+            raise ModelLoadError("no model loaded")
+        return model
+
+    def predict(self, texts: Sequence[str]) -> tuple[LoadedModel, list[Prediction]]:
+        """Run `texts` on the model current at call time; returns that model with the results."""
+        model = self.require()
+        return model, model.bundle.predict(texts)
+
+    def set_callbacks(
+        self,
+        on_change: Callable[[LoadedModel], None] | None,
+        on_reload: Callable[[ReloadStatus], None] | None,
+    ) -> None:
+        self._on_change = on_change
+        self._on_reload = on_reload
+        if on_change is not None and self._current is not None:
+            on_change(self._current)
+
+    def _load(self, resolved: ResolvedModel) -> LoadedModel:
+        bundle = Bundle.load(resolved.path, threads=self.threads)
+        if TIER_HEAD not in bundle.head_names:
+            raise BundleError(f"{resolved.path}: no '{TIER_HEAD}' head; the classify contract needs one")
+        bundle.self_check()
+        return LoadedModel(bundle=bundle, resolved=resolved, loaded_at=time.time())
+
+    def load_initial(self) -> LoadedModel:
+        """First load; raises ModelLoadError with a message fit for a user."""
+        with self._lock:
+            try:
+                resolved = self.source.resolve()
+            except ModelSourceError as exc:
+                raise ModelLoadError(str(exc)) from exc
+            try:
+                model = self._load(resolved)
+            except (BundleError, OSError) as exc:
+                raise ModelLoadError(f"cannot serve {resolved.path}: {exc}") from exc
+            self._install(model)
+            self._status.registry_note = resolved.note
+            if resolved.note:
+                log.warning("%s", resolved.note)
+            return model
+
+    def reload(self, *, force: bool = False) -> ReloadOutcome:
+        """Resolve again; swap in a changed (or, with force, any) bundle that loads and self-checks."""
+        with self._lock:
+            outcome = self._reload(force=force)
+            st = self._status
+            st.last_reload_at = time.time()
+            st.last_reload_status = outcome.status
+            st.last_reload_reason = outcome.reason
+            st.reloads[outcome.status] += 1
+        if self._on_reload is not None:
+            self._on_reload(outcome.status)
+        return outcome
+
+    def _reload(self, *, force: bool) -> ReloadOutcome:
+        current = self._current
+        try:
+            resolved = self.source.resolve()
+        except ModelSourceError as exc:
+            reason = f"refused: {exc}; still serving the current model"
+            log.error("reload %s", reason)
+            return ReloadOutcome("refused", reason, current)
+        self._status.registry_note = resolved.note
+        if current is not None and not force and resolved.fingerprint == current.resolved.fingerprint:
+            if resolved.origin == "registry" and current.resolved.origin == "cache":
+                # same bundle, registry back: no longer a stale cache
+                self._current = LoadedModel(current.bundle, resolved, current.loaded_at)
+                self.source.remember(resolved)
+            return ReloadOutcome("unchanged", resolved.note, self._current)
+        try:
+            model = self._load(resolved)
+        except (BundleError, OSError) as exc:
+            reason = f"refused version {resolved.version or resolved.fingerprint[:12]} from {resolved.path}: {exc}"
+            log.error("reload %s; still serving %s", reason, _describe(current))
+            return ReloadOutcome("refused", reason, current)
+        self._install(model)
+        log.info("reload: now serving %s (was %s)", _describe(model), _describe(current))
+        return ReloadOutcome("loaded", None, model)
+
+    def _install(self, model: LoadedModel) -> None:
+        self._current = model  # one reference rebind: atomic for readers
+        self.source.remember(model.resolved)
+        if self._on_change is not None:
+            self._on_change(model)
+
+    def readiness(self) -> dict[str, Any]:
+        """What /readyz reports: which model, from where, whether it is a stale cache, last reload."""
+        model = self._current
+        st = self._status
+        return {
+            "ready": model is not None,
+            "model": model.ref() if model else None,
+            "source": self.source.uri,
+            "origin": model.resolved.origin if model else None,
+            "stale": bool(model and model.resolved.origin == "cache"),
+            "reason": st.registry_note if model else "no model loaded",
+            "last_reload": None
+            if st.last_reload_at is None
+            else {"at": st.last_reload_at, "status": st.last_reload_status, "reason": st.last_reload_reason},
+        }
+
+
+def _describe(model: LoadedModel | None) -> str:
+    if model is None:
+        return "nothing"
+    r = model.resolved
+    return f"{r.name} version {r.version or '-'} ({r.origin}, {r.fingerprint[:12]})"

@@ -1,0 +1,273 @@
+"""Where the served bundle comes from: a local folder, or the MLflow registry with a local last-good cache.
+
+Job: turn the configured model (`models:/name@alias`, `models:/name/3` or a folder) into a local
+bundle folder plus the identity to report (name, version, alias). Registry bundles are copied into
+`models/serving-cache/<name>/v<version>/` and, once the holder has loaded and self-checked one, a
+pointer `last-good@<alias>.json` is written next to them, so a restart with the registry down still
+serves the last bundle that worked.
+
+Trade-offs:
+- MLflow is imported lazily, only by `RegistrySource`, so serving a local folder never imports it.
+  Its HTTP client would retry an unreachable server for minutes, so retries and timeouts are capped
+  (env defaults set before the import) and start-up falls back to the cache quickly.
+- Any registry failure (unreachable, unknown model or alias, download error) falls back to the cache:
+  the service keeps answering with a bundle that passed its self-check, and says so in /readyz.
+- The bundle is found inside the downloaded MLflow model by its `bundle.json` (shallowest wins), so
+  this module does not depend on how the training side lays out its pyfunc artifacts.
+- Change detection is the sha256 of `bundle.json`, which lists every file's sha256: cheap to poll.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import hashlib
+import json
+import logging
+import os
+import re
+import shutil
+import tempfile
+from dataclasses import dataclass, replace
+from pathlib import Path
+from typing import Any, Literal, Protocol
+
+from serving.bundle import MANIFEST, BundleError, read_manifest
+
+log = logging.getLogger("tierroute.serving")
+
+MODELS_URI = re.compile(r"^models:/(?P<name>[^/@]+)(?:@(?P<alias>[^/]+)|/(?P<version>[^/]+))$")
+Origin = Literal["local", "registry", "cache"]
+
+
+class ModelSourceError(Exception):
+    """The configured model cannot be found (and no cached bundle can stand in)."""
+
+
+@dataclass(frozen=True)
+class ResolvedModel:
+    """A bundle folder on local disk and what to call it."""
+
+    path: Path
+    name: str
+    version: str | None
+    alias: str | None
+    uri: str
+    origin: Origin
+    fingerprint: str
+    note: str | None = None  # e.g. why a cached bundle stands in for the registry
+
+    def ref(self) -> dict[str, str | None]:
+        return {"name": self.name, "version": self.version, "alias": self.alias}
+
+
+class ModelSource(Protocol):
+    uri: str
+
+    def resolve(self) -> ResolvedModel: ...
+
+    def remember(self, resolved: ResolvedModel) -> None:
+        """Called once a resolved bundle loaded and passed its self-check."""
+
+
+def parse_models_uri(uri: str) -> tuple[str, str | None, str | None]:
+    """`models:/name@alias` -> (name, alias, None); `models:/name/3` -> (name, None, "3")."""
+    m = MODELS_URI.match(uri.strip())
+    if not m:
+        raise ModelSourceError(f"{uri!r}: expected models:/<name>@<alias> or models:/<name>/<version>")
+    return m["name"], m["alias"], m["version"]
+
+
+def manifest_fingerprint(path: Path) -> str:
+    """sha256 of bundle.json: it lists every file's sha256, so any content change changes it."""
+    try:
+        return hashlib.sha256((path / MANIFEST).read_bytes()).hexdigest()
+    except OSError as exc:
+        raise ModelSourceError(f"{path}: cannot read {MANIFEST} ({exc.strerror or exc})") from exc
+
+
+def _safe(part: str) -> str:
+    return re.sub(r"[^A-Za-z0-9._-]", "_", part) or "_"
+
+
+def find_bundle_dir(root: Path) -> Path:
+    """The shallowest folder under `root` holding a bundle.json."""
+    candidates = sorted(root.rglob(MANIFEST), key=lambda p: (len(p.parts), str(p)))
+    if not candidates:
+        raise ModelSourceError(f"{root}: the registered model holds no {MANIFEST}; not a tierroute bundle")
+    return candidates[0].parent
+
+
+def create_source(model: str, *, tracking_uri: str | None = None, cache_dir: Path) -> ModelSource:
+    """A registry source for `models:/...`, a local source for anything else."""
+    if model.startswith("models:/"):
+        return RegistrySource(model, tracking_uri=tracking_uri, cache_dir=cache_dir)
+    return LocalSource(Path(model))
+
+
+class LocalSource:
+    """A bundle folder (or a symlink to one, for atomic deploys); re-read on every resolve."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = Path(path)
+        self.uri = str(self.path)
+
+    def resolve(self) -> ResolvedModel:
+        folder = self.path.resolve()
+        if not (folder / MANIFEST).is_file():
+            raise ModelSourceError(f"{self.path}: not a bundle folder (no {MANIFEST})")
+        try:
+            manifest = json.loads((folder / MANIFEST).read_text(encoding="utf-8"))
+        except (OSError, ValueError) as exc:
+            raise ModelSourceError(f"{folder / MANIFEST}: unreadable ({exc})") from exc
+        if not isinstance(manifest, dict):
+            raise ModelSourceError(f"{folder / MANIFEST}: expected a JSON object")
+        version = manifest.get("version")
+        return ResolvedModel(
+            path=folder,
+            name=str(manifest.get("name") or folder.name),
+            version=str(version) if version is not None else None,
+            alias=None,
+            uri=self.uri,
+            origin="local",
+            fingerprint=manifest_fingerprint(folder),
+        )
+
+    def remember(self, resolved: ResolvedModel) -> None:
+        """Local folders need no cache."""
+
+
+class RegistrySource:
+    """`models:/name@alias` or `models:/name/<version>` through the MLflow client, with a local cache."""
+
+    def __init__(self, uri: str, *, tracking_uri: str | None, cache_dir: Path) -> None:
+        self.uri = uri
+        self.name, self.alias, self.version = parse_models_uri(uri)
+        self.tracking_uri = tracking_uri
+        self.root = Path(cache_dir) / _safe(self.name)
+
+    @property
+    def _pointer(self) -> Path:
+        selector = f"@{self.alias}" if self.alias else f"-v{self.version}"
+        return self.root / f"last-good{_safe(selector)}.json"
+
+    def resolve(self) -> ResolvedModel:
+        try:
+            return self._from_registry()
+        except Exception as exc:
+            reason = f"registry unavailable for {self.uri}: {_one_line(exc)}"
+            cached = self._from_cache(reason)
+            if cached is None:
+                raise ModelSourceError(
+                    f"{reason}; and no cached bundle under {self._pointer.parent} "
+                    "(serve a local bundle folder with --model DIR, or fix the registry)"
+                ) from exc
+            return cached
+
+    def _from_registry(self) -> ResolvedModel:
+        os.environ.setdefault("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "0")
+        os.environ.setdefault("MLFLOW_HTTP_REQUEST_TIMEOUT", "5")
+        os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
+        import mlflow.artifacts
+        from mlflow import MlflowClient
+
+        client = MlflowClient(tracking_uri=self.tracking_uri, registry_uri=self.tracking_uri)
+        if self.alias is not None:
+            mv = client.get_model_version_by_alias(self.name, self.alias)
+        else:
+            mv = client.get_model_version(self.name, str(self.version))
+        version = str(mv.version)
+        target = self.root / f"v{_safe(version)}"
+        if not self._usable(target):
+            self.root.mkdir(parents=True, exist_ok=True)
+            with tempfile.TemporaryDirectory(prefix=".download-", dir=self.root) as tmp:
+                local = mlflow.artifacts.download_artifacts(
+                    artifact_uri=f"models:/{self.name}/{version}",
+                    dst_path=tmp,
+                    tracking_uri=self.tracking_uri,
+                    registry_uri=self.tracking_uri,
+                )
+                bundle = find_bundle_dir(Path(local))
+                shutil.rmtree(target, ignore_errors=True)
+                os.replace(bundle, target)
+        return ResolvedModel(
+            path=target,
+            name=self.name,
+            version=version,
+            alias=self.alias,
+            uri=self.uri,
+            origin="registry",
+            fingerprint=manifest_fingerprint(target),
+        )
+
+    @staticmethod
+    def _usable(folder: Path) -> bool:
+        """A cached copy is reused only if every file still matches its manifest hash."""
+        if not (folder / MANIFEST).is_file():
+            return False
+        try:
+            read_manifest(folder)
+        except BundleError as exc:
+            log.warning("cached bundle %s is damaged (%s); downloading it again", folder, exc)
+            return False
+        return True
+
+    def _from_cache(self, reason: str) -> ResolvedModel | None:
+        try:
+            pointer: dict[str, Any] = json.loads(self._pointer.read_text(encoding="utf-8"))
+            folder = self.root / str(pointer["folder"])
+        except (OSError, ValueError, KeyError, TypeError):
+            return None
+        if not (folder / MANIFEST).is_file():
+            return None
+        return ResolvedModel(
+            path=folder,
+            name=self.name,
+            version=str(pointer.get("version")) if pointer.get("version") is not None else None,
+            alias=self.alias,
+            uri=self.uri,
+            origin="cache",
+            fingerprint=manifest_fingerprint(folder),
+            note=f"serving the last good cached bundle (saved {pointer.get('saved_at', '?')}): {reason}",
+        )
+
+    def remember(self, resolved: ResolvedModel) -> None:
+        """Point `last-good` at a registry bundle that loaded and passed its self-check."""
+        if resolved.origin != "registry":
+            return
+        pointer = {
+            "uri": self.uri,
+            "name": resolved.name,
+            "version": resolved.version,
+            "alias": resolved.alias,
+            "folder": resolved.path.name,
+            "fingerprint": resolved.fingerprint,
+            "saved_at": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
+        }
+        tmp = self._pointer.with_suffix(".json.tmp")
+        tmp.write_text(json.dumps(pointer, indent=2) + "\n", encoding="utf-8")
+        os.replace(tmp, self._pointer)
+
+
+def seed_cache(cache_dir: Path, uri: str, bundle: Path, version: str) -> ResolvedModel:
+    """Put a bundle into the cache as the last good one for `uri` (for air-gapped installs and tests)."""
+    source = RegistrySource(uri, tracking_uri=None, cache_dir=cache_dir)
+    target = source.root / f"v{_safe(version)}"
+    target.parent.mkdir(parents=True, exist_ok=True)
+    shutil.rmtree(target, ignore_errors=True)
+    shutil.copytree(bundle, target)
+    resolved = ResolvedModel(
+        path=target,
+        name=source.name,
+        version=version,
+        alias=source.alias,
+        uri=uri,
+        origin="registry",
+        fingerprint=manifest_fingerprint(target),
+    )
+    source.remember(resolved)
+    return replace(resolved, origin="cache")
+
+
+def _one_line(exc: BaseException) -> str:
+    text = " ".join(str(exc).split()) or type(exc).__name__
+    return text if len(text) <= 300 else text[:297] + "..."

@@ -1,0 +1,47 @@
+"""The HTTP contract of the classify service, as pydantic models.
+
+Job: the request/response shapes that other code (routers, LiteLLM hooks, the Python client)
+relies on exactly. Trade-off: extra heads a user trained are open-ended, so results allow extra
+fields (`<head>` and `<head>_probs`) instead of a closed schema.
+"""
+
+from __future__ import annotations
+
+from pydantic import BaseModel, ConfigDict, Field
+
+
+class ClassifyRequest(BaseModel):
+    """Either `texts` (1..N strings) or `text` (one string)."""
+
+    model_config = ConfigDict(extra="forbid")
+    texts: list[str] | None = Field(default=None, description="1 to max_texts texts, answered in order")
+    text: str | None = Field(default=None, description="a single text; same as texts=[text]")
+
+
+class ModelRef(BaseModel):
+    name: str
+    version: str | None = None
+    alias: str | None = None
+
+
+class ClassifyResult(BaseModel):
+    """One text's classification. Extra heads appear as `<head>` and `<head>_probs`."""
+
+    model_config = ConfigDict(extra="allow")
+    tier: str
+    tier_probs: dict[str, float]
+    task: str | None = None
+    task_probs: dict[str, float] | None = None
+    complexity: float = Field(ge=0.0, le=1.0, description="expected tier index / 2")
+    confidence: float = Field(ge=0.0, le=1.0, description="max tier probability")
+    tokens: int = Field(ge=0, description="token count of the text before truncation")
+    truncated: bool
+
+
+class ClassifyResponse(BaseModel):
+    model: ModelRef
+    results: list[ClassifyResult]
+
+
+class ErrorResponse(BaseModel):
+    detail: str

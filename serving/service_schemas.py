@@ -1,0 +1,67 @@
+"""Response shapes of the service's operational endpoints (health, readiness, models, reload).
+
+Job: document /healthz, /readyz, /v1/models and /admin/reload in the OpenAPI schema. The
+classify contract itself lives in `serving.schemas` (owned by the lead; other code relies on it).
+Trade-off: bundle metadata is passed through as an open object: it is whatever the bundle's
+manifest says, versioned by its own `schema_version`.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Literal
+
+from pydantic import BaseModel, Field
+
+from serving.schemas import ModelRef
+
+
+class HealthResponse(BaseModel):
+    status: Literal["ok"] = "ok"
+
+
+class ServingInfo(BaseModel):
+    batching: bool
+    max_batch: int
+    batch_wait_ms: float
+    workers: int
+    threads: int = Field(description="ONNX Runtime intra-op threads per session")
+
+
+class LastReload(BaseModel):
+    at: float = Field(description="unix time of the last reload attempt")
+    status: Literal["loaded", "unchanged", "refused"]
+    reason: str | None = None
+
+
+class ReadyResponse(BaseModel):
+    ready: bool
+    model: ModelRef | None = None
+    source: str = Field(description="the configured model: `models:/...` URI or bundle folder")
+    origin: Literal["local", "registry", "cache"] | None = None
+    stale: bool = Field(description="true when a cached bundle stands in for an unreachable registry")
+    reason: str | None = Field(default=None, description="why not ready, or why the cache is served")
+    last_reload: LastReload | None = None
+    serving: ServingInfo | None = None
+
+
+class HeadInfo(BaseModel):
+    name: str
+    labels: list[str]
+
+
+class ModelsResponse(BaseModel):
+    model: ModelRef
+    origin: Literal["local", "registry", "cache"]
+    source: str
+    path: str = Field(description="local bundle folder being served")
+    fingerprint: str = Field(description="sha256 of bundle.json")
+    loaded_at: float
+    heads: list[HeadInfo]
+    bundle: dict[str, Any] = Field(description="the bundle's manifest (bundle.json)")
+    serving: ServingInfo
+
+
+class ReloadResponse(BaseModel):
+    status: Literal["loaded", "unchanged", "refused"]
+    reason: str | None = None
+    model: ModelRef | None = None

@@ -1,0 +1,148 @@
+"""Text -> token tensors, identical at training and serving time.
+
+Job: one tokenisation path for every caller (training embeddings, ONNX bundle, gate), so the
+features a head was trained on are exactly the features it is served. The model's own
+`tokenizer.json` pads and truncates to a fixed 128 (a trap: see NOTES.md), so this module
+switches both off and does its own truncation.
+
+Trade-offs:
+- Truncation is `head_tail` by default: keep the first `head_tokens` and the last
+  `max_tokens - 2 - head_tokens` content tokens. Requests put the instruction at the start and the
+  actual question at the end; plain head truncation drops the question of a long prompt.
+- Very long texts are cut by characters before tokenising (both ends kept), so a 1 MB text costs
+  the same as an 8 KB one. Their token count is then an estimate scaled by character length;
+  `truncated` is exact either way.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any, Literal
+
+import numpy as np
+from tokenizers import Tokenizer
+
+Strategy = Literal["head", "head_tail"]
+
+
+@dataclass(frozen=True)
+class TruncationSpec:
+    """How many tokens the encoder sees and which ones."""
+
+    max_tokens: int = 128
+    strategy: Strategy = "head_tail"
+    head_tokens: int = 32
+
+    def __post_init__(self) -> None:
+        if self.max_tokens < 8 or self.max_tokens > 512:
+            raise ValueError(f"max_tokens must be in [8, 512] (the encoder's limit), got {self.max_tokens}")
+        if self.strategy not in ("head", "head_tail"):
+            raise ValueError(f"strategy must be 'head' or 'head_tail', got {self.strategy!r}")
+        if self.strategy == "head_tail" and not 0 <= self.head_tokens <= self.max_tokens - 2:
+            raise ValueError(
+                f"head_tokens must be in [0, max_tokens-2={self.max_tokens - 2}], got {self.head_tokens}"
+            )
+
+    @property
+    def content_tokens(self) -> int:
+        """Tokens left for the text once [CLS] and [SEP] are placed."""
+        return self.max_tokens - 2
+
+    @property
+    def char_cap(self) -> int:
+        """Characters kept from each end of a huge text before tokenising (>= 24 chars per kept token)."""
+        return 24 * self.max_tokens
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> TruncationSpec:
+        return cls(
+            max_tokens=int(data["max_tokens"]),
+            strategy=data.get("strategy", "head_tail"),
+            head_tokens=int(data.get("head_tokens", 32)),
+        )
+
+    def select(self, ids: list[int]) -> list[int]:
+        """Pick the content token ids the encoder will see."""
+        n = self.content_tokens
+        if len(ids) <= n:
+            return ids
+        if self.strategy == "head":
+            return ids[:n]
+        tail = n - self.head_tokens
+        return ids[: self.head_tokens] + (ids[-tail:] if tail else [])
+
+
+@dataclass(frozen=True)
+class EncodedBatch:
+    """Padded int64 tensors for a BERT-style encoder plus per-text bookkeeping."""
+
+    input_ids: np.ndarray
+    attention_mask: np.ndarray
+    token_type_ids: np.ndarray
+    token_counts: np.ndarray  # tokens of the full text, special tokens excluded
+    truncated: np.ndarray  # bool: the encoder saw fewer tokens than the text has
+
+    def feeds(self) -> dict[str, np.ndarray]:
+        return {
+            "input_ids": self.input_ids,
+            "attention_mask": self.attention_mask,
+            "token_type_ids": self.token_type_ids,
+        }
+
+
+class TextTokenizer:
+    """Wraps a `tokenizers.Tokenizer` with explicit truncation and dynamic padding."""
+
+    def __init__(self, tokenizer_json: Path, spec: TruncationSpec) -> None:
+        tok = Tokenizer.from_file(str(tokenizer_json))
+        tok.no_padding()
+        tok.no_truncation()
+        self._tok = tok
+        self.spec = spec
+        cls_id, sep_id = tok.token_to_id("[CLS]"), tok.token_to_id("[SEP]")
+        pad_id = tok.token_to_id("[PAD]")
+        if cls_id is None or sep_id is None or pad_id is None:
+            raise ValueError(f"{tokenizer_json}: not a BERT WordPiece tokenizer ([CLS]/[SEP]/[PAD] missing)")
+        self.cls_id, self.sep_id, self.pad_id = cls_id, sep_id, pad_id
+
+    def _cap(self, text: str) -> tuple[str, float]:
+        """Cut a huge text by characters, keeping both ends; return it and the length scale factor."""
+        cap = self.spec.char_cap
+        if len(text) <= 2 * cap:
+            return text, 1.0
+        kept = text[: 2 * cap] if self.spec.strategy == "head" else text[:cap] + " " + text[-cap:]
+        return kept, len(text) / len(kept)
+
+    def encode_batch(self, texts: Sequence[str]) -> EncodedBatch:
+        capped = [self._cap(t) for t in texts]
+        encodings = self._tok.encode_batch([c[0] for c in capped], add_special_tokens=False)
+        rows: list[list[int]] = []
+        counts = np.empty(len(texts), dtype=np.int64)
+        truncated = np.empty(len(texts), dtype=bool)
+        for i, (enc, (_, scale)) in enumerate(zip(encodings, capped, strict=True)):
+            ids = enc.ids
+            counts[i] = round(len(ids) * scale)
+            kept = self.spec.select(ids)
+            truncated[i] = len(kept) < len(ids) or scale > 1.0
+            rows.append([self.cls_id, *kept, self.sep_id])
+        width = max((len(r) for r in rows), default=2)
+        input_ids = np.full((len(rows), width), self.pad_id, dtype=np.int64)
+        attention = np.zeros((len(rows), width), dtype=np.int64)
+        for i, r in enumerate(rows):
+            input_ids[i, : len(r)] = r
+            attention[i, : len(r)] = 1
+        return EncodedBatch(
+            input_ids=input_ids,
+            attention_mask=attention,
+            token_type_ids=np.zeros_like(input_ids),
+            token_counts=counts,
+            truncated=truncated,
+        )
+
+    def count_tokens(self, text: str) -> int:
+        return int(self.encode_batch([text]).token_counts[0])

@@ -1,0 +1,97 @@
+"""Shared fixtures: the real exported encoder, a real small trained bundle, a fresh MLflow store.
+
+Everything here is real (the MiniLM encoder from site-packages, onnxruntime, sklearn, MLflow's
+sqlite store); fixtures are session-scoped so the suite pays for export and training once.
+"""
+
+from __future__ import annotations
+
+import os
+
+for _k, _v in {
+    "HF_HUB_OFFLINE": "1",
+    "TRANSFORMERS_OFFLINE": "1",
+    "ORT_DISABLE_TELEMETRY": "1",
+    "MLFLOW_DISABLE_TELEMETRY": "true",
+    "DO_NOT_TRACK": "true",
+    "TOKENIZERS_PARALLELISM": "false",
+    "LITELLM_LOCAL_MODEL_COST_MAP": "True",
+}.items():
+    os.environ.setdefault(_k, _v)
+
+from collections.abc import Iterator  # noqa: E402
+from pathlib import Path  # noqa: E402
+
+import pytest  # noqa: E402
+
+REPO = Path(__file__).resolve().parents[1]
+LABELLED = REPO / "data" / "labelled" / "requests.parquet"
+SUBSET_PER_CLASS = 25  # rows per (tier, task) cell, capped; ~600 rows in all
+
+
+@pytest.fixture(scope="session")
+def repo_root() -> Path:
+    return REPO
+
+
+@pytest.fixture(scope="session")
+def session_cache(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A cache folder shared by the whole session (encoder export, embeddings)."""
+    return tmp_path_factory.mktemp("cache")
+
+
+@pytest.fixture(scope="session")
+def encoder_artifact(session_cache: Path):  # type: ignore[no-untyped-def]
+    from pipelines.encoder_export import export_encoder
+
+    return export_encoder(session_cache / "encoder", "fp32")
+
+
+@pytest.fixture(scope="session")
+def small_labelled_file(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A stratified ~600-row slice of the shipped labelled data, all three splits kept."""
+    import pandas as pd
+
+    df = pd.read_parquet(LABELLED)
+    parts = []
+    for split, n in (("train", SUBSET_PER_CLASS), ("validation", 8), ("test", 8)):
+        sub = df[df["split"] == split]
+        parts.append(
+            sub.groupby(["tier", "task"], group_keys=False).apply(
+                lambda g, n=n: g.sample(n=min(len(g), n), random_state=0)
+            )
+        )
+    out = tmp_path_factory.mktemp("data") / "small.parquet"
+    pd.concat(parts).reset_index(drop=True).to_parquet(out)
+    return out
+
+
+@pytest.fixture(scope="session")
+def trained(small_labelled_file: Path, session_cache: Path, tmp_path_factory: pytest.TempPathFactory):  # type: ignore[no-untyped-def]
+    """A real TrainResult (no registry) on the small slice: heads, metrics, bundle folder."""
+    from pipelines.train import TrainConfig, train
+
+    config = TrainConfig(
+        data=small_labelled_file,
+        out_dir=tmp_path_factory.mktemp("bundles"),
+        encoder_cache=session_cache / "encoder",
+        embedding_cache=session_cache / "embeddings",
+        register=False,
+    )
+    return train(config, progress=False, echo=lambda _m: None)
+
+
+@pytest.fixture(scope="session")
+def trained_bundle(trained) -> Path:  # type: ignore[no-untyped-def]
+    """Path of a real classifier bundle (model.onnx + tokenizer.json + bundle.json)."""
+    return Path(trained.bundle_dir)
+
+
+@pytest.fixture()
+def tracking_uri(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[str]:
+    """A fresh embedded MLflow store (sqlite + local artifacts) for one test."""
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", uri)
+    monkeypatch.setenv("MLFLOW_REGISTRY_URI", uri)
+    monkeypatch.chdir(tmp_path)
+    yield uri

@@ -131,9 +131,7 @@ def accuracy_from_confusion(cm: np.ndarray) -> np.ndarray:
     return np.trace(cm, axis1=-2, axis2=-1) / cm.sum(axis=(-2, -1))
 
 
-def _resample_chunks(
-    n: int, n_boot: int, rng: np.random.Generator, m: int | None = None
-) -> list[np.ndarray]:
+def _resample_chunks(n: int, n_boot: int, rng: np.random.Generator, m: int | None = None) -> list[np.ndarray]:
     """Bootstrap index matrices [b, m] in chunks whose total is n_boot."""
     m = n if m is None else m
     per_chunk = max(1, _CHUNK_CELLS // max(m, 1))
@@ -177,13 +175,17 @@ def bootstrap_classification(
     codes = t * n_classes + p
     cm = confusion_matrix(t, p, n_classes)
     rng = np.random.default_rng(seed)
-    cms = np.concatenate([batched_confusion(codes, idx, n_classes) for idx in _resample_chunks(t.size, n_boot, rng)])
+    cms = np.concatenate(
+        [batched_confusion(codes, idx, n_classes) for idx in _resample_chunks(t.size, n_boot, rng)]
+    )
     acc_s, mf1_s, f1_s = accuracy_from_confusion(cms), macro_f1_from_confusion(cms), f1_from_confusion(cms)
     f1 = f1_from_confusion(cm)
     return ClassificationIntervals(
         accuracy=percentile_interval(float(accuracy_from_confusion(cm)), acc_s, confidence),
         macro_f1=percentile_interval(float(macro_f1_from_confusion(cm)), mf1_s, confidence),
-        per_class_f1=tuple(percentile_interval(float(f1[k]), f1_s[:, k], confidence) for k in range(n_classes)),
+        per_class_f1=tuple(
+            percentile_interval(float(f1[k]), f1_s[:, k], confidence) for k in range(n_classes)
+        ),
         n=int(t.size),
     )
 
@@ -262,7 +264,9 @@ def paired_bootstrap_diff(
     rng = np.random.default_rng(seed)
     deltas = []
     for idx in _resample_chunks(t.size, n_boot, rng):
-        deltas.append(fn(batched_confusion(codes_b, idx, n_classes)) - fn(batched_confusion(codes_a, idx, n_classes)))
+        deltas.append(
+            fn(batched_confusion(codes_b, idx, n_classes)) - fn(batched_confusion(codes_a, idx, n_classes))
+        )
     d = np.concatenate(deltas)
     ref = float(fn(confusion_matrix(t, a, n_classes)))
     cur = float(fn(confusion_matrix(t, b, n_classes)))
@@ -296,10 +300,16 @@ def independent_bootstrap_diff(
     fn = _metric_fn(metric, class_index)
     rng = np.random.default_rng(seed)
     ref_s = np.concatenate(
-        [fn(batched_confusion(rt * n_classes + rp, i, n_classes)) for i in _resample_chunks(rt.size, n_boot, rng)]
+        [
+            fn(batched_confusion(rt * n_classes + rp, i, n_classes))
+            for i in _resample_chunks(rt.size, n_boot, rng)
+        ]
     )
     cur_s = np.concatenate(
-        [fn(batched_confusion(ct * n_classes + cp, i, n_classes)) for i in _resample_chunks(ct.size, n_boot, rng)]
+        [
+            fn(batched_confusion(ct * n_classes + cp, i, n_classes))
+            for i in _resample_chunks(ct.size, n_boot, rng)
+        ]
     )
     d = cur_s - ref_s
     ref = float(fn(confusion_matrix(rt, rp, n_classes)))

@@ -98,4 +98,6 @@ def bootstrap_ece(
         gap = np.bincount(flat, weights=(h[idx] - c[idx]).ravel(), minlength=k * n_bins).reshape(k, n_bins)
         out.append(np.abs(gap).sum(axis=1) / n)
         done += k
-    return percentile_interval(expected_calibration_error(c, h, n_bins), np.concatenate(out), confidence_level)
+    return percentile_interval(
+        expected_calibration_error(c, h, n_bins), np.concatenate(out), confidence_level
+    )

@@ -14,7 +14,10 @@ import typer
 
 from evals import register_cli as evals_register
 from pipelines import cli as pipelines_cli
+from pipelines import gate_cli
 from serving import cli as serving_cli
+from serving import serve_cli
+from serving.router import cli as router_cli
 
 OFFLINE_ENV = {
     "HF_HUB_OFFLINE": "1",
@@ -51,6 +54,9 @@ def build_app() -> typer.Typer:
     pipelines_cli.register(app, bench)
     serving_cli.register(app, bench)
     evals_register.register(app, bench)
+    router_cli.register(app, bench)
+    serve_cli.register(app, bench)
+    gate_cli.register(app, bench)
     app.add_typer(bench, name="bench")
     return app
 

@@ -24,7 +24,7 @@ lower the false-alarm rate. Exit status: 0 no drift, 1 drift.
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from typing import Any, Literal
 
 import numpy as np
@@ -41,7 +41,15 @@ from evals.reference_stats import HeadStats, ReferenceStats
 from evals.shift_tests import bonferroni, chi2_homogeneity, holm, ks_two_sample, psi
 
 Correction = Literal["holm", "bonferroni", "none"]
-FAMILIES = ("performance", "label_shift", "prediction_mix", "confidence", "embedding", "token_length", "language")
+FAMILIES = (
+    "performance",
+    "label_shift",
+    "prediction_mix",
+    "confidence",
+    "embedding",
+    "token_length",
+    "language",
+)
 
 
 @dataclass(frozen=True)
@@ -175,7 +183,15 @@ def _performance_check(head: str, ref: HeadStats, cur: HeadStats, config: DriftC
     rt, rp = ref.labelled_pairs()
     ct, cp = cur.labelled_pairs()
     observed, p = permutation_test_diff(
-        rt, rp, ct, cp, k, metric="macro_f1", alternative="less", n_permutations=config.n_permutations, seed=config.seed
+        rt,
+        rp,
+        ct,
+        cp,
+        k,
+        metric="macro_f1",
+        alternative="less",
+        n_permutations=config.n_permutations,
+        seed=config.seed,
     )
     seed = config.seed + 1
     mf1 = independent_bootstrap_diff(rt, rp, ct, cp, k, metric="macro_f1", n_boot=config.n_boot, seed=seed)
@@ -210,8 +226,12 @@ def _performance_check(head: str, ref: HeadStats, cur: HeadStats, config: DriftC
         n_ref=int(rt.size),
         n_cur=int(ct.size),
         detail={
-            "reference_macro_f1": float(macro_f1_from_confusion(np.bincount(rt * k + rp, minlength=k * k).reshape(k, k))),
-            "current_macro_f1": float(macro_f1_from_confusion(np.bincount(ct * k + cp, minlength=k * k).reshape(k, k))),
+            "reference_macro_f1": float(
+                macro_f1_from_confusion(np.bincount(rt * k + rp, minlength=k * k).reshape(k, k))
+            ),
+            "current_macro_f1": float(
+                macro_f1_from_confusion(np.bincount(ct * k + cp, minlength=k * k).reshape(k, k))
+            ),
             "delta_macro_f1": mf1.delta.to_dict(),
             "delta_accuracy": acc.delta.to_dict(),
             "reference_accuracy": acc.reference,
@@ -221,9 +241,33 @@ def _performance_check(head: str, ref: HeadStats, cur: HeadStats, config: DriftC
     )
 
 
-def compare(reference: ReferenceStats, current: ReferenceStats, config: DriftConfig | None = None) -> DriftResult:
-    """Run every applicable check, adjust p-values, decide."""
+def planned_checks(reference: ReferenceStats, current: ReferenceStats, config: DriftConfig) -> int:
+    """How many checks `compare` will run (an upper bound; fixes the permutation count up front)."""
+    want = set(config.checks)
+    m = 0
+    for _head in set(reference.heads) & set(current.heads):
+        m += len(want & {"performance", "label_shift", "prediction_mix", "confidence"})
+    return m + len(want & {"embedding", "token_length", "language"})
+
+
+def permutations_needed(alpha: float, n_checks: int) -> int:
+    """Permutations for which the p-value floor 1/(B+1) is half the smallest Holm threshold alpha/m,
+    so a permutation test can reach significance at all after the correction."""
+    return int(np.ceil(2.0 * max(n_checks, 1) / alpha))
+
+
+def compare(
+    reference: ReferenceStats, current: ReferenceStats, config: DriftConfig | None = None
+) -> DriftResult:
+    """Run every applicable check, adjust p-values, decide.
+
+    The permutation count is raised when needed so the smallest attainable p-value, 1/(B+1), is
+    below the strictest Holm threshold alpha/m; otherwise the embedding and performance checks
+    could never fire (300 permutations cannot beat 0.01/7)."""
     config = config or DriftConfig()
+    needed = permutations_needed(config.alpha, planned_checks(reference, current, config))
+    if config.correction != "none" and needed > config.n_permutations:
+        config = replace(config, n_permutations=needed)
     want = set(config.checks)
     checks: list[CheckResult] = []
     skipped: dict[str, str] = {}
@@ -234,7 +278,9 @@ def compare(reference: ReferenceStats, current: ReferenceStats, config: DriftCon
     for head in shared:
         ref, cur = reference.heads[head], current.heads[head]
         if ref.labels != cur.labels:
-            skipped[f"head/{head}"] = f"label sets differ: reference {list(ref.labels)} vs current {list(cur.labels)}"
+            skipped[f"head/{head}"] = (
+                f"label sets differ: reference {list(ref.labels)} vs current {list(cur.labels)}"
+            )
             continue
         names = list(ref.labels)
         if "performance" in want:
@@ -243,16 +289,21 @@ def compare(reference: ReferenceStats, current: ReferenceStats, config: DriftCon
             else:
                 skipped[f"performance/{head}"] = "needs labels on both sides"
         if "label_shift" in want:
-            if ref.label_counts is not None and cur.label_counts is not None and cur.label_counts.sum() > 0:
-                if ref.label_counts.sum() > 0:
-                    checks.append(_mix_check("label_shift", head, ref.label_counts, cur.label_counts, config, names))
+            rl, cl = ref.label_counts, cur.label_counts
+            if rl is not None and cl is not None and rl.sum() > 0 and cl.sum() > 0:
+                checks.append(_mix_check("label_shift", head, rl, cl, config, names))
             else:
                 skipped[f"label_shift/{head}"] = "needs labels on both sides"
         if "prediction_mix" in want:
             checks.append(_mix_check("prediction_mix", head, ref.pred_counts, cur.pred_counts, config, names))
         if "confidence" in want:
-            bins = [f"{a:.1f}-{b:.1f}" for a, b in zip(np.linspace(0, 0.9, 10), np.linspace(0.1, 1, 10), strict=True)]
-            checks.append(_mix_check("confidence", head, ref.confidence_hist, cur.confidence_hist, config, bins))
+            bins = [
+                f"{a:.1f}-{b:.1f}"
+                for a, b in zip(np.linspace(0, 0.9, 10), np.linspace(0.1, 1, 10), strict=True)
+            ]
+            checks.append(
+                _mix_check("confidence", head, ref.confidence_hist, cur.confidence_hist, config, bins)
+            )
     if "embedding" in want:
         if reference.embeddings is not None and current.embeddings is not None:
             if min(len(reference.embeddings), len(current.embeddings)) < 10:
@@ -279,13 +330,21 @@ def compare(reference: ReferenceStats, current: ReferenceStats, config: DriftCon
                         effect_floor=0.0,
                         n_ref=r.n_ref,
                         n_cur=r.n_cur,
-                        detail={"bandwidth": r.bandwidth, "domain_auc": r.domain_auc, "n_permutations": r.n_permutations},
+                        detail={
+                            "bandwidth": r.bandwidth,
+                            "domain_auc": r.domain_auc,
+                            "n_permutations": r.n_permutations,
+                        },
                     )
                 )
         else:
             skipped["embedding"] = "needs embeddings on both sides (texts for the current set)"
     if "token_length" in want:
-        if reference.token_counts is not None and current.token_counts is not None and len(current.token_counts):
+        if (
+            reference.token_counts is not None
+            and current.token_counts is not None
+            and len(current.token_counts)
+        ):
             r2 = ks_two_sample(reference.token_counts, current.token_counts)
             checks.append(
                 CheckResult(
@@ -298,8 +357,8 @@ def compare(reference: ReferenceStats, current: ReferenceStats, config: DriftCon
                     effect_name="ks_d",
                     effect=r2.statistic,
                     effect_floor=config.min_ks,
-                    n_ref=int(len(reference.token_counts)),
-                    n_cur=int(len(current.token_counts)),
+                    n_ref=len(reference.token_counts),
+                    n_cur=len(current.token_counts),
                     detail={
                         "reference_median": float(np.median(reference.token_counts)),
                         "current_median": float(np.median(current.token_counts)),

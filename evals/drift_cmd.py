@@ -31,8 +31,16 @@ from evals.inputs import (
     read_table,
     select_split,
 )
-from evals.model_io import ModelError, ModelHandle, head_labels, load_bundle, predict_in_batches, resolve_model
+from evals.model_io import (
+    ModelError,
+    ModelHandle,
+    head_labels,
+    load_bundle,
+    predict_in_batches,
+    resolve_model,
+)
 from evals.reference_stats import FILENAME, ReferenceStats, ReferenceStatsError, compute_stats
+from serving.bundle import BundleError, read_manifest
 
 REFERENCE_ARTIFACT = f"reference/{FILENAME}"
 AUTO = "auto"
@@ -53,7 +61,9 @@ class DriftRun:
     tracking_error: str | None = None
 
 
-def _stats_from_table(path: Path, split: str | None, handle: ModelHandle, seed: int, role: str) -> ReferenceStats:
+def _stats_from_table(
+    path: Path, split: str | None, handle: ModelHandle, seed: int, role: str
+) -> ReferenceStats:
     df = select_split(read_table(path), split, path)
     bundle = load_bundle(handle)
     heads = head_labels(bundle)
@@ -108,7 +118,9 @@ def resolve_reference(
     """The reference statistics and, when the reference names one, its model."""
     if spec.endswith(".npz"):
         try:
-            return ReferenceStats.load(Path(spec)), (resolve_model(model, cache_dir=cache_dir) if model else None)
+            return ReferenceStats.load(Path(spec)), (
+                resolve_model(model, cache_dir=cache_dir) if model else None
+            )
         except ReferenceStatsError as exc:
             raise DriftInputError(str(exc)) from exc
     if _is_table(spec):
@@ -126,7 +138,9 @@ def resolve_reference(
 
         from evals.tracking import download_run_artifact
 
-        got = download_run_artifact(handle.run_id, REFERENCE_ARTIFACT, Path(tempfile.mkdtemp(prefix="tierroute-ref-")))
+        got = download_run_artifact(
+            handle.run_id, REFERENCE_ARTIFACT, Path(tempfile.mkdtemp(prefix="tierroute-ref-"))
+        )
         if got is not None:
             stats_file = got
     if not stats_file.is_file():
@@ -139,6 +153,12 @@ def resolve_reference(
     except ReferenceStatsError as exc:
         raise DriftInputError(str(exc)) from exc
     stats.meta.setdefault("model", handle.label)
+    try:
+        training = read_manifest(handle.bundle_dir, verify_files=False).get("training_data") or {}
+    except BundleError:
+        training = {}
+    if training.get("digest"):
+        stats.meta.setdefault("digest", training["digest"])
     return stats, (resolve_model(model, cache_dir=cache_dir) if model else handle)
 
 
@@ -176,7 +196,9 @@ def run_drift(
         cur_stats = _stats_from_log(current, logged, handle, config.seed + 7)
     else:
         if handle is None:
-            raise DriftInputError("the current set is a data file: pass --model (or a model-version --reference)")
+            raise DriftInputError(
+                "the current set is a data file: pass --model (or a model-version --reference)"
+            )
         cur_stats = _stats_from_table(current, current_split, handle, config.seed + 7, "current")
     echo(f"current: {cur_stats.n_rows} rows ({current})")
     result = compare(ref_stats, cur_stats, config)
@@ -187,7 +209,10 @@ def run_drift(
     if log_to_mlflow:
         from evals.tracking import TrackingError, log_run
 
-        metrics: dict[str, Any] = {"drift": float(result.drift), "checks_flagged": float(sum(c.drift for c in result.checks))}
+        metrics: dict[str, Any] = {
+            "drift": float(result.drift),
+            "checks_flagged": float(sum(c.drift for c in result.checks)),
+        }
         for c in result.checks:
             metrics[f"{c.name}.p"] = c.p_value
             metrics[f"{c.name}.adjusted_p"] = c.adjusted_p

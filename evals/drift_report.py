@@ -58,7 +58,9 @@ def _ecdf_plot(ref: np.ndarray, cur: np.ndarray, check: CheckResult, path: Path)
     fig, ax = plt.subplots(figsize=(5, 3.4))
     for vals, label, color in ((ref, "reference", "#7a9cc6"), (cur, "current", "#e08a4b")):
         v = np.sort(np.maximum(vals, 1))
-        ax.step(v, np.arange(1, v.size + 1) / v.size, where="post", label=f"{label} (n={v.size})", color=color)
+        ax.step(
+            v, np.arange(1, v.size + 1) / v.size, where="post", label=f"{label} (n={v.size})", color=color
+        )
     ax.set_xscale("log")
     ax.set_xlabel("tokens per text (before truncation)")
     ax.set_ylabel("cumulative share")
@@ -131,9 +133,13 @@ def build_blocks(
     plots = out_dir / "plots"
     plots.mkdir(parents=True, exist_ok=True)
     blocks: list[Block] = [Para(_verdict(result))]
-    ref_desc = ", ".join(f"{k}: {v}" for k, v in reference.meta.items() if k in ("source", "model", "split", "digest"))
+    ref_desc = ", ".join(
+        f"{k}: {v}" for k, v in reference.meta.items() if k in ("source", "model", "split", "digest")
+    )
     cur_desc = ", ".join(f"{k}: {v}" for k, v in current.meta.items() if k in ("source", "model", "split"))
-    blocks.append(Para(f"Reference: {reference.n_rows} rows ({ref_desc}). Current: {current.n_rows} rows ({cur_desc})."))
+    blocks.append(
+        Para(f"Reference: {reference.n_rows} rows ({ref_desc}). Current: {current.n_rows} rows ({cur_desc}).")
+    )
     blocks.append(
         Table(
             ["check", "test", "statistic", "effect", "effect floor", "p", "adjusted p", "decision"],
@@ -166,7 +172,8 @@ def build_blocks(
                 blocks.append(
                     Para(
                         f"`{c.head}`: macro-F1 {d['reference_macro_f1']:.3f} -> {d['current_macro_f1']:.3f} "
-                        f"(delta {d['delta_macro_f1']['estimate']:+.3f}, 95% CI [{d['delta_macro_f1']['low']:+.3f}, "
+                        f"(delta {d['delta_macro_f1']['estimate']:+.3f}, 95% CI "
+                        f"[{d['delta_macro_f1']['low']:+.3f}, "
                         f"{d['delta_macro_f1']['high']:+.3f}]); accuracy {d['reference_accuracy']:.3f} -> "
                         f"{d['current_accuracy']:.3f}; one-sided permutation p = {c.p_value:.3g}."
                     )
@@ -189,18 +196,29 @@ def build_blocks(
                     )
                 )
                 _f1_plot(c, plots / fname)
-            elif family == "embedding" and reference.embeddings is not None and current.embeddings is not None:
+            elif (
+                family == "embedding" and reference.embeddings is not None and current.embeddings is not None
+            ):
                 auc = c.detail.get("domain_auc")
                 blocks.append(
                     Para(
-                        f"MMD^2 {c.statistic:.4g} on {c.n_ref} + {c.n_cur} rows, {c.detail['n_permutations']} "
+                        f"MMD^2 {c.statistic:.4g} on {c.n_ref} + {c.n_cur} rows, "
+                        f"{c.detail['n_permutations']} "
                         f"permutations, p = {c.p_value:.3g}"
-                        + (f"; a logistic domain classifier separates the sets with AUC {auc:.3f}" if auc else "")
+                        + (
+                            f"; a logistic domain classifier separates the sets with AUC {auc:.3f}"
+                            if auc
+                            else ""
+                        )
                         + "."
                     )
                 )
                 _pca_plot(reference.embeddings, current.embeddings, c, plots / fname)
-            elif family == "token_length" and reference.token_counts is not None and current.token_counts is not None:
+            elif (
+                family == "token_length"
+                and reference.token_counts is not None
+                and current.token_counts is not None
+            ):
                 d = c.detail
                 blocks.append(
                     Para(
@@ -219,12 +237,16 @@ def build_blocks(
         Para(
             "Every check yields a p-value; p-values are adjusted together with "
             f"{result.config.correction} so the chance of any false alarm on a set drawn from the reference "
-            f"distribution is at most {result.config.alpha:g}. A check flags drift when its adjusted p-value is at "
-            "most alpha and its effect reaches the floor (PSI for mixes, KS D for token length, macro-F1 drop for "
+            f"distribution is at most {result.config.alpha:g}. A check flags drift when its adjusted "
+            "p-value is at "
+            "most alpha and its effect reaches the floor (PSI for mixes, KS D for token length, macro-F1 "
+            "drop for "
             "performance). Mix tests are Pearson chi-square tests with categories of expected count < "
             f"{result.config.min_expected:g} pooled; embeddings use an RBF-kernel MMD permutation test "
-            f"({result.config.n_permutations} permutations, <= {result.config.max_embedding_rows} rows per side); "
-            "performance uses a one-sided permutation test on macro-F1 with bootstrap intervals for every delta."
+            f"({result.config.n_permutations} permutations, <= {result.config.max_embedding_rows} rows per "
+            "side); "
+            "performance uses a one-sided permutation test on macro-F1 with bootstrap intervals for every "
+            "delta."
         )
     )
     return blocks
@@ -235,7 +257,11 @@ def _pct(v: Any) -> str:
 
 
 def write_drift_report(
-    result: DriftResult, reference: ReferenceStats, current: ReferenceStats, out_dir: Path, title: str = "Drift report"
+    result: DriftResult,
+    reference: ReferenceStats,
+    current: ReferenceStats,
+    out_dir: Path,
+    title: str = "Drift report",
 ) -> dict[str, Path]:
     blocks = build_blocks(result, reference, current, Path(out_dir))
     summary = result.to_dict()

@@ -93,9 +93,11 @@ def mmd_permutation_test(
     z = np.vstack([x, y])
     d2 = squared_distances(z)
     sigma = median_bandwidth(d2)
-    k = np.exp(-d2 / (2.0 * sigma * sigma))
-    s = np.concatenate([np.full(n, 1.0 / n), np.full(m, -1.0 / m)])
-    observed = float(s @ k @ s)
+    # float32 halves the cost of the permutation matmuls; the observed statistic goes through the
+    # same float32 path so it is compared with its null on equal terms.
+    k = np.exp(-d2 / (2.0 * sigma * sigma)).astype(np.float32)
+    s = np.concatenate([np.full(n, 1.0 / n), np.full(m, -1.0 / m)]).astype(np.float32)
+    observed = float(np.einsum("ij,ij->i", s[None, :] @ k, s[None, :])[0])
     per_chunk = 256
     exceed = 0
     done = 0
@@ -103,7 +105,7 @@ def mmd_permutation_test(
         b = min(per_chunk, n_permutations - done)
         perms = rng.permuted(np.tile(s, (b, 1)), axis=1)
         null = np.einsum("ij,ij->i", perms @ k, perms)
-        exceed += int(np.sum(null >= observed - 1e-12))
+        exceed += int(np.sum(null >= observed * (1 - 1e-6)))
         done += b
     auc = domain_classifier_auc(x, y, seed=seed) if with_domain_auc else None
     return EmbeddingDriftResult(
@@ -118,7 +120,8 @@ def mmd_permutation_test(
 
 
 def domain_classifier_auc(ref: np.ndarray, cur: np.ndarray, *, seed: int = 0, folds: int = 5) -> float:
-    """Cross-validated ROC AUC of a logistic regression telling `cur` rows from `ref` rows (0.5 = no drift)."""
+    """Cross-validated ROC AUC of a logistic regression telling `cur` rows from `ref` rows (0.5 = no "
+    "drift)."""
     from sklearn.linear_model import LogisticRegression
     from sklearn.metrics import roc_auc_score
     from sklearn.model_selection import StratifiedKFold, cross_val_predict
@@ -128,5 +131,7 @@ def domain_classifier_auc(ref: np.ndarray, cur: np.ndarray, *, seed: int = 0, fo
     target = np.concatenate([np.zeros(x.shape[0]), np.ones(y.shape[0])])
     folds = max(2, min(folds, x.shape[0], y.shape[0]))
     cv = StratifiedKFold(n_splits=folds, shuffle=True, random_state=seed)
-    scores = cross_val_predict(LogisticRegression(C=1.0, max_iter=500), z, target, cv=cv, method="decision_function")
+    scores = cross_val_predict(
+        LogisticRegression(C=1.0, max_iter=500), z, target, cv=cv, method="decision_function"
+    )
     return float(roc_auc_score(target, scores))

@@ -52,7 +52,9 @@ def read_table(path: Path) -> Any:
         else:
             df = pd.read_parquet(path)
     except Exception as exc:
-        raise InputError(f"{path}: cannot read it as {suffix[1:]} ({str(exc).splitlines()[0][:200]})") from exc
+        raise InputError(
+            f"{path}: cannot read it as {suffix[1:]} ({str(exc).splitlines()[0][:200]})"
+        ) from exc
     if len(df) == 0:
         raise InputError(f"{path}: no rows")
     if "text" not in df.columns:
@@ -73,7 +75,9 @@ def select_split(df: Any, split: str | None, path: Path) -> Any:
         raise InputError(f"{path}: --split {split!r} given but the file has no 'split' column")
     out = df[df["split"] == split].reset_index(drop=True)
     if len(out) == 0:
-        raise InputError(f"{path}: no rows with split == {split!r} (splits: {sorted(map(str, df['split'].unique()))})")
+        raise InputError(
+            f"{path}: no rows with split == {split!r} (splits: {sorted(map(str, df['split'].unique()))})"
+        )
     return out
 
 
@@ -111,7 +115,9 @@ class LoggedPredictions:
         return int(next(iter(self.probs.values())).shape[0])
 
 
-def read_logged_predictions(path: Path, heads: Mapping[str, Sequence[str]] | None = None) -> LoggedPredictions:
+def read_logged_predictions(
+    path: Path, heads: Mapping[str, Sequence[str]] | None = None
+) -> LoggedPredictions:
     """Parse a prediction log. `heads` fixes the label order (from the model or the reference);
     without it the order of the first record is used. Every record must carry every head."""
     path = Path(path)
@@ -123,7 +129,9 @@ def read_logged_predictions(path: Path, heads: Mapping[str, Sequence[str]] | Non
         raise InputError(f"{path}: the prediction log holds no records")
     first = records[0]["probs"]
     order: dict[str, tuple[str, ...]] = (
-        {h: tuple(v) for h, v in heads.items() if h in first} if heads else {h: tuple(p) for h, p in first.items()}
+        {h: tuple(v) for h, v in heads.items() if h in first}
+        if heads
+        else {h: tuple(p) for h, p in first.items()}
     )
     if not order:
         raise InputError(f"{path}: no head in the log matches the model's heads ({list(heads or {})})")

@@ -45,11 +45,18 @@ class ModelHandle:
         return f"{self.name} v{self.version}" if self.version else f"{self.name} ({self.bundle_dir})"
 
     def to_dict(self) -> dict[str, Any]:
-        return {"uri": self.uri, "name": self.name, "version": self.version, "run_id": self.run_id,
-                "bundle_dir": str(self.bundle_dir)}
+        return {
+            "uri": self.uri,
+            "name": self.name,
+            "version": self.version,
+            "run_id": self.run_id,
+            "bundle_dir": str(self.bundle_dir),
+        }
 
 
-def resolve_model(spec: str, *, cache_dir: Path | None = None, tracking_uri: str | None = None) -> ModelHandle:
+def resolve_model(
+    spec: str, *, cache_dir: Path | None = None, tracking_uri: str | None = None
+) -> ModelHandle:
     """A bundle folder path, or `models:/name@alias` / `models:/name/N` (downloaded and cached)."""
     if spec.startswith("models:/"):
         from pipelines.registry import RegistryError, download_bundle, resolve

@@ -32,7 +32,6 @@ from typing import Any
 import numpy as np
 
 from evals.language import BUCKETS, language_counts
-from evals.shift_tests import histogram
 
 FORMAT = "tierroute-reference-stats"
 FORMAT_VERSION = 1
@@ -40,6 +39,14 @@ FILENAME = "reference_stats.npz"
 CONFIDENCE_EDGES = np.linspace(0.0, 1.0, 11)
 MAX_ROWS = 20_000
 MAX_EMBEDDINGS = 1_000
+
+
+def histogram(values: np.ndarray, edges: np.ndarray) -> np.ndarray:
+    """Counts in right-closed bins given by `edges` (values outside fall into the end bins)."""
+    v = np.asarray(values, dtype=np.float64)
+    e = np.asarray(edges, dtype=np.float64)
+    idx = np.clip(np.searchsorted(e, v, side="left") - 1, 0, e.size - 2)
+    return np.bincount(idx, minlength=e.size - 1).astype(np.int64)
 
 
 class ReferenceStatsError(Exception):
@@ -149,7 +156,9 @@ class ReferenceStats:
                     pred_idx=arrays[f"{key}.pred_idx"].astype(np.int64),
                     confidence=arrays[f"{key}.confidence"].astype(np.float64),
                     label_counts=arrays.get(f"{key}.label_counts"),
-                    true_idx=(arrays[f"{key}.true_idx"].astype(np.int64) if f"{key}.true_idx" in arrays else None),
+                    true_idx=(
+                        arrays[f"{key}.true_idx"].astype(np.int64) if f"{key}.true_idx" in arrays else None
+                    ),
                 )
         except KeyError as exc:
             raise ReferenceStatsError(f"{path}: missing array {exc}") from exc
@@ -176,7 +185,7 @@ class ReferenceStats:
         }
 
 
-def _label_indices(values: Sequence[Any], labels: Sequence[str], head: str) -> np.ndarray:
+def label_indices(values: Sequence[Any], labels: Sequence[str], head: str) -> np.ndarray:
     """Label strings -> indices; missing (None/NaN/empty) -> -1; unknown label -> ValueError."""
     index = {lab: i for i, lab in enumerate(labels)}
     out = np.full(len(values), -1, dtype=np.int64)
@@ -225,8 +234,14 @@ def compute_stats(
         if name not in heads:
             raise ValueError(f"head {name!r} has no label list")
         if p.shape != (n, len(heads[name])):
-            raise ValueError(f"head {name!r}: probabilities of shape {p.shape}, expected ({n}, {len(heads[name])})")
-    for arr_name, arr in (("token_counts", token_counts), ("truncated", truncated), ("embeddings", embeddings)):
+            raise ValueError(
+                f"head {name!r}: probabilities of shape {p.shape}, expected ({n}, {len(heads[name])})"
+            )
+    for arr_name, arr in (
+        ("token_counts", token_counts),
+        ("truncated", truncated),
+        ("embeddings", embeddings),
+    ):
         if arr is not None and len(arr) != n:
             raise ValueError(f"{arr_name} has {len(arr)} rows, probabilities have {n}")
     if texts is not None and len(texts) != n:
@@ -250,14 +265,18 @@ def compute_stats(
             col = labels[name]
             if len(col) != n:
                 raise ValueError(f"labels for {name!r} have {len(col)} rows, probabilities have {n}")
-            true = _label_indices(list(col), labs, name)
+            true = label_indices(list(col), labs, name)
             hs.label_counts = np.bincount(true[true >= 0], minlength=len(labs)).astype(np.int64)
             hs.true_idx = true[rows]
         head_stats[name] = hs
     emb = None
     if embeddings is not None:
         e = np.asarray(embeddings, dtype=np.float32)
-        take = np.arange(n) if n <= max_embeddings else np.sort(rng.choice(n, size=max_embeddings, replace=False))
+        take = (
+            np.arange(n)
+            if n <= max_embeddings
+            else np.sort(rng.choice(n, size=max_embeddings, replace=False))
+        )
         emb = e[take]
     meta_out = {"created_at": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"), **dict(meta or {})}
     return ReferenceStats(
@@ -309,6 +328,33 @@ def compute_reference_stats(
     )
 
 
+def attach_to_bundle(bundle_dir: Path, stats: ReferenceStats) -> Path:
+    """Write `reference_stats.npz` into a bundle folder and list it (with its sha256) in bundle.json.
+
+    For the training pipeline, between `build_bundle` and registration: the file then travels with
+    the bundle (registry artifact, `download_bundle`, exports) and `read_manifest` verifies it like
+    the model file. bundle.json is replaced atomically (temp file + rename)."""
+    import hashlib
+    import os
+
+    bundle_dir = Path(bundle_dir)
+    manifest_path = bundle_dir / "bundle.json"
+    manifest = json.loads(manifest_path.read_text(encoding="utf-8"))
+    target = stats.save(bundle_dir / FILENAME)
+    digest = hashlib.sha256(target.read_bytes()).hexdigest()
+    manifest.setdefault("files", {})[FILENAME] = digest
+    manifest["reference_stats"] = {
+        "file": FILENAME,
+        "rows": stats.n_rows,
+        "split": stats.meta.get("split"),
+        "format_version": FORMAT_VERSION,
+    }
+    tmp = manifest_path.with_name(".bundle.json.tmp")
+    tmp.write_text(json.dumps(manifest, indent=2) + "\n", encoding="utf-8")
+    os.replace(tmp, manifest_path)
+    return target
+
+
 def _is_missing(v: Any) -> bool:
     if v is None:
         return True
@@ -325,6 +371,7 @@ __all__ = [
     "HeadStats",
     "ReferenceStats",
     "ReferenceStatsError",
+    "attach_to_bundle",
     "compute_reference_stats",
     "compute_stats",
 ]

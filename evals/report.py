@@ -128,13 +128,21 @@ def to_html(title: str, blocks: Sequence[Block]) -> str:
     return "\n".join(out)
 
 
-def write_report(out_dir: Path, title: str, blocks: Sequence[Block], summary: dict[str, Any]) -> dict[str, Path]:
+def write_report(
+    out_dir: Path, title: str, blocks: Sequence[Block], summary: dict[str, Any]
+) -> dict[str, Path]:
     """Write report.md, report.html and summary.json into `out_dir`; returns their paths."""
     out_dir.mkdir(parents=True, exist_ok=True)
-    paths = {"markdown": out_dir / "report.md", "html": out_dir / "report.html", "json": out_dir / "summary.json"}
+    paths = {
+        "markdown": out_dir / "report.md",
+        "html": out_dir / "report.html",
+        "json": out_dir / "summary.json",
+    }
     paths["markdown"].write_text(to_markdown(title, blocks) + "\n", encoding="utf-8")
     paths["html"].write_text(to_html(title, blocks) + "\n", encoding="utf-8")
-    paths["json"].write_text(json.dumps(clean_json(summary), indent=2, default=_json_default) + "\n", encoding="utf-8")
+    paths["json"].write_text(
+        json.dumps(clean_json(summary), indent=2, default=_json_default) + "\n", encoding="utf-8"
+    )
     return paths
 
 

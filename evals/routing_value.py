@@ -62,7 +62,9 @@ class RoutingValue:
         }
 
 
-def _check(score: np.ndarray, weak: np.ndarray, strong: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+def _check(
+    score: np.ndarray, weak: np.ndarray, strong: np.ndarray
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     r = np.asarray(score, dtype=np.float64)
     w = np.asarray(weak, dtype=np.float64)
     s = np.asarray(strong, dtype=np.float64)
@@ -131,7 +133,9 @@ def evaluate_router(
     diff_sorted = (s - w)[order]
     idx0 = np.concatenate([[0], ends])
     rng = np.random.default_rng(seed)
-    apgrs, s50, s80 = [], [], []
+    apgrs: list[np.ndarray] = []
+    s50: list[np.ndarray] = []
+    s80: list[np.ndarray] = []
     per_chunk = max(1, 2_000_000 // n)
     done = 0
     while done < n_boot:

@@ -46,7 +46,9 @@ def _counts(a: Sequence[float] | np.ndarray, name: str) -> np.ndarray:
     return c
 
 
-def psi(ref_counts: Sequence[float] | np.ndarray, cur_counts: Sequence[float] | np.ndarray, eps: float = 1e-4) -> float:
+def psi(
+    ref_counts: Sequence[float] | np.ndarray, cur_counts: Sequence[float] | np.ndarray, eps: float = 1e-4
+) -> float:
     """Population stability index sum((c - r) * ln(c / r)) over category proportions.
 
     Proportions are floored at `eps` so an empty category gives a large but finite value.
@@ -116,14 +118,6 @@ def ks_two_sample(ref_values: np.ndarray, cur_values: np.ndarray) -> TestResult:
         raise ValueError("both samples must be non-empty")
     res = stats.ks_2samp(r, c, alternative="two-sided", method="auto")
     return TestResult(float(res.statistic), float(res.pvalue), 0)
-
-
-def histogram(values: np.ndarray, edges: np.ndarray) -> np.ndarray:
-    """Counts of `values` in bins given by `edges` (right-closed; values below/above fall in the end bins)."""
-    v = np.asarray(values, dtype=np.float64)
-    e = np.asarray(edges, dtype=np.float64)
-    idx = np.clip(np.searchsorted(e, v, side="left") - 1, 0, e.size - 2)
-    return np.bincount(idx, minlength=e.size - 1).astype(np.int64)
 
 
 def holm(p_values: Sequence[float] | np.ndarray) -> np.ndarray:

@@ -116,10 +116,14 @@ def log_run(
         raise
     except Exception as exc:
         msg = str(getattr(exc, "message", None) or exc).strip().splitlines()
-        raise TrackingError(f"logging the {kind} run to MLflow failed: {msg[0][:300] if msg else type(exc).__name__}") from exc
+        raise TrackingError(
+            f"logging the {kind} run to MLflow failed: {msg[0][:300] if msg else type(exc).__name__}"
+        ) from exc
 
 
-def set_version_tags(model_name: str, model_version: str, tags: Mapping[str, str], tracking_uri: str | None = None) -> None:
+def set_version_tags(
+    model_name: str, model_version: str, tags: Mapping[str, str], tracking_uri: str | None = None
+) -> None:
     """Set tags on a registered model version (used by `tierroute calibrate` for thresholds)."""
     from pipelines import registry
 
@@ -131,10 +135,14 @@ def set_version_tags(model_name: str, model_version: str, tags: Mapping[str, str
         for k, v in tags.items():
             client.set_model_version_tag(model_name, str(model_version), k, str(v)[:5000])
     except Exception as exc:
-        raise TrackingError(f"tagging {model_name} v{model_version} failed: {str(exc).splitlines()[0][:300]}") from exc
+        raise TrackingError(
+            f"tagging {model_name} v{model_version} failed: {str(exc).splitlines()[0][:300]}"
+        ) from exc
 
 
-def download_run_artifact(run_id: str, artifact_path: str, dst: Path, tracking_uri: str | None = None) -> Path | None:
+def download_run_artifact(
+    run_id: str, artifact_path: str, dst: Path, tracking_uri: str | None = None
+) -> Path | None:
     """A run artifact downloaded to `dst`, or None when the run has no such artifact."""
     from pipelines import registry
 
@@ -143,6 +151,8 @@ def download_run_artifact(run_id: str, artifact_path: str, dst: Path, tracking_u
         import mlflow
 
         mlflow.set_tracking_uri(uri)
-        return Path(mlflow.artifacts.download_artifacts(run_id=run_id, artifact_path=artifact_path, dst_path=str(dst)))
+        return Path(
+            mlflow.artifacts.download_artifacts(run_id=run_id, artifact_path=artifact_path, dst_path=str(dst))
+        )
     except Exception:
         return None

@@ -8,12 +8,17 @@ Design choices and trade-offs:
 - Dedup key: casefold, punctuation removed, whitespace collapsed. The first row in `SOURCES` order
   wins; rows of the same text with different labels are counted as conflicts in the report.
 - Near-duplicate groups (so no passage, stem or template variant straddles splits): two rows are
-  linked when they share a word 8-gram (of normalised text) that occurs in 2..`MAX_SHINGLE_DF` rows of
-  the whole deduplicated pool; groups are the connected components. Frequent 8-grams (template
-  boilerplate such as P3 instructions, MMLU's "which of the following ...") are ignored so templates do
-  not chain unrelated rows together. Rows shorter than 8 words only group by exact (normalised) text.
-  The group key is the smallest row id of the component, computed over the pool *before* sampling,
-  so a row's split does not move when caps change.
+  linked when the word 8-grams (of normalised text) they share cover >= `MIN_CONTAINMENT` of the
+  shorter row's 8-grams. Only 8-grams found in at most `MAX_SHINGLE_DF` rows count, and never
+  *boilerplate*: an 8-gram present in >= `BOILERPLATE_SHARE` of the rows of one prompt family (a P3
+  template, an MMLU subject, otherwise the source), so template wording does not chain unrelated rows
+  while one passage reused by many templates still does (131 P3 prompts quote one DuoRC plot).
+  Groups are the connected components over the whole deduplicated pool; rows shorter than 8 words
+  group only by exact normalised text. Containment, not a single shared 8-gram, keeps shared answer
+  options or stock phrases from merging thousands of rows into one group. The group key is the
+  smallest row id of the component, computed over the pool *before* sampling, so a row's split does
+  not move when caps change. It is shipped as column `group` so training-time cross-validation can
+  keep groups together too (GroupKFold).
 - Split = sha256("tierroute-split-v1:" + group key) -> 70/15/15. Stable across rebuilds; adding data
   can only move rows whose group gains a smaller id.
 - Sampling: within each source cell, keep the `cap` rows with the smallest sha256("tierroute-sample-v1:"
@@ -24,6 +29,7 @@ Design choices and trade-offs:
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
 import os
@@ -31,6 +37,7 @@ import re
 import tempfile
 import time
 import unicodedata
+from array import array
 from collections import Counter
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
@@ -45,45 +52,45 @@ if TYPE_CHECKING:
     import pandas as pd
 
 __all__ = [
+    "BOILERPLATE_SHARE",
     "COLUMNS",
     "MAX_SHINGLE_DF",
+    "MIN_CONTAINMENT",
     "SHINGLE_WORDS",
     "SPLIT_FRACTIONS",
     "BuildReport",
     "assign_split",
     "build_dataset",
     "dataset_digest",
+    "load_built",
     "near_duplicate_groups",
     "normalise_text",
 ]
 
-COLUMNS = ("id", "text", "source", "tier", "task", "weak_ok", "split")
+COLUMNS = ("id", "text", "source", "tier", "task", "weak_ok", "split", "group")
 SHINGLE_WORDS = 8
-MAX_SHINGLE_DF = 50
-BOILERPLATE_SHARE = 0.2
+MAX_SHINGLE_DF = 200
+BOILERPLATE_SHARE = 0.8
 MIN_CONTAINMENT = 0.3
 SPLIT_FRACTIONS = (("train", 0.70), ("validation", 0.15), ("test", 0.15))
 PARQUET_NAME = "requests.parquet"
 SUMMARY_NAME = "summary.json"
 
-_PUNCT_TABLE: dict[int, str] | None = None
-_SPACES = re.compile(r"\s+")
+_ASCII_PUNCT = {cp: " " for cp in range(128) if unicodedata.category(chr(cp)).startswith("P")}
+_NON_ASCII = re.compile(r"[^\x00-\x7f]")
 
 
-def _punctuation_table() -> dict[int, str]:
-    global _PUNCT_TABLE
-    if _PUNCT_TABLE is None:
-        import sys
-
-        _PUNCT_TABLE = {
-            cp: " " for cp in range(sys.maxunicode + 1) if unicodedata.category(chr(cp)).startswith("P")
-        }
-    return _PUNCT_TABLE
+@functools.lru_cache(maxsize=65536)
+def _non_ascii_sub(char: str) -> str:
+    return " " if unicodedata.category(char).startswith("P") else char
 
 
 def normalise_text(text: str) -> str:
-    """Dedup key: casefold, every Unicode punctuation character -> space, whitespace collapsed."""
-    return _SPACES.sub(" ", text.casefold().translate(_punctuation_table())).strip()
+    """Dedup key: casefold, Unicode punctuation (category P*) -> space, whitespace collapsed and stripped."""
+    folded = text.casefold()
+    if not folded.isascii():
+        folded = _NON_ASCII.sub(lambda m: _non_ascii_sub(m.group()), folded)
+    return " ".join(folded.translate(_ASCII_PUNCT).split())
 
 
 def _sha_int(prefix: str, value: str) -> int:
@@ -101,26 +108,25 @@ def assign_split(group_key: str) -> str:
     return SPLIT_FRACTIONS[-1][0]
 
 
-def _shingles(texts: Sequence[str], n: int) -> tuple[Any, Any, dict[str, list[int]]]:
+def _shingles(normalised: Sequence[str], n: int) -> tuple[Any, Any, dict[str, list[int]]]:
     """Unique (n-gram hash, row) pairs sorted by hash, and rows grouped by identical normalised text.
 
-    Word ids are assigned in input order and n-grams hashed with a fixed polynomial (uint64, wrapping),
-    so the result is the same in every process.
+    Word ids are assigned in order of first appearance and n-grams hashed with a fixed polynomial
+    (uint64, wrapping), so the result is the same in every process.
     """
     import numpy as np
 
-    vocab: dict[str, int] = {}
-    word_ids: list[int] = []
-    doc_of_word: list[int] = []
     exact: dict[str, list[int]] = {}
-    for doc, text in enumerate(texts):
-        norm = normalise_text(text)
+    vocab: dict[str, int] = {}
+    word_ids = array("Q")  # compact: the pool has ~3M words
+    lengths = array("q")
+    for doc, norm in enumerate(normalised):
         exact.setdefault(norm, []).append(doc)
-        for word in norm.split(" "):
-            word_ids.append(vocab.setdefault(word, len(vocab) + 1))
-            doc_of_word.append(doc)
-    words = np.asarray(word_ids, dtype=np.uint64)
-    docs = np.asarray(doc_of_word, dtype=np.int64)
+        split = norm.split(" ")
+        word_ids.extend([vocab.setdefault(word, len(vocab) + 1) for word in split])
+        lengths.append(len(split))
+    words = np.frombuffer(word_ids, dtype=np.uint64)
+    docs = np.repeat(np.arange(len(normalised), dtype=np.int64), np.frombuffer(lengths, dtype=np.int64))
     if len(words) < n:
         return np.zeros(0, dtype=np.uint64), np.zeros(0, dtype=np.int64), exact
     windows = len(words) - n + 1
@@ -148,6 +154,7 @@ def near_duplicate_groups(
     max_df: int = MAX_SHINGLE_DF,
     boilerplate_share: float = BOILERPLATE_SHARE,
     min_containment: float = MIN_CONTAINMENT,
+    pre_normalised: bool = False,
 ) -> list[str]:
     """Group key (the smallest id of its connected component) for every row.
 
@@ -155,7 +162,8 @@ def near_duplicate_groups(
     source) has it in >= max(3, `boilerplate_share` x family size) rows: template wording, not content.
     Two rows are linked when the non-boilerplate n-grams they share, each found in at most `max_df`
     rows, cover >= `min_containment` of the shorter row's distinct n-grams; identical normalised texts
-    are always linked. Groups are connected components of these links.
+    are always linked. Groups are connected components of these links. `pre_normalised=True` says
+    `texts` already went through `normalise_text` (the build normalises once for dedup and grouping).
     """
     import numpy as np
     from scipy.sparse import coo_matrix
@@ -166,7 +174,8 @@ def near_duplicate_groups(
         raise ValueError("ids, texts and families differ in length")
     if count == 0:
         return []
-    hashes, docs, exact = _shingles(texts, n)
+    normalised = list(texts) if pre_normalised else [normalise_text(t) for t in texts]
+    hashes, docs, exact = _shingles(normalised, n)
     edge_a: list[Any] = []
     edge_b: list[Any] = []
     for members in exact.values():
@@ -261,7 +270,8 @@ def _collect(raw_dir: Path, sources: Iterable[SourceSpec]) -> tuple[list[_Row], 
     return rows, skipped
 
 
-def _dedup(rows: list[_Row]) -> tuple[list[_Row], dict[str, int]]:
+def _dedup(rows: list[_Row]) -> tuple[list[_Row], list[str], dict[str, int]]:
+    """First row per normalised text (in `SOURCES` order), the kept rows' normalised texts, and stats."""
     kept: dict[str, _Row] = {}
     dropped: Counter[str] = Counter()
     conflicts = 0
@@ -277,7 +287,7 @@ def _dedup(rows: list[_Row]) -> tuple[list[_Row], dict[str, int]]:
     stats = {f"dropped_{source}": n for source, n in sorted(dropped.items())}
     stats["dropped_total"] = sum(dropped.values())
     stats["label_conflicts"] = conflicts
-    return list(kept.values()), stats
+    return list(kept.values()), list(kept), stats
 
 
 def _sample(rows: list[_Row], sources: Sequence[SourceSpec]) -> list[_Row]:
@@ -326,6 +336,7 @@ def _atomic_write_bytes(path: Path, data: bytes) -> None:
     try:
         with os.fdopen(fd, "wb") as fh:
             fh.write(data)
+        os.chmod(tmp, 0o644)
         os.replace(tmp, path)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
@@ -336,7 +347,9 @@ def _parquet_bytes(df: pd.DataFrame) -> bytes:
     import pyarrow as pa
     import pyarrow.parquet as pq
 
-    table = pa.Table.from_pandas(df, preserve_index=False).replace_schema_metadata(None)
+    schema = pa.schema([(c, pa.bool_() if c == "weak_ok" else pa.string()) for c in COLUMNS])
+    table = pa.Table.from_pandas(df[list(COLUMNS)], schema=schema, preserve_index=False)
+    table = table.replace_schema_metadata(None)  # no pandas/version metadata: bytes depend on content
     sink = pa.BufferOutputStream()
     pq.write_table(table, sink, compression="zstd", compression_level=9, use_dictionary=True)
     return bytes(sink.getvalue().to_pybytes())
@@ -350,7 +363,9 @@ def build_dataset(
 ) -> BuildReport:
     """Build data/labelled/requests.parquet (columns `COLUMNS`) and summary.json from `raw_dir`.
 
-    Reads only `raw_dir`. Raises FileNotFoundError naming the missing file when a raw source is absent.
+    Columns: id, text, source, tier, task, weak_ok (nullable bool), split, group (near-duplicate group
+    key). `sources` defaults to every registered source (tests pass small fake ones). Reads only
+    `raw_dir`; raises FileNotFoundError naming the missing file when a raw source is absent.
     Both outputs are written atomically (temp file + rename).
     """
     import pandas as pd
@@ -359,12 +374,12 @@ def build_dataset(
     if not raw_dir.is_dir():
         raise FileNotFoundError(f"raw data folder not found: {raw_dir}")
     collected, skipped = _collect(raw_dir, sources)
-    unique, dedup_stats = _dedup(collected)
+    unique, normalised, dedup_stats = _dedup(collected)
     groups = dict(
         zip(
             (r.id for r in unique),
             near_duplicate_groups(
-                [r.id for r in unique], [r.label.text for r in unique], [r.family for r in unique]
+                [r.id for r in unique], normalised, [r.family for r in unique], pre_normalised=True
             ),
             strict=True,
         )
@@ -379,6 +394,7 @@ def build_dataset(
             "task": [r.label.task for r in selected],
             "weak_ok": pd.array([r.label.weak_ok for r in selected], dtype="boolean"),
             "split": [assign_split(groups[r.id]) for r in selected],
+            "group": [groups[r.id] for r in selected],
         }
     )
     group_sizes = Counter(groups[r.id] for r in selected)

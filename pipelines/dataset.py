@@ -11,7 +11,9 @@ Trade-offs: the whole file is held in memory (fine for the tens of thousands of 
 needs). Label values are compared as strings (`1` and `"1"` are the same label) so CSV and JSONL
 versions of one file give the same labels and the same digest. Without an `id` column, ids are
 `t` + sha256(text)[:16] (repeated texts get a `#2`, `#3` suffix and share the split of the first copy);
-without a `split` column the split is a hash of the id (of the text for derived ids), 70/15/15.
+without a `split` column the split is a hash of the id (of the text for derived ids), 70/15/15. An optional
+`group` column (near-duplicate group, as in the shipped data) is kept for grouped cross-validation; rows
+without one form their own group.
 """
 
 from __future__ import annotations
@@ -33,7 +35,7 @@ if TYPE_CHECKING:
     import pandas as pd
 
 SPLITS = ("train", "validation", "test")
-RESERVED_COLUMNS = ("id", "text", "split")
+RESERVED_COLUMNS = ("id", "text", "split", "group")
 SUPPORTED_SUFFIXES = (".csv", ".jsonl", ".ndjson", ".parquet", ".pq")
 MAX_LISTED = 5
 """How many offending rows an error message lists before saying "and N more"."""
@@ -45,7 +47,8 @@ class DataValidationError(ValueError):
 
 @dataclass(frozen=True)
 class LabelledData:
-    """A validated labelled file: `df` has `id`, `text`, one column per label head and `split`."""
+    """A validated labelled file: `df` has `id`, `text`, one column per label head, `split` (and `group`
+    when the file has one)."""
 
     path: Path
     df: pd.DataFrame
@@ -61,16 +64,10 @@ class LabelledData:
 
 
 def _canonical(value: Any) -> Any:
-    if value is None:
-        return None
-    try:
-        if value != value:  # NaN / pd.NA-like floats
-            return None
-    except (TypeError, ValueError):  # pd.NA raises on truth value
-        return None
+    """A JSON-able Python value for a non-null cell (numpy scalars -> Python, inf -> its string)."""
     if hasattr(value, "item") and not isinstance(value, str):
-        value = value.item()  # numpy scalar -> Python
-    if isinstance(value, float) and math.isinf(value):
+        value = value.item()
+    if isinstance(value, float) and not math.isfinite(value):
         return str(value)
     return value
 
@@ -185,7 +182,8 @@ def _read(path: Path) -> _Table:
         table = _read_parquet(path)
     else:
         raise DataValidationError(
-            f"{path}: unsupported file type {suffix or '(none)'!r}; use one of {', '.join(SUPPORTED_SUFFIXES)}"
+            f"{path}: unsupported file type {suffix or '(none)'!r}; "
+            f"use one of {', '.join(SUPPORTED_SUFFIXES)}"
         )
     if not table.rows:
         raise DataValidationError(f"{path}: no data rows")
@@ -226,7 +224,8 @@ def _check_columns(path: Path, table: _Table, label_columns: Sequence[str]) -> N
     reserved = [c for c in label_columns if c in RESERVED_COLUMNS]
     if reserved:
         raise DataValidationError(
-            f"{path}: {', '.join(map(repr, reserved))} cannot be a label column (reserved: {RESERVED_COLUMNS})"
+            f"{path}: {', '.join(map(repr, reserved))} cannot be a label column "
+            f"(reserved: {RESERVED_COLUMNS})"
         )
     problems = []
     for name in ("text", *label_columns):
@@ -261,6 +260,13 @@ def _label_value(value: Any) -> str | None:
         text = str(value).strip()
         return text or None
     raise TypeError(type(value).__name__)
+
+
+def _group_value(value: Any, row_id: str) -> str:
+    """A row's near-duplicate group: the given value as a string, or the row's own id when empty."""
+    if value is None or (isinstance(value, float) and math.isnan(value)) or not str(value).strip():
+        return row_id
+    return str(value).strip()
 
 
 def _text_id(text: str) -> str:
@@ -309,7 +315,9 @@ def load_labelled_file(
             if value is None or (isinstance(value, float) and math.isnan(value)) or not str(value).strip():
                 bad.append(f"{where}: id is missing")
             elif isinstance(value, bool) or not isinstance(value, str | int):
-                bad.append(f"{where}: id {_short(value)} is a {type(value).__name__}, expected a string or integer")
+                bad.append(
+                    f"{where}: id {_short(value)} is a {type(value).__name__}, expected a string or integer"
+                )
             ids.append(str(value).strip() if value is not None else "")
         if bad:
             raise DataValidationError(f"{path}: column 'id': {_listing(bad)}")
@@ -351,8 +359,10 @@ def load_labelled_file(
         if bad:
             raise DataValidationError(f"{path}: column {column!r}: {len(bad)} bad row(s): {_listing(bad)}")
         declared = column in declared_sets
-        allowed = tuple(str(v) for v in declared_sets[column]) if declared else tuple(
-            sorted({v for v in values if v is not None})
+        allowed = (
+            tuple(str(v) for v in declared_sets[column])
+            if declared
+            else tuple(sorted({v for v in values if v is not None}))
         )
         if declared:
             outside = [
@@ -366,7 +376,11 @@ def load_labelled_file(
                     f"{list(allowed)}: {_listing(outside)}"
                 )
         counts = Counter(v for v in values if v is not None)
-        small = [f"{label!r} has {counts.get(label, 0)}" for label in allowed if counts.get(label, 0) < min_rows_per_class]
+        small = [
+            f"{label!r} has {counts.get(label, 0)}"
+            for label in allowed
+            if counts.get(label, 0) < min_rows_per_class
+        ]
         if small:
             raise DataValidationError(
                 f"{path}: column {column!r}: too few rows to split into train/validation/test "
@@ -374,7 +388,9 @@ def load_labelled_file(
                 "declare a label set without them"
             )
         if len(allowed) < 2:
-            raise DataValidationError(f"{path}: column {column!r}: needs at least 2 classes, found {list(allowed)}")
+            raise DataValidationError(
+                f"{path}: column {column!r}: needs at least 2 classes, found {list(allowed)}"
+            )
         labels[column] = values
         used_sets[column] = allowed
 
@@ -398,5 +414,9 @@ def load_labelled_file(
     for column in label_columns:
         df[column] = pd.array(labels[column], dtype="string")
     df["split"] = splits
+    if "group" in table.columns:
+        df["group"] = [
+            _group_value(record.get("group"), row_id) for record, row_id in zip(table.rows, ids, strict=True)
+        ]
     digest = dataset_digest(df, ["id", "text", *label_columns, "split"])
     return LabelledData(path=path, df=df, label_columns=label_columns, label_sets=used_sets, digest=digest)

@@ -343,6 +343,7 @@ def _write_parquet(df: pd.DataFrame, out: Path) -> None:
     try:
         table = pa.Table.from_pandas(df, preserve_index=False)
         pq.write_table(table, tmp, compression="zstd", compression_level=9, use_dictionary=True)
+        os.chmod(tmp, 0o644)  # mkstemp creates 0600
         os.replace(tmp, out)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)

@@ -21,9 +21,9 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-import mlflow.pyfunc
 import numpy as np
 import pandas as pd
+from mlflow.pyfunc import PythonModel
 
 TEXT_COLUMN = "text"
 
@@ -49,14 +49,16 @@ def texts_from_input(model_input: Any) -> list[str]:
     elif isinstance(model_input, pd.Series | np.ndarray | list | tuple):
         values = list(model_input)
     else:
-        raise ValueError(f"unsupported input type {type(model_input).__name__}; pass a list of str or a DataFrame")
+        raise ValueError(
+            f"unsupported input type {type(model_input).__name__}; pass a list of str or a DataFrame"
+        )
     bad = [i for i, v in enumerate(values) if not isinstance(v, str)]
     if bad:
         raise ValueError(f"every text must be a string; rows {bad[:10]} are not")
     return [str(v) for v in values]
 
 
-class BundlePyfunc(mlflow.pyfunc.PythonModel):
+class BundlePyfunc(PythonModel):
     """Runs the ONNX bundle logged under the model artifact "bundle"; one result row per text."""
 
     def load_context(self, context: Any) -> None:
@@ -67,7 +69,9 @@ class BundlePyfunc(mlflow.pyfunc.PythonModel):
         path = find_bundle_dir(Path(context.artifacts["bundle"]))
         self._bundle = Bundle.load(path, threads=int(config.get("threads", 1)))
 
-    def predict(self, context: Any, model_input: pd.DataFrame, params: dict[str, Any] | None = None) -> pd.DataFrame:
+    def predict(
+        self, context: Any, model_input: pd.DataFrame, params: dict[str, Any] | None = None
+    ) -> pd.DataFrame:
         texts = texts_from_input(model_input)
         rows = [p.to_result() for p in self._bundle.predict(texts)]
         index = model_input.index if isinstance(model_input, pd.DataFrame) else None

@@ -11,8 +11,8 @@ Trade-offs and choices:
 - The default store is embedded: `sqlite:///<root>/mlruns/mlflow.db` with artifacts in
   `<root>/mlruns/artifacts` (MLflow would otherwise put artifacts under the *current directory*).
   `MLFLOW_TRACKING_URI` wins when set; a remote server is checked with one short `/health` request
-  first and HTTP retries/timeouts are capped, so an unreachable registry fails in about a second
-  with a clear message instead of retrying for minutes.
+  first (3 s timeout) and HTTP retries/timeouts are capped, so an unreachable registry fails within
+  seconds (milliseconds for a refused port) with a clear message instead of retrying for minutes.
 - Registration is all-or-nothing: the version is created only after params, metrics, artifacts,
   dataset and model are logged; if anything fails after the run started, the run ends FAILED, a
   version already created is deleted again (with a registered model that this call created), and a
@@ -315,6 +315,8 @@ def _errors(action: str, uri: str) -> Iterator[None]:
         msg = _short(exc)
         if "Connection refused" in msg or "Max retries exceeded" in msg or "timed out" in msg:
             raise RegistryError(f"{action}: MLflow server {_redact(uri)} is unreachable ({msg})") from exc
+        if "error code 404" in msg:
+            msg += " (is this URI an MLflow tracking server?)"
         raise RegistryError(f"{action} failed on {_redact(uri)}: {msg}") from exc
 
 
@@ -343,7 +345,8 @@ def _ensure_experiment(client: Any, name: str, uri: str) -> str:
     if exp is not None:
         if getattr(exp, "lifecycle_stage", "active") == "deleted":
             raise RegistryError(
-                f"experiment {name!r} is deleted in {_redact(uri)}; restore it or pick another experiment name"
+                f"experiment {name!r} is deleted in {_redact(uri)}; "
+                "restore it or pick another experiment name"
             )
         return str(exp.experiment_id)
     root = artifact_root_for(uri)
@@ -441,7 +444,8 @@ def tagged_metrics(metrics: Mapping[str, float], keys: Sequence[str] = KEY_METRI
     return {
         k: float(v)
         for k, v in metrics.items()
-        if math.isfinite(float(v)) and (k in keys or (k.startswith("test_") and k.endswith(TAGGED_METRIC_SUFFIXES)))
+        if math.isfinite(float(v))
+        and (k in keys or (k.startswith("test_") and k.endswith(TAGGED_METRIC_SUFFIXES)))
     }
 
 
@@ -509,7 +513,10 @@ def log_and_register(
                     python_model=BundlePyfunc(),
                     artifacts={BUNDLE_ARTIFACT: str(bundle_dir)},
                     pip_requirements=pip_requirements(),
-                    metadata={"tierroute_bundle_digest": digest, "tierroute_bundle_name": version_tags["bundle_name"]},
+                    metadata={
+                        "tierroute_bundle_digest": digest,
+                        "tierroute_bundle_name": version_tags["bundle_name"],
+                    },
                 )
             if record.metrics:
                 mlflow.log_metrics(record.metrics, model_id=info.model_id)
@@ -518,7 +525,7 @@ def log_and_register(
             client.set_registered_model_alias(model_name, alias, str(version))
             mlflow.set_tag("tierroute.registered_version", f"{model_name}/{version}")
     except BaseException as exc:
-        _rollback(client, model_name, version, model_existed)
+        _rollback(client, model_name, run_id, model_existed)
         if isinstance(exc, KeyboardInterrupt | SystemExit):
             raise
         where = f" (run {run_id} marked FAILED)" if run_id else ""
@@ -539,17 +546,22 @@ def _model_exists(client: Any, name: str) -> bool:
         raise
 
 
-def _rollback(client: Any, model_name: str, version: int | None, model_existed: bool) -> None:
-    """Undo a registration that did not complete: delete the version, and the model if this call made it."""
-    if version is None and model_existed:
+def _rollback(client: Any, model_name: str, run_id: str, model_existed: bool) -> None:
+    """Undo a registration that did not complete: delete every version this run created (also one
+    whose creation was interrupted before we learnt its number), and the model if this call made it."""
+    if not run_id:
         return
     try:
-        if version is not None:
-            client.delete_model_version(model_name, str(version))
-        if not model_existed and not list(client.search_model_versions(f"name='{_quote(model_name)}'")):
+        if not _model_exists(client, model_name):
+            return
+        query = f"name='{_quote(model_name)}'"
+        for mv in client.search_model_versions(query):
+            if mv.run_id == run_id:
+                client.delete_model_version(model_name, str(mv.version))
+        if not model_existed and not list(client.search_model_versions(query)):
             client.delete_registered_model(model_name)
     except Exception as exc:  # the original error matters more; say what may be left over
-        log.warning("rollback of %s v%s incomplete: %s", model_name, version, _short(exc))
+        log.warning("rollback of %s (run %s) incomplete: %s", model_name, run_id, _short(exc))
 
 
 def _log_dataset(mlflow: Any, record: TrainingRecord) -> None:
@@ -580,7 +592,8 @@ def parse_model_uri(model_uri: str) -> tuple[str, str | None, int | None]:
     m = _URI_RE.match(model_uri.strip())
     if not m:
         raise RegistryError(
-            f"not a registered-model URI: {model_uri!r}; use models:/<name>@<alias> or models:/<name>/<version>"
+            f"not a registered-model URI: {model_uri!r}; "
+            "use models:/<name>@<alias> or models:/<name>/<version>"
         )
     version = m.group("version")
     return m.group("name"), m.group("alias"), int(version) if version else None
@@ -607,8 +620,10 @@ def _get_version(client: Any, uri: str, name: str, alias: str | None, version: i
 def _is_missing(exc: BaseException) -> bool:
     code = _error_code(exc)
     text = str(exc).lower()
-    return "RESOURCE_DOES_NOT_EXIST" in code or "not found" in text or (
-        "INVALID_PARAMETER_VALUE" in code and "alias" in text
+    return (
+        "RESOURCE_DOES_NOT_EXIST" in code
+        or "not found" in text
+        or ("INVALID_PARAMETER_VALUE" in code and "alias" in text)
     )
 
 
@@ -751,14 +766,21 @@ def promote(
     previous = champion.version if champion else None
     if champion is not None and champion.version == candidate.version:
         return PromotionResult(
-            True, model_name, candidate.version, previous, previous, (),
+            True,
+            model_name,
+            candidate.version,
+            previous,
+            previous,
+            (),
             f"v{candidate.version} is already {champion_alias}; nothing to do",
         )
 
     rows = compare_metrics(champion.metrics if champion else None, candidate.metrics, metric_keys, tolerance)
     if all(r.candidate is None for r in rows):
         rows.append(
-            ComparisonRow("key metrics", None, None, None, False, f"candidate has none of {list(metric_keys)}")
+            ComparisonRow(
+                "key metrics", None, None, None, False, f"candidate has none of {list(metric_keys)}"
+            )
         )
     ctx = PromotionContext(model_name, candidate, champion, tolerance, uri)
     for check in extra_checks:
@@ -766,13 +788,20 @@ def promote(
         try:
             rows.extend(check(ctx))
         except Exception as exc:
-            rows.append(ComparisonRow(f"check {name}", None, None, None, False, f"check raised: {_short(exc)}"))
+            rows.append(
+                ComparisonRow(f"check {name}", None, None, None, False, f"check raised: {_short(exc)}")
+            )
 
     failed = [r for r in rows if not r.ok]
     versus = f"v{candidate.version} vs {champion_alias} v{previous}" if previous else f"v{candidate.version}"
     if failed and not force:
         return PromotionResult(
-            False, model_name, candidate.version, previous, previous, tuple(rows),
+            False,
+            model_name,
+            candidate.version,
+            previous,
+            previous,
+            tuple(rows),
             f"refused {versus}: " + "; ".join(f"{r.metric}: {r.note}" for r in failed),
         )
 
@@ -803,7 +832,14 @@ def promote(
     else:
         reason = f"promoted v{candidate.version}: first {champion_alias}"
     return PromotionResult(
-        True, model_name, candidate.version, candidate.version, previous, tuple(rows), reason, force and bool(failed)
+        True,
+        model_name,
+        candidate.version,
+        candidate.version,
+        previous,
+        tuple(rows),
+        reason,
+        force and bool(failed),
     )
 
 
@@ -820,7 +856,9 @@ def download_bundle(model_uri: str, out_dir: Path, *, tracking_uri: str | None =
     refused. The result loads with `serving.bundle.Bundle.load` alone, no MLflow."""
     name, alias, version = parse_model_uri(model_uri)
     out_dir = Path(out_dir).resolve()
-    if out_dir.exists() and (not out_dir.is_dir() or (any(out_dir.iterdir()) and not (out_dir / MANIFEST).is_file())):
+    if out_dir.exists() and (
+        not out_dir.is_dir() or (any(out_dir.iterdir()) and not (out_dir / MANIFEST).is_file())
+    ):
         raise RegistryError(f"{out_dir} exists and is not a bundle folder; refusing to overwrite it")
     mlflow, client, uri = _connect(tracking_uri)
     with _errors(f"resolving {model_uri}", uri):

@@ -3,10 +3,16 @@
 Job: thin typer commands over `pipelines.registry`; MLflow is imported only when a command runs.
 Exit codes: 0 done, 1 promotion refused (the comparison is printed), 2 registry or input error
 (unreachable server, unknown model/alias/version, bad URI, output folder in the way).
+
+Extension point: `pipelines` may not import `evals`, so evaluation-based promotion gates are
+plugged in from the other side: `evals` calls `set_eval_check_factory(f)` when the root app is
+built, and `tierroute promote --eval-set FILE` then adds the checks `f(files, tolerance)` returns
+(champion and candidate scored on each extra labelled set / slice) to the metric comparison.
 """
 
 from __future__ import annotations
 
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated
 
@@ -15,9 +21,19 @@ from rich.console import Console
 from rich.table import Table
 
 if TYPE_CHECKING:
-    from pipelines.registry import PromotionResult, VersionInfo
+    from pipelines.registry import PromotionCheck, PromotionResult, VersionInfo
 
 err = Console(stderr=True)
+
+EvalCheckFactory = Callable[[list[Path], float], "Sequence[PromotionCheck]"]
+"""(extra labelled files, tolerance) -> promotion checks; provided by the evals package."""
+_eval_check_factory: EvalCheckFactory | None = None
+
+
+def set_eval_check_factory(factory: EvalCheckFactory | None) -> None:
+    """Called by `evals` at app build time so `promote --eval-set` can evaluate on extra sets."""
+    global _eval_check_factory
+    _eval_check_factory = factory
 
 
 def _out() -> Console:
@@ -26,6 +42,7 @@ def _out() -> Console:
 
     return Console(width=None if sys.stdout.isatty() else 160)
 
+
 EXIT_REFUSED = 1
 EXIT_ERROR = 2
 
@@ -33,7 +50,8 @@ TrackingUriOpt = Annotated[
     str | None,
     typer.Option(
         "--tracking-uri",
-        help="MLflow tracking/registry URI. Default: $MLFLOW_TRACKING_URI, else the embedded store ./mlruns/mlflow.db.",
+        help="MLflow tracking/registry URI. Default: $MLFLOW_TRACKING_URI, "
+        "else the embedded store ./mlruns/mlflow.db.",
         show_default=False,
     ),
 ]
@@ -55,7 +73,9 @@ def _delta(value: float | None) -> str:
 
 def comparison_table(result: PromotionResult, champion_alias: str, candidate_alias: str) -> Table:
     prev = f"v{result.previous_champion_version}" if result.previous_champion_version else "none"
-    table = Table(title=f"{result.model_name}: {candidate_alias} v{result.candidate_version} vs {champion_alias} {prev}")
+    table = Table(
+        title=f"{result.model_name}: {candidate_alias} v{result.candidate_version} vs {champion_alias} {prev}"
+    )
     table.add_column("metric", no_wrap=True)
     table.add_column(f"{champion_alias} ({prev})", justify="right")
     table.add_column(f"{candidate_alias} (v{result.candidate_version})", justify="right")
@@ -72,13 +92,18 @@ def promote_cmd(
     model_name: ModelNameOpt = "tierroute-classifier",
     tolerance: Annotated[
         float,
-        typer.Option(help="Largest allowed drop of any key metric (absolute, e.g. 0.01 = one macro-F1 point).", min=0.0),
+        typer.Option(
+            help="Largest allowed drop of any key metric (absolute, e.g. 0.01 = one macro-F1 point).", min=0.0
+        ),
     ] = 0.01,
     force: Annotated[
-        bool, typer.Option("--force", help="Promote even if checks fail; recorded as tag promoted_by_force=true.")
+        bool,
+        typer.Option("--force", help="Promote even if checks fail; recorded as tag promoted_by_force=true."),
     ] = False,
     candidate_alias: Annotated[str, typer.Option(help="Alias of the version to promote.")] = "candidate",
-    champion_alias: Annotated[str, typer.Option(help="Alias to move when the candidate passes.")] = "champion",
+    champion_alias: Annotated[
+        str, typer.Option(help="Alias to move when the candidate passes.")
+    ] = "champion",
     metric: Annotated[
         list[str] | None,
         typer.Option(
@@ -87,12 +112,32 @@ def promote_cmd(
             show_default=False,
         ),
     ] = None,
+    eval_set: Annotated[
+        list[Path] | None,
+        typer.Option(
+            "--eval-set",
+            help="Extra labelled file to score champion and candidate on (repeatable); the candidate must "
+            "not be worse beyond --tolerance on any of them. Needs the evaluation gate of `tierroute eval`.",
+            show_default=False,
+        ),
+    ] = None,
     tracking_uri: TrackingUriOpt = None,
 ) -> None:
-    """Move alias `champion` to the `candidate` version only if no key test metric is worse than the
-    champion's by more than --tolerance. Prints the comparison; exits 1 when refused."""
+    """Move alias `champion` to the `candidate` version if its test metrics hold up.
+
+    No key metric may be worse than the champion's by more than --tolerance (absolute; losses and ECE
+    count lower as better). Prints the comparison; exits 1 when refused, 2 on registry errors.
+    --force promotes anyway and records promoted_by_force=true on the version."""
     from pipelines.registry import KEY_METRICS, RegistryError, promote
 
+    checks: Sequence[PromotionCheck] = ()
+    if eval_set:
+        if _eval_check_factory is None:
+            raise _fail("--eval-set needs the evaluation gate from the evals package, which is not wired in")
+        missing = [str(p) for p in eval_set if not p.is_file()]
+        if missing:
+            raise _fail(f"--eval-set file(s) not found: {', '.join(missing)}")
+        checks = _eval_check_factory(list(eval_set), tolerance)
     try:
         result = promote(
             model_name,
@@ -101,6 +146,7 @@ def promote_cmd(
             tolerance=tolerance,
             metric_keys=tuple(metric) if metric else KEY_METRICS,
             force=force,
+            extra_checks=checks,
             tracking_uri=tracking_uri,
         )
     except RegistryError as exc:
@@ -139,12 +185,17 @@ def list_cmd(
     model_name: ModelNameOpt = "tierroute-classifier",
     metric: Annotated[
         list[str] | None,
-        typer.Option("--metric", help="Metric column to show (repeatable). Default: the promotion gate's keys.",
-                     show_default=False),
+        typer.Option(
+            "--metric",
+            help="Metric column to show (repeatable). Default: the promotion gate's keys.",
+            show_default=False,
+        ),
     ] = None,
     tracking_uri: TrackingUriOpt = None,
 ) -> None:
-    """List the registered versions: aliases, creation time, key test metrics, bundle digest and run."""
+    """List registered versions with aliases, creation time and key test metrics.
+
+    Also shows the first characters of the bundle digest and of the training run id."""
     from pipelines.registry import KEY_METRICS, RegistryError, list_versions
 
     keys = tuple(metric) if metric else KEY_METRICS
@@ -156,14 +207,18 @@ def list_cmd(
 
 
 def export_cmd(
-    out: Annotated[Path, typer.Option("--out", help="Folder to write the bundle into (replaced if it holds a bundle).")],
+    out: Annotated[
+        Path, typer.Option("--out", help="Folder to write the bundle into (replaced if it holds a bundle).")
+    ],
     model: Annotated[
         str, typer.Option("--model", help="models:/<name>@<alias> or models:/<name>/<version>.")
     ] = "models:/tierroute-classifier@champion",
     tracking_uri: TrackingUriOpt = None,
 ) -> None:
-    """Write a registered version's bundle (model.onnx, tokenizer.json, bundle.json) to a plain folder that
-    `tierroute serve` and `serving.bundle.Bundle.load` use without MLflow. Hashes are verified."""
+    """Write a registered version's bundle to a plain folder usable without MLflow.
+
+    The folder holds model.onnx, tokenizer.json and bundle.json; file hashes and the registered
+    bundle digest are verified before it is moved into place."""
     from pipelines.registry import RegistryError, download_bundle, resolve
 
     try:
@@ -172,7 +227,9 @@ def export_cmd(
     except RegistryError as exc:
         raise _fail(str(exc)) from None
     label = f"@{resolved.alias} = " if resolved.alias else ""
-    _out().print(f"exported {resolved.name} {label}v{resolved.version} -> {path}", highlight=False, soft_wrap=True)
+    _out().print(
+        f"exported {resolved.name} {label}v{resolved.version} -> {path}", highlight=False, soft_wrap=True
+    )
 
 
 def register(root: typer.Typer, bench: typer.Typer) -> None:

@@ -2,30 +2,31 @@
 
 Job: the HTTP contract of `/v1/classify` (`serving.schemas`), health/readiness/model metadata,
 Prometheus metrics, API-key protection, hot reload (admin call and optional polling), and the
-optional routers of other areas (`/v1/gate`, `/v1/chat/completions`) when they are configured.
+optional routers of other areas (`/v1/gate`, `/v1/chat/completions`, see `serving.extensions`).
 
 Trade-offs:
-- Nothing heavy happens at import or build time: the model, the inference pool and the poller are
-  created in the lifespan (or handed in already loaded by `tierroute serve`, which loads first so a
-  missing model is a clear one-line error instead of a uvicorn traceback).
+- Nothing heavy happens at import or build time: the model, the inference pool, the gate, the
+  policy router and the poller are created in the lifespan (`tierroute serve` hands in a model
+  holder it already loaded, so a missing model is a one-line error instead of a lifespan traceback).
 - Routes are thin: validation and limits in small functions, inference in `serving.batcher`,
   models in `serving.model_holder`. Dependencies are `Annotated` aliases.
-- Every error is `{"detail": "<message>"}` (the `ErrorResponse` schema), validation errors included:
-  FastAPI's list-of-errors shape would make clients parse two formats. Messages name the field and
-  index but never echo the submitted text.
+- Every error is `{"detail": "<message>"}` (`ErrorResponse`), validation errors and 413s included:
+  FastAPI's list-of-errors shape and Starlette's plain-text 413 would make clients parse three
+  formats. Messages name the field and index but never echo the submitted text.
 - The classify response is built as a dict and serialised once (no second pydantic pass); the
-  declared `response_model` documents it, and the contract test checks every response against it.
+  declared `response_model` documents it and the fuzz tests check every response against it.
+- The API-key dependency (and its OpenAPI security scheme) is attached only when a key is set:
+  the schema tells the truth either way and the keyless hot path pays nothing.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
-import importlib.util
 import logging
 import secrets
 import time
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator, Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Annotated, Any
 
@@ -36,6 +37,7 @@ from fastapi.security import APIKeyHeader, HTTPAuthorizationCredentials, HTTPBea
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from serving import extensions
 from serving.batcher import Inference
 from serving.metrics import CONTENT_TYPE, MetricsMiddleware, ServiceMetrics
 from serving.model_holder import LoadedModel, ModelHolder, ReloadStatus
@@ -63,6 +65,8 @@ class Service:
     metrics: ServiceMetrics
     holder: ModelHolder | None = None
     inference: Inference[LoadedModel, Result] | None = None
+    gate: Any = None  # serving.gate.holder.GateHolder when a gate model is configured
+    router: Any = None  # serving.router.Router when a policy is configured
     prediction_log: Any = None
     tasks: list[asyncio.Task[None]] = field(default_factory=list)
 
@@ -70,6 +74,9 @@ class Service:
         if self.inference is None:
             return None
         return {**self.inference.describe(), "threads": self.settings.threads}
+
+    def current_gate(self) -> Any:
+        return self.gate.current if self.gate is not None else None
 
 
 def get_service(request: Request) -> Service:
@@ -120,11 +127,14 @@ InferenceDep = Annotated[Inference[LoadedModel, Result], Depends(inference)]
 
 def request_texts(body: ClassifyRequest, settings: ServeSettings) -> list[str]:
     """The texts of a valid request, or HTTPException 422/413 with a message naming the problem."""
-    if (body.texts is None) == (body.text is None):
-        raise HTTPException(status_code=422, detail="give exactly one of 'texts' (a list) or 'text' (a string)")
+    given = body.model_fields_set & {"texts", "text"}  # `{"text": "a", "texts": null}` is two keys
+    if len(given) != 1 or (body.texts is None) == (body.text is None):
+        raise HTTPException(
+            status_code=422, detail="give exactly one of 'texts' (a list) or 'text' (a string)"
+        )
     texts = [body.text] if body.text is not None else list(body.texts or [])
     if not texts:
-        raise HTTPException(status_code=422, detail="'texts' is empty: send 1 to %d texts" % settings.max_texts)
+        raise HTTPException(status_code=422, detail=f"'texts' is empty: send 1 to {settings.max_texts} texts")
     if len(texts) > settings.max_texts:
         raise HTTPException(
             status_code=413, detail=f"too many texts: {len(texts)} > {settings.max_texts} per request"
@@ -142,25 +152,68 @@ def request_texts(body: ClassifyRequest, settings: ServeSettings) -> list[str]:
     return texts
 
 
-def make_predict(holder: ModelHolder) -> Any:
-    """The function the inference pool runs: results already in the HTTP contract shape."""
+def make_predict(
+    holder: ModelHolder, prediction_log: Any = None
+) -> Callable[..., tuple[LoadedModel, list[Result]]]:
+    """What the inference pool runs per (merged) batch: contract-shaped results, logged if asked."""
 
     def predict(texts: Sequence[str]) -> tuple[LoadedModel, list[Result]]:
         model, predictions = holder.predict(texts)
-        return model, [p.to_result() for p in predictions]
+        results = [p.to_result() for p in predictions]
+        if prediction_log is not None:
+            try:
+                prediction_log.write(model.ref(), results, texts)
+            except Exception:  # a failing log never fails a request
+                log.exception("prediction log write failed")
+        return model, results
 
     return predict
 
 
-def build_router() -> APIRouter:
+def classify_body_schema(settings: ServeSettings) -> dict[str, Any]:
+    """What `ClassifyRequest` alone cannot say: exactly one of the two forms, non-empty, within limits.
+
+    Merged next to the model's `$ref` in the OpenAPI document (JSON Schema 2020-12 applies both),
+    so generated clients and fuzzers know a valid body exactly. The total-characters limit
+    (`max_chars`, all texts together) has no JSON Schema keyword; it is in the description.
+    """
+    text = {"type": "string", "minLength": 1, "maxLength": settings.max_chars}
+    texts = {"type": "array", "items": text, "minItems": 1, "maxItems": settings.max_texts}
+    return {
+        "description": f"1 to {settings.max_texts} non-empty texts, {settings.max_chars} chars in all",
+        "oneOf": [
+            {
+                "type": "object",
+                "required": ["texts"],
+                "properties": {"texts": texts},
+                "not": {"required": ["text"]},
+            },
+            {
+                "type": "object",
+                "required": ["text"],
+                "properties": {"text": text},
+                "not": {"required": ["texts"]},
+            },
+        ],
+    }
+
+
+def protection(settings: ServeSettings) -> list[Any]:
+    return [Depends(require_api_key)] if settings.api_key is not None else []
+
+
+def build_router(settings: ServeSettings) -> APIRouter:
     router = APIRouter()
-    protected = [Depends(require_api_key)]
+    protected = protection(settings)
 
     @router.post(
         "/v1/classify",
         response_model=ClassifyResponse,
         responses=ERRORS,
         dependencies=protected,
+        openapi_extra={
+            "requestBody": {"content": {"application/json": {"schema": classify_body_schema(settings)}}}
+        },
         summary="Classify texts: tier, task, complexity and confidence per text, in input order",
         tags=["classify"],
     )
@@ -169,16 +222,15 @@ def build_router() -> APIRouter:
         start = time.perf_counter()
         model, results = await engine.run(texts)
         service.metrics.observe_results(results, model.bundle.head_names)
-        if service.prediction_log is not None:
-            record_predictions(service, model, texts, results)
-        if log.isEnabledFor(logging.DEBUG):
+        if service.settings.log_texts:  # opt-in only: raw request text in the log
+            log.info("classify version=%s texts=%r", model.resolved.version, texts)
+        elif log.isEnabledFor(logging.DEBUG):
             log.debug(
-                "classify texts=%d chars=%d version=%s ms=%.2f%s",
+                "classify texts=%d chars=%d version=%s ms=%.2f",
                 len(texts),
                 sum(map(len, texts)),
                 model.resolved.version,
                 (time.perf_counter() - start) * 1000,
-                f" texts={texts!r}" if service.settings.log_texts else "",
             )
         return JSONResponse({"model": model.ref(), "results": results})
 
@@ -204,6 +256,10 @@ def build_router() -> APIRouter:
         else:
             body = service.holder.readiness()
         body["serving"] = service.serving_info()
+        if service.gate is not None:
+            body["gate"] = service.gate.readiness()
+        if service.settings.policy is not None:
+            body["policy"] = str(service.settings.policy)
         return JSONResponse(body, status_code=200 if body["ready"] and service.inference else 503)
 
     @router.get(
@@ -247,7 +303,7 @@ def build_router() -> APIRouter:
             503: ERRORS[503],
         },
         dependencies=protected,
-        summary="Resolve the model source again and hot-swap to a changed bundle that passes its self-check",
+        summary="Resolve the model source(s) again; hot-swap changed bundles that pass their self-check",
         tags=["admin"],
     )
     async def reload(
@@ -256,24 +312,31 @@ def build_router() -> APIRouter:
     ) -> JSONResponse:
         if service.holder is None:
             raise HTTPException(status_code=503, detail="service is starting")
-        holder = service.holder
-        outcome = await asyncio.get_running_loop().run_in_executor(None, lambda: holder.reload(force=force))
-        body = {
-            "status": outcome.status,
-            "reason": outcome.reason,
-            "model": outcome.model.ref() if outcome.model else None,
-        }
-        return JSONResponse(body, status_code=409 if outcome.status == "refused" else 200)
+        body = await asyncio.get_running_loop().run_in_executor(
+            None, lambda: reload_all(service, force=force)
+        )
+        return JSONResponse(body, status_code=409 if body["status"] == "refused" else 200)
 
     return router
 
 
-def record_predictions(service: Service, model: LoadedModel, texts: Sequence[str], results: list[Result]) -> None:
-    """Hand results to the opt-in prediction log; a failing log never fails the request."""
-    try:
-        service.prediction_log.write(model=model.ref(), texts=texts, results=results)
-    except Exception:
-        log.exception("prediction log write failed")
+def reload_all(service: Service, *, force: bool = False) -> dict[str, Any]:
+    """Reload the classifier (and the gate, when configured); the response body of /admin/reload."""
+    assert service.holder is not None
+    outcome = service.holder.reload(force=force)
+    body: dict[str, Any] = {
+        "status": outcome.status,
+        "reason": outcome.reason,
+        "model": outcome.model.ref() if outcome.model else None,
+    }
+    if service.gate is not None:
+        gate = service.gate.reload(force=force)
+        body["gate"] = {
+            "status": gate.status,
+            "reason": gate.reason,
+            "model": gate.model.ref if gate.model else None,
+        }
+    return body
 
 
 class BodyLimitMiddleware:
@@ -328,6 +391,10 @@ def install_error_handlers(app: FastAPI) -> None:
 
     async def http_error(request: Request, exc: Exception) -> JSONResponse:
         assert isinstance(exc, StarletteHTTPException)
+        if exc.status_code == 400:  # FastAPI's "error parsing the body" (e.g. not UTF-8): a malformed body
+            return JSONResponse(
+                {"detail": f"invalid request: malformed body ({exc.detail})"}, status_code=422
+            )
         return JSONResponse({"detail": str(exc.detail)}, status_code=exc.status_code, headers=exc.headers)
 
     async def internal_error(request: Request, exc: Exception) -> JSONResponse:
@@ -339,7 +406,31 @@ def install_error_handlers(app: FastAPI) -> None:
     app.add_exception_handler(Exception, internal_error)
 
 
-def _on_change(metrics: ServiceMetrics) -> Any:
+def install_openapi(app: FastAPI) -> None:
+    """Document the errors as they are sent: every 422 is an `ErrorResponse`, not FastAPI's list shape."""
+    default_openapi = app.openapi
+
+    def openapi() -> dict[str, Any]:
+        if app.openapi_schema:
+            return app.openapi_schema
+        schema = default_openapi()
+        error_ref = {"application/json": {"schema": {"$ref": "#/components/schemas/ErrorResponse"}}}
+        for item in schema.get("paths", {}).values():
+            for operation in item.values():
+                responses = operation.get("responses", {}) if isinstance(operation, dict) else {}
+                if "422" in responses:
+                    responses["422"] = {"description": ERRORS[422]["description"], "content": error_ref}
+        components = schema.setdefault("components", {}).setdefault("schemas", {})
+        components.setdefault("ErrorResponse", ErrorResponse.model_json_schema())
+        components.pop("HTTPValidationError", None)
+        components.pop("ValidationError", None)
+        app.openapi_schema = schema
+        return schema
+
+    app.openapi = openapi  # type: ignore[method-assign]
+
+
+def _on_change(metrics: ServiceMetrics) -> Callable[[LoadedModel], None]:
     def update(model: LoadedModel) -> None:
         r = model.resolved
         metrics.set_model(r.name, r.version, r.alias, r.origin, model.loaded_at)
@@ -347,29 +438,78 @@ def _on_change(metrics: ServiceMetrics) -> Any:
     return update
 
 
-def _on_reload(metrics: ServiceMetrics) -> Any:
+def _on_reload(metrics: ServiceMetrics) -> Callable[[ReloadStatus], None]:
     def count(status: ReloadStatus) -> None:
         metrics.reloads.labels(status).inc()
 
     return count
 
 
-async def _poll(holder: ModelHolder, interval_s: float) -> None:
-    """Re-resolve the source every `interval_s`; the holder swaps only changed, working bundles."""
+async def _poll(service: Service, interval_s: float) -> None:
+    """Re-resolve the sources every `interval_s`; the holders swap only changed, working bundles."""
     loop = asyncio.get_running_loop()
     while True:
         await asyncio.sleep(interval_s)
         try:
-            await loop.run_in_executor(None, holder.reload)
+            await loop.run_in_executor(None, reload_all, service)
         except Exception:
             log.exception("model poll failed")
 
 
-def _optional_module(name: str) -> bool:
-    try:
-        return importlib.util.find_spec(name) is not None
-    except ModuleNotFoundError:
-        return False
+async def _start(app: FastAPI, service: Service, holder: ModelHolder | None) -> None:
+    """Load (or adopt) the model, start inference, the optional parts and the poller."""
+    settings = service.settings
+    loop = asyncio.get_running_loop()
+    if holder is None:
+        source = create_source(
+            settings.model, tracking_uri=settings.tracking_uri, cache_dir=settings.cache_dir
+        )
+        holder = ModelHolder(source, threads=settings.threads)
+        await loop.run_in_executor(None, holder.load_initial)
+    holder.set_callbacks(_on_change(service.metrics), _on_reload(service.metrics))
+    service.holder = holder
+    service.prediction_log = extensions.open_prediction_log(settings)
+    service.inference = Inference(
+        make_predict(holder, service.prediction_log),
+        workers=settings.workers,
+        batching=settings.batching,
+        max_batch=settings.max_batch,
+        wait_ms=settings.batch_wait_ms,
+        observe=service.metrics.observe_batch,
+    )
+    service.gate = await loop.run_in_executor(None, extensions.load_gate, settings)
+    if settings.policy is not None:
+        service.router = await loop.run_in_executor(None, extensions.build_policy_router, settings, holder)
+        app.include_router(extensions.chat_router(service.router), dependencies=protection(settings))
+        app.openapi_schema = None
+    if settings.reload_interval_s > 0:
+        service.tasks.append(asyncio.create_task(_poll(service, settings.reload_interval_s)))
+    r = holder.require().resolved
+    log.info(
+        "serving %s version %s (%s) from %s; batching=%s workers=%d threads=%d%s%s",
+        r.name,
+        r.version or "-",
+        r.origin,
+        r.path,
+        settings.batching,
+        settings.workers,
+        settings.threads,
+        f"; gate {settings.gate_model}" if settings.gate_model else "",
+        f"; policy {settings.policy}" if settings.policy else "",
+    )
+
+
+async def _stop(service: Service) -> None:
+    for task in service.tasks:
+        task.cancel()
+    loop = asyncio.get_running_loop()
+    engine, service.inference = service.inference, None
+    if engine is not None:
+        await loop.run_in_executor(None, engine.close)
+    if service.router is not None:
+        service.router.close()
+    if service.prediction_log is not None:
+        service.prediction_log.close()
 
 
 def create_app(settings: ServeSettings | None = None, *, holder: ModelHolder | None = None) -> FastAPI:
@@ -379,46 +519,11 @@ def create_app(settings: ServeSettings | None = None, *, holder: ModelHolder | N
 
     @contextlib.asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
-        h = holder
-        if h is None:
-            source = create_source(settings.model, tracking_uri=settings.tracking_uri, cache_dir=settings.cache_dir)
-            h = ModelHolder(source, threads=settings.threads)
-            await asyncio.get_running_loop().run_in_executor(None, h.load_initial)
-        h.set_callbacks(_on_change(service.metrics), _on_reload(service.metrics))
-        service.holder = h
-        service.inference = Inference(
-            make_predict(h),
-            workers=settings.workers,
-            batching=settings.batching,
-            max_batch=settings.max_batch,
-            wait_ms=settings.batch_wait_ms,
-            observe=service.metrics.observe_batch,
-        )
-        if settings.prediction_log is not None:
-            service.prediction_log = open_prediction_log(settings)
-        if settings.reload_interval_s > 0:
-            service.tasks.append(asyncio.create_task(_poll(h, settings.reload_interval_s)))
-        model = h.require()
-        log.info(
-            "serving %s version %s (%s) from %s; batching=%s workers=%d threads=%d",
-            model.resolved.name,
-            model.resolved.version or "-",
-            model.resolved.origin,
-            model.resolved.path,
-            settings.batching,
-            settings.workers,
-            settings.threads,
-        )
+        await _start(app, service, holder)
         try:
             yield
         finally:
-            for task in service.tasks:
-                task.cancel()
-            engine, service.inference = service.inference, None
-            if engine is not None:
-                await asyncio.get_running_loop().run_in_executor(None, engine.close)
-            if service.prediction_log is not None and hasattr(service.prediction_log, "close"):
-                service.prediction_log.close()
+            await _stop(service)
 
     app = FastAPI(
         title="tierroute classify service",
@@ -428,18 +533,17 @@ def create_app(settings: ServeSettings | None = None, *, holder: ModelHolder | N
     )
     app.state.service = service
     install_error_handlers(app)
-    app.include_router(build_router())
+    install_openapi(app)
+    app.include_router(build_router(settings))
+    gate = extensions.gate_router(
+        service.current_gate, settings, protection(settings), service.metrics.registry
+    )
+    if gate is not None:
+        app.include_router(gate)
     app.add_middleware(BodyLimitMiddleware, max_bytes=settings.max_body_bytes)
-    app.add_middleware(MetricsMiddleware, metrics=service.metrics)  # outermost: sees every status
+    app.add_middleware(  # outermost: sees every status
+        MetricsMiddleware,
+        metrics=service.metrics,
+        known_paths=lambda: {str(getattr(r, "path", "")) for r in app.routes},
+    )
     return app
-
-
-def open_prediction_log(settings: ServeSettings) -> Any:
-    """The evals area's opt-in prediction log, if that module is installed."""
-    if not _optional_module("serving.prediction_log"):
-        log.warning("prediction_log is set but serving.prediction_log is not available; not logging predictions")
-        return None
-    from serving.prediction_log import PredictionLog
-
-    assert settings.prediction_log is not None
-    return PredictionLog(settings.prediction_log, include_text=settings.prediction_log_texts)

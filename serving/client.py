@@ -7,10 +7,10 @@ or a 4xx such as a wrong API key). All derive from `ClassifierError`, so "anythi
 fall back to rules" is one `except`.
 
 Trade-offs:
-- The default timeout is 50 ms for every phase (connect, write, read, pool): a router must not
-  wait longer for a classifier than the classification is worth. httpx timeouts are per phase,
-  not total; against a server that trickles bytes a call could take longer, which a router with a
-  hard deadline should bound itself.
+- The default timeout is 50 ms, and it is a total deadline for the call: a router must not wait
+  longer for a classifier than the classification is worth. httpx's own timeouts are per phase
+  (connect, write, read), so the sync client shrinks each phase to the time left through
+  httpcore's `trace` hook, and the async client wraps the call in `asyncio.timeout`.
 - One `httpx.Client` / `AsyncClient` per client object, reused for every call (keep-alive
   connection pooling); close it with `close()` / `aclose()` or a `with` block.
 - `BundleClassifier` runs a local bundle in process behind the same `classify(texts)` protocol,
@@ -22,6 +22,8 @@ from __future__ import annotations
 
 import asyncio
 import json
+import math
+import time
 from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
@@ -114,6 +116,29 @@ def _parse(response: httpx.Response, n_texts: int) -> ClassifyResponse:
     return parsed
 
 
+def _enforce_deadline(request: httpx.Request, deadline: float) -> None:
+    """Make the per-phase httpx timeouts one total deadline.
+
+    httpcore reads `request.extensions["timeout"]` when each phase starts (connect, write, read)
+    and announces each phase to the `trace` extension first; we shrink every phase's timeout to
+    the time left, so connect + send + wait never add up to more than `timeout`.
+    """
+    timeouts = request.extensions.get("timeout")
+    if not isinstance(timeouts, dict):
+        return
+
+    def shrink(event: str, info: dict[str, Any]) -> None:
+        if event.endswith(".started"):
+            left = deadline - time.monotonic()
+            # CPython's socket timeouts poll() in whole milliseconds, rounding UP: floor the time
+            # left to whole ms, or every phase could overshoot the deadline by up to 1 ms.
+            left = math.floor(left * 1000) / 1000 if left > 0.002 else max(left, 1e-4)
+            for phase in ("connect", "read", "write", "pool"):
+                timeouts[phase] = left
+
+    request.extensions["trace"] = shrink
+
+
 def _timeout(timeout: float) -> httpx.Timeout:
     if timeout <= 0:
         raise ValueError(f"timeout must be > 0 seconds, got {timeout}")
@@ -122,6 +147,9 @@ def _timeout(timeout: float) -> httpx.Timeout:
 
 class ClassifierClient:
     """Synchronous client: `ClassifierClient("http://127.0.0.1:8000").classify(["..."])`."""
+
+    enforces_timeout = True
+    """The HTTP timeout bounds each call, so a router need not add a deadline thread."""
 
     def __init__(
         self,
@@ -139,8 +167,10 @@ class ClassifierClient:
 
     def classify(self, texts: Sequence[str]) -> ClassifyResponse:
         body = _payload(texts)
+        request = self._http.build_request("POST", self._url, content=body, headers=self._headers)
+        _enforce_deadline(request, time.monotonic() + self.timeout)
         try:
-            response = self._http.post(self._url, content=body, headers=self._headers)
+            response = self._http.send(request)
         except httpx.TimeoutException as exc:
             raise ClassifierTimeout(f"classifier did not answer within {self.timeout * 1000:.0f} ms") from exc
         except httpx.TransportError as exc:
@@ -177,8 +207,9 @@ class AsyncClassifierClient:
     async def classify(self, texts: Sequence[str]) -> ClassifyResponse:
         body = _payload(texts)
         try:
-            response = await self._http.post(self._url, content=body, headers=self._headers)
-        except httpx.TimeoutException as exc:
+            async with asyncio.timeout(self.timeout):  # a total deadline, not per phase
+                response = await self._http.post(self._url, content=body, headers=self._headers)
+        except (httpx.TimeoutException, TimeoutError) as exc:
             raise ClassifierTimeout(f"classifier did not answer within {self.timeout * 1000:.0f} ms") from exc
         except httpx.TransportError as exc:
             raise ClassifierUnavailable(f"classifier unreachable at {self.base_url}: {exc}") from exc
@@ -208,7 +239,9 @@ class BundleClassifier:
             bundle = Bundle.load(Path(bundle), threads=threads)
         self.bundle = bundle
         version = bundle.manifest.get("version")
-        self.model_ref = ModelRef(name=str(bundle.manifest.get("name", "bundle")), version=version, alias=None)
+        self.model_ref = ModelRef(
+            name=str(bundle.manifest.get("name", "bundle")), version=version, alias=None
+        )
 
     def classify(self, texts: Sequence[str]) -> ClassifyResponse:
         if isinstance(texts, str):

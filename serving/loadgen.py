@@ -10,6 +10,10 @@ Trade-offs:
   HTTP parsing in Python, so its throughput figures are lower bounds; the table says which tool ran.
 - Closed-loop load understates tail latency under overload (coordinated omission); at the levels
   measured here the server keeps up, and p99 is reported as measured.
+- Wall-clock figures move 20-30% with whatever else runs on a small shared box, so the table also
+  gives the server's own CPU time per request (`process_cpu_seconds_total` from its /metrics,
+  read before and after each level): it barely depends on other load, and `cores / CPU per
+  request` is the throughput ceiling of a dedicated machine.
 - Stdlib only: importing this module must stay cheap for `tierroute --help`.
 """
 
@@ -37,28 +41,32 @@ from urllib.parse import urlsplit
 TEXTS: tuple[str, ...] = (
     "I am planning a three day trip to Lisbon in early spring with my parents, who do not walk much. "
     "Could you suggest a relaxed itinerary with short distances, good seafood restaurants, and one day trip "
-    "outside the city that is easy by train?",
+    "outside the city that is easy by train? We would also like a quiet hotel near a tram line.",
     "Write a Python function that takes a list of log lines in the format 'timestamp level message', "
-    "groups them by level, counts how many errors happened per hour, and returns the busiest hour. "
-    "Please include type hints and a short docstring.",
+    "groups them by level, counts how many errors happened in each hour, and returns the busiest hour. "
+    "Please include type hints, a short docstring and two unit tests written with pytest.",
     "Our quarterly report says revenue grew eight percent while operating costs rose twelve percent. "
     "Summarise what this means for profit margins in two sentences, and list three questions the board "
-    "should ask the finance team before approving next year's budget.",
+    "should ask the finance team before approving next year's budget, the new hiring plan "
+    "and the size of the annual bonus pool for the sales team.",
     "A farmer has a rectangular field whose length is three times its width. If the perimeter is "
     "four hundred metres, what is the area of the field? Explain each step of the calculation so that a "
-    "student in middle school can follow along.",
+    "student in middle school can follow along, and then check the answer in a second, independent way "
+    "using a sketch.",
     "Extract the names of all companies, the dates, and the amounts of money mentioned in the following "
     "paragraph and return them as JSON: On March 3rd, Acme Corp agreed to buy Beta Ltd for 40 million "
-    "dollars, closing in June.",
+    "dollars, closing in June, after Gamma Inc dropped its rival offer of 35 million in May.",
     "Classify the sentiment of this customer review as positive, negative or mixed, and give a one line "
-    "reason: The delivery was two days late and the box was damaged, but the headphones sound amazing "
-    "and support replaced the cable quickly.",
+    "reason: The delivery was two days late and the box was damaged, but the headphones sound amazing, "
+    "the battery lasts all week, and support replaced the broken "
+    "charging cable within a single day without asking for a receipt.",
     "Explain the difference between a process and a thread in an operating system, including how memory "
     "is shared, what happens when one of them crashes, and when you would prefer one over the other "
-    "in a web server.",
+    "in a web server that handles thousands of slow "
+    "network connections at the same time on a small machine with four cores.",
     "Draft a polite email to a landlord asking for the heating to be repaired before the weekend. Mention "
     "that it has been broken for five days, that there is a small child in the flat, and ask for a date "
-    "and time for the visit.",
+    "and time for the visit. Keep it under one hundred and fifty words and friendly in tone.",
 )
 
 
@@ -76,6 +84,7 @@ class LevelResult:
     seconds: float
     p50_ms: float
     p99_ms: float
+    cpu_ms_per_request: float = math.nan
 
     @property
     def rps(self) -> float:
@@ -120,6 +129,19 @@ def probe(url: str, api_key: str | None) -> tuple[str, float]:
     return label, tokens
 
 
+def server_cpu_seconds(url: str) -> float:
+    """The server process's CPU seconds so far (NaN when its /metrics does not say)."""
+    try:
+        with urllib.request.urlopen(f"{url}/metrics", timeout=5) as resp:
+            text = resp.read().decode()
+    except (urllib.error.URLError, OSError):
+        return math.nan
+    for line in text.splitlines():
+        if line.startswith("process_cpu_seconds_total "):
+            return float(line.split()[1])
+    return math.nan
+
+
 def _wrk_script(path: Path, payloads: Sequence[bytes], api_key: str | None) -> None:
     lua_bodies = ",\n".join("[==[" + b.decode() + "]==]" for b in payloads)
     auth = f'wrk.headers["Authorization"] = "Bearer {api_key}"\n' if api_key else ""
@@ -143,7 +165,9 @@ def _wrk_script(path: Path, payloads: Sequence[bytes], api_key: str | None) -> N
     )
 
 
-def run_wrk(url: str, concurrency: int, duration: float, script: Path) -> tuple[int, int, float, float, float]:
+def run_wrk(
+    url: str, concurrency: int, duration: float, script: Path
+) -> tuple[int, int, float, float, float]:
     """(requests, errors, seconds, p50 ms, p99 ms) from one wrk run."""
     threads = min(concurrency, 2)
     cmd = [
@@ -166,7 +190,13 @@ def run_wrk(url: str, concurrency: int, duration: float, script: Path) -> tuple[
 
 
 def _py_connection_loop(
-    host: str, port: int, payloads: Sequence[bytes], headers: dict[str, str], stop_at: float, out: list[float], errs: list[int]
+    host: str,
+    port: int,
+    payloads: Sequence[bytes],
+    headers: dict[str, str],
+    stop_at: float,
+    out: list[float],
+    errs: list[int],
 ) -> None:
     conn = http.client.HTTPConnection(host, port, timeout=10)
     i = 0
@@ -190,14 +220,18 @@ def _py_connection_loop(
     conn.close()
 
 
-def _py_process(url: str, connections: int, payloads: list[bytes], headers: dict[str, str], duration: float) -> tuple[list[float], int]:
+def _py_process(
+    url: str, connections: int, payloads: list[bytes], headers: dict[str, str], duration: float
+) -> tuple[list[float], int]:
     parts = urlsplit(url)
     host, port = parts.hostname or "127.0.0.1", parts.port or 80
     stop_at = time.perf_counter() + duration
     lat: list[list[float]] = [[] for _ in range(connections)]
     errs: list[list[int]] = [[0] for _ in range(connections)]
     threads = [
-        threading.Thread(target=_py_connection_loop, args=(host, port, payloads, headers, stop_at, lat[i], errs[i]))
+        threading.Thread(
+            target=_py_connection_loop, args=(host, port, payloads, headers, stop_at, lat[i], errs[i])
+        )
         for i in range(connections)
     ]
     for t in threads:
@@ -259,24 +293,31 @@ def run_benchmark(
                 if use == "wrk":
                     if warmup > 0:
                         run_wrk(url, c, warmup, script)
+                    cpu0 = server_cpu_seconds(url)
                     n, errors, secs, p50, p99 = run_wrk(url, c, duration, script)
                 else:
                     if warmup > 0:
                         run_python(url, c, warmup, payloads, api_key)
+                    cpu0 = server_cpu_seconds(url)
                     n, errors, secs, p50, p99 = run_python(url, c, duration, payloads, api_key)
-                row = LevelResult(label, use, c, n, errors, secs, p50, p99)
-                echo(f"  c={c}: {row.rps:.0f} req/s, p50 {p50:.1f} ms, p99 {p99:.1f} ms, errors {errors}")
+                cpu = (server_cpu_seconds(url) - cpu0) * 1000 / n if n else math.nan
+                row = LevelResult(label, use, c, n, errors, secs, p50, p99, cpu)
+                echo(
+                    f"  c={c}: {row.rps:.0f} req/s, p50 {p50:.1f} ms, p99 {p99:.1f} ms, "
+                    f"server CPU {cpu:.1f} ms/request, errors {errors}"
+                )
                 rows.append(row)
     return rows
 
 
 def format_table(rows: Sequence[LevelResult]) -> str:
     lines = [
-        "| server | concurrency | req/s | p50 ms | p99 ms | errors | load |",
-        "| --- | ---: | ---: | ---: | ---: | ---: | --- |",
+        "| server | concurrency | req/s | p50 ms | p99 ms | server CPU ms/req | errors | load |",
+        "| --- | ---: | ---: | ---: | ---: | ---: | ---: | --- |",
     ]
     for r in rows:
         lines.append(
-            f"| {r.server} | {r.concurrency} | {r.rps:.0f} | {r.p50_ms:.1f} | {r.p99_ms:.1f} | {r.errors} | {r.tool} |"
+            f"| {r.server} | {r.concurrency} | {r.rps:.0f} | {r.p50_ms:.1f} | {r.p99_ms:.1f} "
+            f"| {r.cpu_ms_per_request:.1f} | {r.errors} | {r.tool} |"
         )
     return "\n".join(lines)

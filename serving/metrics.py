@@ -13,14 +13,38 @@ cost to one dictionary lookup and an increment.
 from __future__ import annotations
 
 import time
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from typing import Any
 
-from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, disable_created_metrics, generate_latest
+from prometheus_client import (
+    CollectorRegistry,
+    Counter,
+    Gauge,
+    Histogram,
+    ProcessCollector,
+    disable_created_metrics,
+    generate_latest,
+)
 from prometheus_client.exposition import CONTENT_TYPE_LATEST
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-LATENCY_BUCKETS = (0.001, 0.0025, 0.005, 0.0075, 0.01, 0.015, 0.02, 0.03, 0.05, 0.075, 0.1, 0.25, 0.5, 1.0, 2.5)
+LATENCY_BUCKETS = (
+    0.001,
+    0.0025,
+    0.005,
+    0.0075,
+    0.01,
+    0.015,
+    0.02,
+    0.03,
+    0.05,
+    0.075,
+    0.1,
+    0.25,
+    0.5,
+    1.0,
+    2.5,
+)
 BATCH_BUCKETS = (1, 2, 4, 8, 16, 32, 64, 128, 256, 512)
 CONTENT_TYPE = CONTENT_TYPE_LATEST
 
@@ -32,8 +56,12 @@ class ServiceMetrics:
         disable_created_metrics()  # `_created` series double the exposition for no use here
         self.registry = CollectorRegistry(auto_describe=True)
         r = self.registry
+        ProcessCollector(registry=r)  # process_cpu_seconds_total etc.: `bench http` reads CPU per request
         self.requests = Counter(
-            "tierroute_http_requests", "HTTP requests by endpoint, method and status", ["endpoint", "method", "status"], registry=r
+            "tierroute_http_requests",
+            "HTTP requests by endpoint, method and status",
+            ["endpoint", "method", "status"],
+            registry=r,
         )
         self.latency = Histogram(
             "tierroute_http_request_duration_seconds",
@@ -53,15 +81,23 @@ class ServiceMetrics:
             "tierroute_inference_batch_texts", "Texts per ONNX call", buckets=BATCH_BUCKETS, registry=r
         )
         self.inference = Histogram(
-            "tierroute_inference_seconds", "Time of one ONNX call incl. tokenising", buckets=LATENCY_BUCKETS, registry=r
+            "tierroute_inference_seconds",
+            "Time of one ONNX call incl. tokenising",
+            buckets=LATENCY_BUCKETS,
+            registry=r,
         )
         self.model_info = Gauge(
-            "tierroute_model_info", "The served model (value 1)", ["name", "version", "alias", "origin"], registry=r
+            "tierroute_model_info",
+            "The served model (value 1)",
+            ["name", "version", "alias", "origin"],
+            registry=r,
         )
         self.model_loaded_at = Gauge(
             "tierroute_model_loaded_timestamp_seconds", "When the served model was loaded", registry=r
         )
-        self.reloads = Counter("tierroute_model_reloads", "Reload attempts by outcome", ["outcome"], registry=r)
+        self.reloads = Counter(
+            "tierroute_model_reloads", "Reload attempts by outcome", ["outcome"], registry=r
+        )
         self._children: dict[tuple[str, str], Any] = {}
 
     def observe_request(self, endpoint: str, method: str, status: int, seconds: float) -> None:
@@ -93,7 +129,9 @@ class ServiceMetrics:
         self.batch_size.observe(texts)
         self.inference.observe(seconds)
 
-    def set_model(self, name: str, version: str | None, alias: str | None, origin: str, loaded_at: float) -> None:
+    def set_model(
+        self, name: str, version: str | None, alias: str | None, origin: str, loaded_at: float
+    ) -> None:
         self.model_info.clear()
         self.model_info.labels(name, version or "", alias or "", origin).set(1)
         self.model_loaded_at.set(loaded_at)
@@ -105,9 +143,24 @@ class ServiceMetrics:
 class MetricsMiddleware:
     """Pure ASGI middleware: times every HTTP request and labels it by route template."""
 
-    def __init__(self, app: ASGIApp, metrics: ServiceMetrics) -> None:
+    def __init__(
+        self, app: ASGIApp, metrics: ServiceMetrics, known_paths: Callable[[], set[str]] | None = None
+    ) -> None:
         self.app = app
         self.metrics = metrics
+        self._known_paths = known_paths
+        self._paths: set[str] | None = None
+
+    def _endpoint(self, scope: Scope) -> str:
+        route = scope.get("route")
+        path = getattr(route, "path", None)
+        if path:
+            return str(path)
+        # answered before routing (e.g. a 413 by Content-Length): label it only if it is a real route
+        if self._paths is None and self._known_paths is not None:
+            self._paths = self._known_paths()
+        raw = scope.get("path", "")
+        return raw if self._paths and raw in self._paths else "unmatched"
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
@@ -125,6 +178,6 @@ class MetricsMiddleware:
         try:
             await self.app(scope, receive, send_wrapper)
         finally:
-            route = scope.get("route")
-            endpoint = getattr(route, "path", None) or "unmatched"
-            self.metrics.observe_request(endpoint, scope.get("method", ""), status, time.perf_counter() - start)
+            self.metrics.observe_request(
+                self._endpoint(scope), scope.get("method", ""), status, time.perf_counter() - start
+            )

@@ -155,11 +155,15 @@ class ModelHolder:
                 # same bundle, registry back: no longer a stale cache
                 self._current = LoadedModel(current.bundle, resolved, current.loaded_at)
                 self.source.remember(resolved)
+                if self._on_change is not None:
+                    self._on_change(self._current)
             return ReloadOutcome("unchanged", resolved.note, self._current)
         try:
             model = self._load(resolved)
         except (BundleError, OSError) as exc:
-            reason = f"refused version {resolved.version or resolved.fingerprint[:12]} from {resolved.path}: {exc}"
+            reason = (
+                f"refused version {resolved.version or resolved.fingerprint[:12]} from {resolved.path}: {exc}"
+            )
             log.error("reload %s; still serving %s", reason, _describe(current))
             return ReloadOutcome("refused", reason, current)
         self._install(model)

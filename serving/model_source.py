@@ -15,6 +15,9 @@ Trade-offs:
 - The bundle is found inside the downloaded MLflow model by its `bundle.json` (shallowest wins), so
   this module does not depend on how the training side lays out its pyfunc artifacts.
 - Change detection is the sha256 of `bundle.json`, which lists every file's sha256: cheap to poll.
+- The store defaults to what `tierroute train` writes to (`MLFLOW_TRACKING_URI`, else the embedded
+  `sqlite:///<cwd>/mlruns/mlflow.db`); a missing sqlite file counts as unreachable instead of
+  letting MLflow create an empty store.
 """
 
 from __future__ import annotations
@@ -147,8 +150,8 @@ class RegistrySource:
 
     @property
     def _pointer(self) -> Path:
-        selector = f"@{self.alias}" if self.alias else f"-v{self.version}"
-        return self.root / f"last-good{_safe(selector)}.json"
+        selector = f"@{_safe(self.alias)}" if self.alias else f"-v{_safe(str(self.version))}"
+        return self.root / f"last-good{selector}.json"
 
     def resolve(self) -> ResolvedModel:
         try:
@@ -163,14 +166,31 @@ class RegistrySource:
                 ) from exc
             return cached
 
+    def store_uris(self) -> tuple[str, str]:
+        """(tracking, registry) URIs: explicit setting, else MLflow's env vars, else the project's
+        embedded store `sqlite:///<cwd>/mlruns/mlflow.db` (the same default `tierroute train` uses)."""
+        tracking = (
+            self.tracking_uri
+            or os.environ.get("MLFLOW_TRACKING_URI", "").strip()
+            or f"sqlite:///{Path.cwd().resolve() / 'mlruns' / 'mlflow.db'}"
+        )
+        registry = (
+            None if self.tracking_uri else os.environ.get("MLFLOW_REGISTRY_URI", "").strip()
+        ) or tracking
+        return tracking, registry
+
     def _from_registry(self) -> ResolvedModel:
+        tracking, registry = self.store_uris()
+        db = tracking[len("sqlite:///") :] if tracking.startswith("sqlite:///") else None
+        if db and not Path(db).is_file():  # MLflow would silently create an empty store here
+            raise ModelSourceError(f"no MLflow store at {db}")
         os.environ.setdefault("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "0")
         os.environ.setdefault("MLFLOW_HTTP_REQUEST_TIMEOUT", "5")
         os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
         import mlflow.artifacts
         from mlflow import MlflowClient
 
-        client = MlflowClient(tracking_uri=self.tracking_uri, registry_uri=self.tracking_uri)
+        client = MlflowClient(tracking_uri=tracking, registry_uri=registry)
         if self.alias is not None:
             mv = client.get_model_version_by_alias(self.name, self.alias)
         else:
@@ -183,8 +203,8 @@ class RegistrySource:
                 local = mlflow.artifacts.download_artifacts(
                     artifact_uri=f"models:/{self.name}/{version}",
                     dst_path=tmp,
-                    tracking_uri=self.tracking_uri,
-                    registry_uri=self.tracking_uri,
+                    tracking_uri=tracking,
+                    registry_uri=registry,
                 )
                 bundle = find_bundle_dir(Path(local))
                 shutil.rmtree(target, ignore_errors=True)

@@ -169,5 +169,7 @@ def read_prediction_log(path: Path) -> Iterator[dict[str, Any]]:
             if not isinstance(rec, dict) or rec.get("kind") != KIND:
                 raise PredictionLogError(f"{path}:{lineno}: not a tierroute prediction record")
             if rec.get("v") != VERSION:
-                raise PredictionLogError(f"{path}:{lineno}: record format v{rec.get('v')}, this reader needs v{VERSION}")
+                raise PredictionLogError(
+                    f"{path}:{lineno}: record format v{rec.get('v')}, this reader needs v{VERSION}"
+                )
             yield rec

@@ -41,17 +41,21 @@ def serve(
             "default models:/tierroute-classifier@champion]",
         ),
     ] = None,
-    host: Annotated[str | None, typer.Option(help="interface to bind [env TIERROUTE_HOST; 127.0.0.1]")] = None,
+    host: Annotated[
+        str | None, typer.Option(help="interface to bind [env TIERROUTE_HOST; 127.0.0.1]")
+    ] = None,
     port: Annotated[int | None, typer.Option(help="TCP port [env TIERROUTE_PORT; 8000]")] = None,
     threads: Annotated[
-        int | None, typer.Option(help="ONNX Runtime intra-op threads per session [env TIERROUTE_THREADS; 1]")
+        int | None, typer.Option(help="ONNX Runtime intra-op threads per session [env TIERROUTE_THREADS; 2]")
     ] = None,
     workers: Annotated[
-        int | None, typer.Option(help="inference threads running in parallel [env TIERROUTE_WORKERS; 2]")
+        int | None, typer.Option(help="inference calls running at once [env TIERROUTE_WORKERS; 1]")
     ] = None,
     batching: Annotated[
         bool | None,
-        typer.Option("--batching/--no-batching", help="merge concurrent requests [env TIERROUTE_BATCHING; on]"),
+        typer.Option(
+            "--batching/--no-batching", help="merge concurrent requests [env TIERROUTE_BATCHING; on]"
+        ),
     ] = None,
     max_batch: Annotated[
         int | None, typer.Option(help="most texts per ONNX call when batching [env TIERROUTE_MAX_BATCH; 32]")
@@ -62,29 +66,40 @@ def serve(
     ] = None,
     reload_interval_s: Annotated[
         float | None,
-        typer.Option("--reload-interval", help="poll the model source every N s, 0 = off [env TIERROUTE_RELOAD_INTERVAL_S]"),
+        typer.Option(
+            "--reload-interval",
+            help="poll the model source every N s, 0 = off [env TIERROUTE_RELOAD_INTERVAL_S]",
+        ),
     ] = None,
     tracking_uri: Annotated[
-        str | None, typer.Option(help="MLflow tracking URI for models:/ [env TIERROUTE_TRACKING_URI / MLFLOW_TRACKING_URI]")
+        str | None,
+        typer.Option(
+            help="MLflow tracking URI for models:/ [env TIERROUTE_TRACKING_URI / MLFLOW_TRACKING_URI]"
+        ),
     ] = None,
     cache_dir: Annotated[
-        Path | None, typer.Option(help="last-good bundle cache [env TIERROUTE_CACHE_DIR; models/serving-cache]")
+        Path | None,
+        typer.Option(help="last-good bundle cache [env TIERROUTE_CACHE_DIR; models/serving-cache]"),
     ] = None,
     policy: Annotated[
         Path | None,
         typer.Option(help="router policy YAML: also serve POST /v1/chat/completions [env TIERROUTE_POLICY]"),
     ] = None,
     gate_model: Annotated[
-        str | None, typer.Option(help="gate bundle folder or models:/ URI: also serve POST /v1/gate [env TIERROUTE_GATE_MODEL]")
+        str | None,
+        typer.Option(
+            help="gate bundle folder or models:/ URI: also serve POST /v1/gate [env TIERROUTE_GATE_MODEL]"
+        ),
     ] = None,
     prediction_log: Annotated[
-        Path | None, typer.Option(help="append every classification to this JSONL file [env TIERROUTE_PREDICTION_LOG]")
+        Path | None,
+        typer.Option(help="append every classification to this JSONL file [env TIERROUTE_PREDICTION_LOG]"),
     ] = None,
     log_level: Annotated[
         str | None, typer.Option(help="debug, info, warning or error [env TIERROUTE_LOG_LEVEL; info]")
     ] = None,
 ) -> None:
-    """Serve the classifier over HTTP: POST /v1/classify, /healthz, /readyz, /v1/models, /metrics, /admin/reload.
+    """Serve the classifier over HTTP: /v1/classify, /healthz, /readyz, /v1/models, /metrics, /admin/reload.
 
     The API key, size limits and the other settings come from TIERROUTE_* environment variables
     (TIERROUTE_API_KEY, TIERROUTE_MAX_TEXTS, TIERROUTE_MAX_CHARS, TIERROUTE_LOG_TEXTS, ...).
@@ -113,7 +128,9 @@ def serve(
     try:
         settings = ServeSettings(**{k: v for k, v in overrides.items() if v is not None})
     except ValidationError as exc:
-        problems = "; ".join(f"{'.'.join(map(str, e['loc'])) or 'settings'}: {e['msg']}" for e in exc.errors())
+        problems = "; ".join(
+            f"{'.'.join(map(str, e['loc'])) or 'settings'}: {e['msg']}" for e in exc.errors()
+        )
         raise _fail(f"invalid settings: {problems}") from None
     run_server(settings)
 
@@ -122,19 +139,28 @@ def run_server(settings: Any) -> None:
     """Load the model, then run uvicorn until interrupted; exits non-zero on any start-up failure."""
     import uvicorn
 
+    from serving import extensions
     from serving.app import create_app
     from serving.model_holder import ModelHolder, ModelLoadError
     from serving.model_source import ModelSourceError, create_source
 
     logging.basicConfig(
-        level=settings.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s", stream=sys.stderr
+        level=settings.log_level.upper(),
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+        stream=sys.stderr,
     )
     if settings.api_key is None and settings.host not in ("127.0.0.1", "localhost", "::1"):
-        log.warning("binding %s without an API key: anyone who can reach it can classify and reload", settings.host)
-    if settings.policy is not None and not settings.policy.is_file():
-        raise _fail(f"policy file not found: {settings.policy}")
+        log.warning(
+            "binding %s without an API key: anyone who can reach it can classify and reload", settings.host
+        )
+    logging.getLogger("urllib3").setLevel(logging.ERROR)  # MLflow's retry chatter; the outcome is logged
+    problem = extensions.check_policy(settings)
+    if problem is not None:
+        raise _fail(problem)
     try:
-        source = create_source(settings.model, tracking_uri=settings.tracking_uri, cache_dir=settings.cache_dir)
+        source = create_source(
+            settings.model, tracking_uri=settings.tracking_uri, cache_dir=settings.cache_dir
+        )
         holder = ModelHolder(source, threads=settings.threads)
         holder.load_initial()
     except (ModelLoadError, ModelSourceError) as exc:
@@ -151,11 +177,14 @@ def run_server(settings: Any) -> None:
         log_level=settings.log_level,
         access_log=settings.access_log,
         timeout_graceful_shutdown=10,
+        timeout_keep_alive=round(settings.keep_alive_s),
     )
     server = uvicorn.Server(config)
     server.run()
     if not server.started:
-        raise _fail(f"the server did not start on {settings.host}:{settings.port} (see the log above)", code=1)
+        raise _fail(
+            f"the server did not start on {settings.host}:{settings.port} (see the log above)", code=1
+        )
 
 
 def bench_http(
@@ -167,7 +196,9 @@ def bench_http(
     duration: Annotated[float, typer.Option(help="seconds measured per level")] = 10.0,
     warmup: Annotated[float, typer.Option(help="seconds of unmeasured load before each level")] = 2.0,
     texts_per_request: Annotated[int, typer.Option(help="texts in each request body")] = 1,
-    tool: Annotated[str, typer.Option(help="load generator: auto (wrk if installed), wrk or python")] = "auto",
+    tool: Annotated[
+        str, typer.Option(help="load generator: auto (wrk if installed), wrk or python")
+    ] = "auto",
     api_key: Annotated[
         str | None, typer.Option(envvar="TIERROUTE_API_KEY", help="API key to send [env TIERROUTE_API_KEY]")
     ] = None,
@@ -181,7 +212,9 @@ def bench_http(
         if not levels or min(levels) < 1:
             raise ValueError
     except ValueError:
-        raise _fail(f"--concurrency must be positive integers separated by commas, got {concurrency!r}") from None
+        raise _fail(
+            f"--concurrency must be positive integers separated by commas, got {concurrency!r}"
+        ) from None
     if tool not in ("auto", "wrk", "python"):
         raise _fail(f"--tool must be auto, wrk or python, got {tool!r}")
     if duration <= 0 or warmup < 0 or texts_per_request < 1:

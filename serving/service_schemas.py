@@ -33,6 +33,13 @@ class LastReload(BaseModel):
     reason: str | None = None
 
 
+class GateReadiness(BaseModel):
+    ready: bool
+    model: dict[str, Any] | None = None
+    origin: str | None = None
+    last_reload: dict[str, Any] | None = None
+
+
 class ReadyResponse(BaseModel):
     ready: bool
     model: ModelRef | None = None
@@ -42,6 +49,10 @@ class ReadyResponse(BaseModel):
     reason: str | None = Field(default=None, description="why not ready, or why the cache is served")
     last_reload: LastReload | None = None
     serving: ServingInfo | None = None
+    gate: GateReadiness | None = Field(default=None, description="the gate model, when one is configured")
+    policy: str | None = Field(
+        default=None, description="router policy file, when /v1/chat/completions is on"
+    )
 
 
 class HeadInfo(BaseModel):
@@ -61,7 +72,14 @@ class ModelsResponse(BaseModel):
     serving: ServingInfo
 
 
-class ReloadResponse(BaseModel):
+class GateReload(BaseModel):
     status: Literal["loaded", "unchanged", "refused"]
     reason: str | None = None
+    model: dict[str, Any] | None = None
+
+
+class ReloadResponse(BaseModel):
+    status: Literal["loaded", "unchanged", "refused"] = Field(description="the classifier's outcome")
+    reason: str | None = None
     model: ModelRef | None = None
+    gate: GateReload | None = Field(default=None, description="the gate's outcome, when a gate is configured")

@@ -56,11 +56,7 @@ def small_labelled_file(tmp_path_factory: pytest.TempPathFactory) -> Path:
     parts = []
     for split, n in (("train", SUBSET_PER_CLASS), ("validation", 8), ("test", 8)):
         sub = df[df["split"] == split]
-        parts.append(
-            sub.groupby(["tier", "task"], group_keys=False).apply(
-                lambda g, n=n: g.sample(n=min(len(g), n), random_state=0)
-            )
-        )
+        parts.append(sub.sample(frac=1.0, random_state=0).groupby(["tier", "task"]).head(n))
     out = tmp_path_factory.mktemp("data") / "small.parquet"
     pd.concat(parts).reset_index(drop=True).to_parquet(out)
     return out

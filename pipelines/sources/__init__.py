@@ -20,17 +20,19 @@ SOURCES: tuple[SourceSpec, ...] = (
         bm.read_routellm_mmlu,
         bm.label_routellm_mmlu,
         # sampling cells = outcome patterns: keep the rarer "weak wrong" outcomes well represented
-        caps={"weak=True,strong=True": 900, "weak=True,strong=False": 250, "*": 1000},
+        caps={"weak=True,strong=True": 800, "weak=True,strong=False": 250, "*": 1000},
         stratum=bm.mmlu_stratum,
         family=lambda raw: str(raw["subject"]),
     ),
-    SourceSpec("gsm8k_train", bm.read_gsm8k, bm.label_gsm8k, caps={"simple": 300, "complex": 450, "reasoning": 650}),
+    SourceSpec(
+        "gsm8k_train", bm.read_gsm8k, bm.label_gsm8k, caps={"simple": 300, "complex": 450, "reasoning": 650}
+    ),
     SourceSpec("math_levels", bm.read_math_levels, bm.label_math_levels),
     SourceSpec("svamp", bm.read_svamp, bm.label_svamp, caps={"*": 400}),
     SourceSpec("humaneval", bm.read_humaneval, bm.label_humaneval),
     SourceSpec("mbpp", bm.read_mbpp, bm.label_mbpp),
     SourceSpec("truthfulqa", bm.read_truthfulqa, bm.label_truthfulqa),
-    SourceSpec("nq_open", bm.read_nq_open, bm.label_nq_open, caps={"*": 1000}),
+    SourceSpec("nq_open", bm.read_nq_open, bm.label_nq_open, caps={"*": 700}),
     SourceSpec(
         "p3_t0_sample",
         p3.read_p3,

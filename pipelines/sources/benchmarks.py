@@ -59,7 +59,11 @@ def read_routellm_mmlu(raw_dir: Path) -> Iterator[tuple[str, RawRow]]:
 
     Key: `<subject>:<row index in its file>`.
     """
-    for path in sorted((raw_dir / "routellm_mmlu" / "mmlu_responses").glob("mmlu_*.csv")):
+    folder = raw_dir / "routellm_mmlu" / "mmlu_responses"
+    paths = sorted(folder.glob("mmlu_*.csv"))
+    if not paths:
+        raise FileNotFoundError(f"no mmlu_*.csv files in {folder}")
+    for path in paths:
         subject = path.stem.removeprefix("mmlu_")
         for index, row in enumerate(read_csv(path)):
             yield f"{subject}:{index}", {**row, "subject": subject}
@@ -172,7 +176,7 @@ def read_svamp(raw_dir: Path) -> Iterator[tuple[str, RawRow]]:
 
 
 def label_svamp(row: RawRow) -> LabelResult:
-    """SVAMP one/two-operation word problem -> `math`, `simple`; text = Body + " " + Question (as in SVAMP)."""
+    """SVAMP one/two-operation word problem -> `math`, `simple`; text = Body + " " + Question."""
     text = f"{row['Body'].strip()} {row['Question'].strip()}".strip()
     return RowLabel(text=text, tier="simple", task="math")
 

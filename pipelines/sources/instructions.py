@@ -24,7 +24,8 @@ _CODE = re.compile(
 )
 _SUMMARY = re.compile(r"\bsummar(y|ise|ize|ization|isation)\b|\btl;?dr\b", re.IGNORECASE)
 _EXTRACT = re.compile(
-    r"\bextract\b|\bentit(y|ies)\b|\b(names|words?|phrases?) in the (paragraph|sentence|text)\b", re.IGNORECASE
+    r"\bextract\b|\bentit(y|ies)\b|\b(names|words?|phrases?) in the (paragraph|sentence|text)\b",
+    re.IGNORECASE,
 )
 _MATH = re.compile(
     r"\b(math|maths|equations?|arithmetic)\b|\bsolv(e|ing)\b[^.?!\n]{0,40}\b(problems?|system|for [a-z])\b"
@@ -162,8 +163,15 @@ def read_alpaca_eval(raw_dir: Path) -> Iterator[tuple[str, RawRow]]:
                 preferences.setdefault(str(row["idx"]), {})[generator] = float(value)
     for row in read_jsonl(folder / "reference_gpt4_1106_preview_outputs.jsonl"):
         idx = str(row["idx"])
-        yield idx, {"idx": idx, "instruction": row["instruction"], "dataset": row.get("dataset"),
-                    "preferences": preferences.get(idx, {})}
+        yield (
+            idx,
+            {
+                "idx": idx,
+                "instruction": row["instruction"],
+                "dataset": row.get("dataset"),
+                "preferences": preferences.get(idx, {}),
+            },
+        )
 
 
 def label_alpaca_eval(row: RawRow) -> LabelResult:

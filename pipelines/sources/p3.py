@@ -74,16 +74,25 @@ P3_TEMPLATE_RULES: dict[tuple[str, str], tuple[str, str]] = {
     ("cosmos_qa", "only_question_answer"): ("factual_qa", "complex"),  # no passage: open commonsense "why"
     ("dream", "generate_first_utterance"): ("writing", "simple"),
     ("dream", "generate_last_utterance"): ("writing", "simple"),
-    **{("duorc", f"ParaphraseRC_{t}"): ("extraction", "complex") for t in (
-        "answer_question", "decide_worth_it", "extract_answer", "movie_director", "question_answering"
-    )},  # question written on a different telling of the plot: needs paraphrase matching
+    **{
+        ("duorc", f"ParaphraseRC_{t}"): ("extraction", "complex")
+        for t in (
+            "answer_question",
+            "decide_worth_it",
+            "extract_answer",
+            "movie_director",
+            "question_answering",
+        )
+    },  # question written on a different telling of the plot: needs paraphrase matching
     **{("duorc", f"{rc}_build_story_around_qa"): ("writing", "complex") for rc in ("SelfRC", "ParaphraseRC")},
     **{
         ("duorc", f"{rc}_{t}"): ("writing", "simple")
         for rc in ("SelfRC", "ParaphraseRC")
         for t in ("generate_question", "generate_question_by_answer")
     },
-    **{("duorc", f"{rc}_title_generation"): ("summarization", "complex") for rc in ("SelfRC", "ParaphraseRC")},
+    **{
+        ("duorc", f"{rc}_title_generation"): ("summarization", "complex") for rc in ("SelfRC", "ParaphraseRC")
+    },
     ("gigaword", "reverse_writing"): ("writing", "simple"),  # one sentence from a headline
     ("gigaword", "write_an_article"): ("writing", "simple"),
     ("glue_mrpc", "generate_paraphrase"): ("writing", "simple"),

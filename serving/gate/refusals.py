@@ -173,7 +173,8 @@ _APOLOGY = _alt(
     f"i{_A}m afraid",
 )
 _AI_PREFIX = (
-    r"as (?:an|a) (?:ai|artificial intelligence|language model|large language model|text-based|digital)"
+    r"as (?:an|a) (?:responsible |helpful |honest )?"
+    r"(?:ai|artificial intelligence|language model|large language model|text-based|digital)"
 )
 _AI_INABILITY = _alt(
     _CANT,
@@ -266,6 +267,14 @@ _STRONG_PATTERNS: tuple[str, ...] = (
     r"(?:information|records?|data|details|evidence|sources?)",
     r"i (?:have no|lack) (?:access to|way to|ability to|means to|real-time|capability)",
     rf"i (?:{_CANT}|do not|don{_A}t) (?:browse|access|search) (?:the )?(?:internet|web|real-time|live)",
+    # Moralising instead of answering (Llama-2-chat / GPT-3.5 style over-refusal).
+    r"however, i (?:must|would like to|want to|have to|need to) (?:respectfully |kindly |gently |politely )?"
+    r"point out that",
+    r"i must (?:inform|emphasize|remind|clarify)(?: to)?(?: you)? that (?:it is|it's|this is) not "
+    r"(?:safe|legal|appropriate|ethical|possible)",
+    rf"(?:there is no (?:record|information) (?:of|about)"
+    rf"|{_IM} not aware of any (?:information|record)s? (?:of|about))"
+    r" (?:a|any) (?:person|individual|one|company|film|movie|book|event) (?:named|called)",
     # Refusing the premise of a question as the whole answer (Llama-2-chat style over-refusal).
     r"i (?:must|have to|need to|would like to|want to) (?:respectfully |kindly |politely )?point out that"
     rf" (?:the|this|your|it)\b[^.!?\n]{{0,120}}{_PREMISE_FLAW}",
@@ -326,7 +335,9 @@ _DEFLECTION_PATTERNS: tuple[str, ...] = (
 )
 
 _PIVOT = r"\b(?:but|however),? " + _alt(
-    "i can(?! (?:suggest|recommend|direct you|point you|tell you where|help you find))",
+    "i can(?! (?:suggest|recommend) (?:some |a few )?"
+    "(?:ways you|possible sources|sources|resources|websites|places)"
+    "|direct you|point you|tell you where|tell you that|help you find)",
     f"i{_A}m happy to",
     "i am happy to",
     f"i{_A}d be happy to",
@@ -350,7 +361,7 @@ _PIVOT = r"\b(?:but|however),? " + _alt(
 
 # Every strong pattern starts with one of these letters: the lookahead lets the regex engine skip
 # other positions cheaply (tests/gate check every documented phrase still fires).
-_FIRST_CHARS = "[abgimnostuvy]"
+_FIRST_CHARS = "[abghimnostuvy]"
 STRONG_RE = re.compile(rf"(?<![a-z0-9])(?={_FIRST_CHARS})" + _alt(*(f"(?:{p})" for p in _STRONG_PATTERNS)))
 DEFLECTION_RE = re.compile(r"\b" + _alt(*(f"(?:{p})" for p in _DEFLECTION_PATTERNS)))
 PIVOT_RE = re.compile(_PIVOT)

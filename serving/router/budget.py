@@ -58,7 +58,9 @@ class BudgetLedger:
         self.path.parent.mkdir(parents=True, exist_ok=True)
         self.refresh_seconds = refresh_seconds
         self._lock = threading.Lock()
-        self._conn = sqlite3.connect(str(self.path), timeout=10.0, check_same_thread=False, isolation_level=None)
+        self._conn = sqlite3.connect(
+            str(self.path), timeout=10.0, check_same_thread=False, isolation_level=None
+        )
         self._conn.execute("PRAGMA journal_mode=WAL")
         self._conn.execute("PRAGMA synchronous=NORMAL")
         self._conn.execute("PRAGMA busy_timeout=10000")
@@ -95,7 +97,9 @@ class BudgetLedger:
             return self._cached_total
         day = utc_day()
         with self._lock:
-            row = self._conn.execute("SELECT COALESCE(SUM(cost_usd), 0) FROM spend WHERE day = ?", (day,)).fetchone()
+            row = self._conn.execute(
+                "SELECT COALESCE(SUM(cost_usd), 0) FROM spend WHERE day = ?", (day,)
+            ).fetchone()
             self._cached_day = day
             self._cached_total = float(row[0])
             self._cached_at = now

@@ -38,7 +38,9 @@ class FallbackTracker:
 
     def __init__(self, cascades: dict[str, Cascade]) -> None:
         self._cfg = {name: c.alarm for name, c in cascades.items()}
-        self._windows: dict[str, deque[bool]] = {name: deque(maxlen=a.window) for name, a in self._cfg.items()}
+        self._windows: dict[str, deque[bool]] = {
+            name: deque(maxlen=a.window) for name, a in self._cfg.items()
+        }
         self._alarmed: dict[str, bool] = dict.fromkeys(self._cfg, False)
         self._skips: dict[str, int] = dict.fromkeys(self._cfg, 0)
         self._lock = threading.Lock()
@@ -106,7 +108,13 @@ class HttpLearnedGate:
     def __call__(self, prompt: str, response: str) -> float:
         r = self._http.post(self._url, json={"items": [{"prompt": prompt, "response": response}]})
         r.raise_for_status()
-        p = float(r.json()["results"][0]["p_acceptable"])
+        result = r.json()["results"][0]
+        if result.get("p_acceptable") is None:
+            # the service's own deterministic checks rejected it, or its model is not loaded
+            if result.get("acceptable") is False:
+                return 0.0
+            raise ValueError("the gate service answered without p_acceptable (no model loaded)")
+        p = float(result["p_acceptable"])
         if not 0.0 <= p <= 1.0 or math.isnan(p):
             raise ValueError(f"p_acceptable out of range: {p}")
         return p
@@ -139,12 +147,18 @@ def run_gate(
     if learned is None:
         return GateVerdict(result.ok, reasons, "not_configured", None)
     if not result.ok:
-        return GateVerdict(False, reasons, "not_configured", None, "deterministic checks failed; learned gate skipped")
+        return GateVerdict(
+            False, reasons, "not_configured", None, "deterministic checks failed; learned gate skipped"
+        )
     try:
         p = float(learned(prompt, response))
     except Exception as exc:  # timeout, connection refused, bad body: deterministic checks decide
         return GateVerdict(
-            result.ok, reasons, "unavailable", None, f"learned gate unavailable ({type(exc).__name__}); checks decided"
+            result.ok,
+            reasons,
+            "unavailable",
+            None,
+            f"learned gate unavailable ({type(exc).__name__}); checks decided",
         )
     if p < threshold:
         return GateVerdict(False, (*reasons, "learned_gate_below_threshold"), "ok", p)

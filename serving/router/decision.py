@@ -143,7 +143,7 @@ class CascadeSpec:
     name: str
     stage1: str
     stage2: str
-    skip_stage1: bool
+    stage2_fallbacks: tuple[str, ...] = ()
 
 
 @dataclass(slots=True)
@@ -186,13 +186,19 @@ class Decision:
 class RouterError(Exception):
     """Base of the router's errors; `trace` says what was decided and tried."""
 
-    def __init__(self, message: str, trace: list[Step] | None = None, decision: Decision | None = None) -> None:
+    def __init__(
+        self, message: str, trace: list[Step] | None = None, decision: Decision | None = None
+    ) -> None:
         super().__init__(message)
         self.trace: list[Step] = list(trace or (decision.trace if decision else []))
         self.decision = decision
 
     def to_dict(self) -> dict[str, Any]:
-        return {"error": type(self).__name__, "message": str(self), "trace": [s.to_dict() for s in self.trace]}
+        return {
+            "error": type(self).__name__,
+            "message": str(self),
+            "trace": [s.to_dict() for s in self.trace],
+        }
 
 
 class UnknownRoute(RouterError):

@@ -65,12 +65,16 @@ class Price(_Strict):
 
 
 class ModelSpec(_Strict):
-    litellm_model: str = Field(min_length=1, description="LiteLLM model string, e.g. anthropic/claude-haiku-4-5")
+    litellm_model: str = Field(
+        min_length=1, description="LiteLLM model string, e.g. anthropic/claude-haiku-4-5"
+    )
     provider: str = Field(min_length=1)
     tier: Tier
     capabilities: list[Capability] = Field(default_factory=list)
     context_window: int | None = Field(default=None, gt=0, description="input tokens; default: cost map")
-    latency_ms: int = Field(default=2000, gt=0, description="typical p95 time to a full answer, for SLA classes")
+    latency_ms: int = Field(
+        default=2000, gt=0, description="typical p95 time to a full answer, for SLA classes"
+    )
     critical_only: bool = Field(default=False, description="only requests marked critical may use this model")
     price: Price | None = None
     litellm_params: dict[str, Any] = Field(
@@ -151,9 +155,15 @@ class Rule(_Strict):
     id: str = Field(min_length=1)
     description: str = ""
     when: Match = Field(default_factory=Match)
-    any: list[Match] = Field(default_factory=list, description="at least one must hold (OR), on top of `when`")
+    any: list[Match] = Field(
+        default_factory=list, description="at least one must hold (OR), on top of `when`"
+    )
     route: Target
     require: list[Capability] = Field(default_factory=list, description="capabilities the model must have")
+
+
+def _default_task_capabilities() -> dict[str, list[Capability]]:
+    return {"code": ["code"]}
 
 
 class ClassifierSettings(_Strict):
@@ -162,8 +172,10 @@ class ClassifierSettings(_Strict):
     timeout_ms: float = Field(default=30.0, gt=0)
     min_confidence: float = Field(default=0.5, ge=0, le=1)
     api_key_env: str | None = Field(default=None, description="env var holding the service API key")
-    tier_models: dict[Tier, str] = Field(default_factory=dict, description="preferred model per tier")
-    task_capabilities: dict[str, list[Capability]] = Field(default_factory=lambda: {"code": ["code"]})
+    tier_models: dict[Tier, str] = Field(
+        default_factory=dict, description="preferred model (or cascade) per tier"
+    )
+    task_capabilities: dict[str, list[Capability]] = Field(default_factory=_default_task_capabilities)
 
     @model_validator(mode="after")
     def _one_source(self) -> ClassifierSettings:
@@ -194,8 +206,12 @@ class Budget(_Strict):
 
 
 class ModelFailover(_Strict):
-    rate_limited: list[str] = Field(default_factory=list, description="429: the same model on another provider")
-    server_error: list[str] = Field(default_factory=list, description="5xx/timeout: equivalent models elsewhere")
+    rate_limited: list[str] = Field(
+        default_factory=list, description="429: the same model on another provider"
+    )
+    server_error: list[str] = Field(
+        default_factory=list, description="5xx/timeout: equivalent models elsewhere"
+    )
 
 
 class Failover(_Strict):
@@ -225,8 +241,12 @@ class CascadeAlarm(_Strict):
     window: int = Field(default=50, ge=1, description="rolling window of stage-1 outcomes")
     min_samples: int = Field(default=20, ge=1)
     threshold: float = Field(default=0.4, gt=0, le=1, description="fallback rate that raises the alarm")
-    auto_skip_stage1: bool = Field(default=False, description="while alarmed, send traffic straight to stage 2")
-    probe_every: int = Field(default=10, ge=1, description="while skipping, every Nth request still tries stage 1")
+    auto_skip_stage1: bool = Field(
+        default=False, description="while alarmed, send traffic straight to stage 2"
+    )
+    probe_every: int = Field(
+        default=10, ge=1, description="while skipping, every Nth request still tries stage 1"
+    )
 
 
 class Cascade(_Strict):
@@ -255,7 +275,9 @@ class Policy(_Strict):
         if spec.price is not None:
             return spec.price.input_per_mtok / 1e6, spec.price.output_per_mtok / 1e6
         entry = prices.lookup(spec.litellm_model) or {}
-        return float(entry.get("input_cost_per_token") or 0.0), float(entry.get("output_cost_per_token") or 0.0)
+        return float(entry.get("input_cost_per_token") or 0.0), float(
+            entry.get("output_cost_per_token") or 0.0
+        )
 
     def model_context_window(self, name: str) -> int:
         spec = self.models[name]
@@ -290,7 +312,9 @@ def _check_references(p: Policy) -> list[tuple[tuple[str | int, ...], str]]:
         if not ROUTE_NAME.match(name):
             errs.append((("models", name), "model names may use letters, digits and . _ : @ - only"))
         if name in TIERS or name == AUTO_ROUTE:
-            errs.append((("models", name), f"{name!r} is reserved (a tier or 'auto'); pick another model name"))
+            errs.append(
+                (("models", name), f"{name!r} is reserved (a tier or 'auto'); pick another model name")
+            )
         if spec.price is None and prices.lookup(spec.litellm_model) is None:
             errs.append(
                 (
@@ -299,30 +323,51 @@ def _check_references(p: Policy) -> list[tuple[tuple[str | int, ...], str]]:
                     "set price: {input_per_mtok: ..., output_per_mtok: ...}",
                 )
             )
-        if spec.context_window is None and spec.price is not None and prices.lookup(spec.litellm_model) is None:
-            errs.append((("models", name, "context_window"), "not in the cost map either; set context_window"))
+        if (
+            spec.context_window is None
+            and spec.price is not None
+            and prices.lookup(spec.litellm_model) is None
+        ):
+            errs.append(
+                (("models", name, "context_window"), "not in the cost map either; set context_window")
+            )
 
     seen_ids: dict[str, int] = {}
     taken = set(models) | set(p.cascades) | set(TIERS) | {AUTO_ROUTE}
     for i, rule in enumerate(p.rules):
         if rule.id in seen_ids:
-            errs.append((("rules", i, "id"), f"duplicate rule id {rule.id!r} (also rules[{seen_ids[rule.id]}])"))
+            errs.append(
+                (("rules", i, "id"), f"duplicate rule id {rule.id!r} (also rules[{seen_ids[rule.id]}])")
+            )
         seen_ids.setdefault(rule.id, i)
         if rule.id in taken:
-            errs.append((("rules", i, "id"), f"rule id {rule.id!r} clashes with a model, cascade or tier name"))
+            errs.append(
+                (("rules", i, "id"), f"rule id {rule.id!r} clashes with a model, cascade or tier name")
+            )
         errs.extend(_check_target(p, ("rules", i, "route"), rule.route))
         for j, m in enumerate([rule.when, *rule.any]):
             loc: tuple[str | int, ...] = ("rules", i, "when") if j == 0 else ("rules", i, "any", j - 1)
             for sla in _as_list(m.sla):
                 if sla not in p.latency_sla.classes:
-                    errs.append(((*loc, "sla"), f"unknown SLA class {sla!r}{_suggest(sla, p.latency_sla.classes)}"))
+                    errs.append(
+                        ((*loc, "sla"), f"unknown SLA class {sla!r}{_suggest(sla, p.latency_sla.classes)}")
+                    )
     if p.default.classifier:
-        errs.append((("default",), "the default cannot be 'classifier': it is what decides when the classifier can't"))
+        errs.append(
+            (("default",), "the default cannot be 'classifier': it is what decides when the classifier can't")
+        )
     errs.extend(_check_target(p, ("default",), p.default))
 
     if p.classifier is not None:
         for tier, name in p.classifier.tier_models.items():
-            need_model(("classifier", "tier_models", tier), name)
+            if name not in p.models and name not in p.cascades:
+                options = [*p.models, *p.cascades]
+                errs.append(
+                    (
+                        ("classifier", "tier_models", tier),
+                        f"unknown model or cascade {name!r}{_suggest(name, options)}",
+                    )
+                )
     if p.latency_sla.default not in p.latency_sla.classes:
         errs.append((("latency_sla", "default"), f"unknown SLA class {p.latency_sla.default!r}"))
 
@@ -341,12 +386,21 @@ def _check_references(p: Policy) -> list[tuple[tuple[str | int, ...], str]]:
         need_model(("cascades", cname, "stage2"), cascade.stage2)
         if cascade.stage1 == cascade.stage2:
             errs.append((("cascades", cname, "stage2"), "stage2 must differ from stage1"))
+        if cascade.gate.json_schema is not None:
+            from serving.gate.checks import InvalidSchemaError, validate_schema
+
+            try:
+                validate_schema(cascade.gate.json_schema)
+            except InvalidSchemaError as exc:
+                errs.append((("cascades", cname, "gate", "json_schema"), f"not a valid JSON Schema: {exc}"))
         if cascade.alarm.min_samples > cascade.alarm.window:
             errs.append((("cascades", cname, "alarm", "min_samples"), "cannot exceed the window"))
     return errs
 
 
-def _check_target(p: Policy, loc: tuple[str | int, ...], t: Target) -> list[tuple[tuple[str | int, ...], str]]:
+def _check_target(
+    p: Policy, loc: tuple[str | int, ...], t: Target
+) -> list[tuple[tuple[str | int, ...], str]]:
     errs: list[tuple[tuple[str | int, ...], str]] = []
     if t.model is not None and t.model not in p.models:
         errs.append(((*loc, "model"), f"unknown model {t.model!r}{_suggest(t.model, p.models)}"))

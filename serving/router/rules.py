@@ -84,6 +84,9 @@ class CompiledRule:
     any: tuple[CompiledMatch, ...]
     target: Target
     require: frozenset[str]
+    target_kind: str  # model | tier | cascade | classifier (precomputed: the decision path reads these)
+    target_value: str
+    target_desc: str
 
     def matches(self, f: Features) -> bool:
         if not self.when.matches(f):
@@ -102,6 +105,9 @@ def compile_rules(rules: list[Rule]) -> tuple[CompiledRule, ...]:
             any=tuple(CompiledMatch.build(m) for m in r.any),
             target=r.route,
             require=frozenset(r.require),
+            target_kind=r.route.kind,
+            target_value=r.route.model or r.route.tier or r.route.cascade or "",
+            target_desc=r.route.describe(),
         )
         for i, r in enumerate(rules)
     )

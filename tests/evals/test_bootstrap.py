@@ -44,7 +44,9 @@ def test_point_metrics_match_sklearn(case: tuple[int, list[tuple[int, int]]]) ->
     assert cm.sum() == len(rows)
     assert accuracy_from_cm(cm) == pytest.approx(accuracy_score(t, p))
     # sklearn's default macro-F1 averages over labels present in truth or prediction, as we do
-    assert float(macro_f1_from_confusion(cm)) == pytest.approx(f1_score(t, p, average="macro", zero_division=0))
+    assert float(macro_f1_from_confusion(cm)) == pytest.approx(
+        f1_score(t, p, average="macro", zero_division=0)
+    )
 
 
 def accuracy_from_cm(cm: np.ndarray) -> float:
@@ -53,7 +55,9 @@ def accuracy_from_cm(cm: np.ndarray) -> float:
 
 @given(pairs, st.integers(0, 2**16))
 @settings(max_examples=30, deadline=None)
-def test_interval_contains_estimate_and_is_ordered(case: tuple[int, list[tuple[int, int]]], seed: int) -> None:
+def test_interval_contains_estimate_and_is_ordered(
+    case: tuple[int, list[tuple[int, int]]], seed: int
+) -> None:
     k, rows = case
     t = np.array([a for a, _ in rows])
     p = np.array([b for _, b in rows])

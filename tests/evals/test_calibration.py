@@ -33,7 +33,9 @@ def test_matches_pipelines_metrics_implementation() -> None:
     proba = np.exp(logits) / np.exp(logits).sum(axis=1, keepdims=True)
     y = rng.integers(0, 4, size=500)
     conf, correct = top_label(proba, y)
-    assert expected_calibration_error(conf, correct) == pytest.approx(metrics.expected_calibration_error(y, proba))
+    assert expected_calibration_error(conf, correct) == pytest.approx(
+        metrics.expected_calibration_error(y, proba)
+    )
 
 
 def test_perfectly_calibrated_sample_has_small_ece_and_overconfident_large() -> None:

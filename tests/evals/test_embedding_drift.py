@@ -32,7 +32,9 @@ def test_null_false_alarm_rate_and_shift_detection() -> None:
 
 def test_subsampling_caps_rows() -> None:
     rng = np.random.default_rng(1)
-    res = mmd_permutation_test(rng.normal(size=(900, 8)), rng.normal(size=(50, 8)), max_rows=100, n_permutations=100)
+    res = mmd_permutation_test(
+        rng.normal(size=(900, 8)), rng.normal(size=(50, 8)), max_rows=100, n_permutations=100
+    )
     assert (res.n_ref, res.n_cur) == (100, 50)
 
 

@@ -13,7 +13,10 @@ from evals.language import BUCKETS, language_counts, script_bucket
     ("text", "bucket"),
     [
         ("What is the capital of France?", "ascii"),
-        ("Quelle est la capitale de la Hongrie ? Écrivez une réponse détaillée, s'il vous plaît.", "latin_diacritics"),
+        (
+            "Quelle est la capitale de la Hongrie ? Écrivez une réponse détaillée, s'il vous plaît.",
+            "latin_diacritics",
+        ),
         ("Schreiben Sie eine Zusammenfassung über die Größe der Bäume", "latin_diacritics"),
         ("Напишите функцию на Python", "cyrillic"),
         ("Γράψε ένα ποίημα", "greek"),

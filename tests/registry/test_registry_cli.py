@@ -48,7 +48,9 @@ def test_promote_refuses_a_worse_candidate_and_prints_the_comparison(
     log_and_register(make_record(tier_f1=0.70, task_f1=0.70), tiny_bundle)
     refused = run(app, "promote", "--tolerance", "0.01")
     assert refused.exit_code == 1, refused.output
-    assert "test_tier_macro_f1" in refused.output and "0.8000" in refused.output and "0.7000" in refused.output
+    assert (
+        "test_tier_macro_f1" in refused.output and "0.8000" in refused.output and "0.7000" in refused.output
+    )
     assert "-0.1000" in refused.output and "NO" in refused.output
     assert "not promoted" in refused.stderr
     assert resolve(f"models:/{NAME}@champion").version == 1
@@ -78,7 +80,14 @@ def test_promote_custom_aliases_and_metric(
 ) -> None:
     log_and_register(make_record(), tiny_bundle, alias="challenger")
     result = run(
-        app, "promote", "--candidate-alias", "challenger", "--champion-alias", "prod", "--metric", "test_tier_ece"
+        app,
+        "promote",
+        "--candidate-alias",
+        "challenger",
+        "--champion-alias",
+        "prod",
+        "--metric",
+        "test_tier_ece",
     )
     assert result.exit_code == 0, result.output
     assert "test_tier_ece" in result.output and "test_task_macro_f1" not in result.output
@@ -151,3 +160,41 @@ def test_unreachable_registry_exits_2(app: typer.Typer, monkeypatch: pytest.Monk
         result = run(app, *args, "--tracking-uri", uri)
         assert result.exit_code == 2, result.output
         assert f"MLflow tracking server {uri} is unreachable" in result.stderr
+
+
+def test_eval_set_checks_plug_in_through_the_factory(
+    app: typer.Typer,
+    tracking_uri: str,
+    tiny_bundle: Path,
+    make_record: Callable[..., Any],
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    from pipelines.registry import ComparisonRow, PromotionContext
+
+    log_and_register(make_record(), tiny_bundle)
+    extra = tmp_path / "this_week.jsonl"
+    extra.write_text('{"text": "hi", "tier": "simple"}\n')
+
+    not_wired = run(app, "promote", "--eval-set", str(extra))
+    assert not_wired.exit_code == 2 and "not wired in" in not_wired.stderr
+
+    calls: list[tuple[list[Path], float]] = []
+
+    def factory(files: list[Path], tolerance: float) -> list[Any]:
+        calls.append((files, tolerance))
+
+        def on_extra_set(ctx: PromotionContext) -> list[ComparisonRow]:
+            return [
+                ComparisonRow(f"{files[0].name}: tier_macro_f1", 0.7, 0.6, -0.1, False, "worse on extra set")
+            ]
+
+        return [on_extra_set]
+
+    monkeypatch.setattr(registry_cli, "_eval_check_factory", factory)
+    refused = run(app, "promote", "--eval-set", str(extra), "--tolerance", "0.05")
+    assert refused.exit_code == 1, refused.output
+    assert calls == [([extra], 0.05)]
+    assert "this_week.jsonl: tier_macro_f1" in refused.output and "worse on extra set" in refused.stderr
+    missing = run(app, "promote", "--eval-set", str(tmp_path / "nope.csv"))
+    assert missing.exit_code == 2 and "not found" in missing.stderr

@@ -58,10 +58,9 @@ class FakeProvider:
         self._queues: dict[tuple[str, str], deque[Step]] = defaultdict(deque)
         self._defaults: dict[tuple[str, str], Step] = {}
         self.calls: list[Call] = []
-        self.port = _free_port()
+        self.port = free_port()
         self.app = self._build_app()
-        self._server: uvicorn.Server | None = None
-        self._thread: threading.Thread | None = None
+        self._server: ThreadedServer | None = None
 
     # -- scripting ---------------------------------------------------------------------------
     def api_base(self, provider: str) -> str:
@@ -141,22 +140,12 @@ class FakeProvider:
 
     # -- lifecycle ---------------------------------------------------------------------------
     def start(self) -> FakeProvider:
-        config = uvicorn.Config(self.app, host="127.0.0.1", port=self.port, log_level="warning", lifespan="off")
-        self._server = uvicorn.Server(config)
-        self._thread = threading.Thread(target=self._server.run, daemon=True)
-        self._thread.start()
-        deadline = time.monotonic() + 10
-        while not self._server.started:
-            if time.monotonic() > deadline:
-                raise RuntimeError("fake provider did not start")
-            time.sleep(0.01)
+        self._server = ThreadedServer(self.app, self.port).start()
         return self
 
     def stop(self) -> None:
         if self._server is not None:
-            self._server.should_exit = True
-        if self._thread is not None:
-            self._thread.join(timeout=5)
+            self._server.stop()
 
     def __enter__(self) -> FakeProvider:
         return self.start()
@@ -165,7 +154,34 @@ class FakeProvider:
         self.stop()
 
 
-def _free_port() -> int:
+class ThreadedServer:
+    """A real uvicorn server on 127.0.0.1 in a daemon thread of the test process."""
+
+    def __init__(self, app: Any, port: int | None = None) -> None:
+        self.port = port or free_port()
+        config = uvicorn.Config(app, host="127.0.0.1", port=self.port, log_level="warning", lifespan="off")
+        self.server = uvicorn.Server(config)
+        self.thread = threading.Thread(target=self.server.run, daemon=True)
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    def start(self) -> ThreadedServer:
+        self.thread.start()
+        deadline = time.monotonic() + 10
+        while not self.server.started:
+            if time.monotonic() > deadline or not self.thread.is_alive():
+                raise RuntimeError("test server did not start")
+            time.sleep(0.01)
+        return self
+
+    def stop(self) -> None:
+        self.server.should_exit = True
+        self.thread.join(timeout=5)
+
+
+def free_port() -> int:
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
         s.bind(("127.0.0.1", 0))
         return int(s.getsockname()[1])

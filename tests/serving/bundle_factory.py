@@ -35,7 +35,7 @@ TASK_TEXTS = {
 FILLERS = ["France", "penicillin", "Rust", "the moon", "tea", "Kubernetes"]
 
 
-def build_small_bundle(out_dir: Path, encoder_cache: Path) -> Path:
+def build_small_bundle(out_dir: Path, encoder_cache: Path, precision: str = "fp32") -> Path:
     """Export the encoder into `encoder_cache` (cached) and write a bundle to `out_dir`."""
     from pipelines.bundle_build import build_bundle
     from pipelines.embed import Embedder
@@ -57,7 +57,7 @@ def build_small_bundle(out_dir: Path, encoder_cache: Path) -> Path:
                 tiers.append(tier)
                 tasks.append(task)
                 i += 1
-    encoder = export_encoder(encoder_cache, "fp32")
+    encoder = export_encoder(encoder_cache, "int8" if precision == "int8" else "fp32")
     spec = TruncationSpec()
     X = Embedder(encoder, spec, cache_dir=None).embed(texts, progress=False)
     heads = [

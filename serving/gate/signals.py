@@ -1,0 +1,92 @@
+"""Cheap per-(prompt, response) signals fed to the learned gate next to the two embeddings.
+
+Job: a handful of numbers the encoder cannot see well because it reads only the head and tail of
+each text: how long the answer is (absolutely and relative to the request), whether it opens
+with a refusal, whether it stops mid-sentence or inside a code fence, and whether it looks like
+garbage (symbol soup, one token repeated). Computed identically at training and serving time
+(this module is the only implementation), in tens of microseconds with the standard library.
+
+Trade-off: every signal is a fixed transform with values in about [0, 1], so the logistic head
+weighs them on the same scale as the embedding components; changing any of them changes the
+meaning of a trained head, hence `SIGNALS_VERSION`, stored in each gate bundle and checked at load.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+
+import numpy as np
+
+from serving.gate.refusals import is_refusal
+
+SIGNALS_VERSION = 1
+SIGNAL_NAMES: tuple[str, ...] = (
+    "log_response_chars",
+    "log_prompt_chars",
+    "log_length_ratio",
+    "short_response",
+    "refusal_phrase",
+    "ends_mid_sentence",
+    "odd_code_fences",
+    "symbol_share",
+    "repetition",
+)
+
+_TERMINAL = frozenset(".!?:;)]}\"'`*>|")
+_SAMPLE_CHARS = 2000
+
+
+def _ends_mid_sentence(text: str) -> float:
+    tail = text.rstrip()
+    if not tail:
+        return 0.0
+    last = tail[-1]
+    if last in _TERMINAL or not last.isascii():  # emoji, CJK punctuation: treat as an ending
+        return 0.0
+    last_line = tail[tail.rfind("\n") + 1 :].lstrip()
+    if last_line[:1] in ("-", "*", "|", "#") or last_line[:2].rstrip(".").isdigit():
+        return 0.5  # list items and table rows often end without punctuation
+    return 1.0
+
+
+def _symbol_share(sample: str) -> float:
+    if not sample:
+        return 0.0
+    symbols = sum(1 for c in sample if not (c.isalnum() or c.isspace()))
+    return symbols / len(sample)
+
+
+def _repetition(sample: str) -> float:
+    words = sample.split()
+    if len(words) < 20:
+        return 0.0
+    return 1.0 - len(set(words)) / len(words)
+
+
+def signals(prompt: str, response: str) -> list[float]:
+    """The `SIGNAL_NAMES` values for one (prompt, response) pair."""
+    p = prompt.strip()
+    r = response.strip()
+    sample = r[:_SAMPLE_CHARS]
+    return [
+        math.log1p(len(r)) / 10.0,
+        math.log1p(len(p)) / 10.0,
+        max(-1.0, min(1.0, math.log((len(r) + 1) / (len(p) + 1)) / 5.0)),
+        1.0 if len(r) < 40 else 0.0,
+        1.0 if is_refusal(r) else 0.0,
+        _ends_mid_sentence(r),
+        1.0 if (r.count("```") % 2 == 1) else 0.0,
+        _symbol_share(sample),
+        _repetition(sample),
+    ]
+
+
+def signals_batch(prompts: Sequence[str], responses: Sequence[str]) -> np.ndarray:
+    """float32 [N, len(SIGNAL_NAMES)] for aligned prompts and responses."""
+    if len(prompts) != len(responses):
+        raise ValueError(f"{len(prompts)} prompts but {len(responses)} responses")
+    out = np.zeros((len(prompts), len(SIGNAL_NAMES)), dtype=np.float32)
+    for i, (p, r) in enumerate(zip(prompts, responses, strict=True)):
+        out[i] = signals(p, r)
+    return out

@@ -1,0 +1,1 @@
+"""Examples of using the tierroute classifier from LiteLLM (proxy YAML and Python SDK)."""

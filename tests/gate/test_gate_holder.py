@@ -1,0 +1,48 @@
+"""GateHolder: load, hot reload to a new bundle, refuse a corrupt one and keep serving."""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+import pytest
+
+from serving.gate.holder import GateHolder, GateLoadError
+from serving.model_source import LocalSource
+
+pytestmark = pytest.mark.slow
+
+
+def test_reload_swaps_and_refuses_corrupt(gate_bundle: Path, tmp_path: Path) -> None:
+    live = tmp_path / "live"
+    shutil.copytree(gate_bundle, live)
+    holder = GateHolder(LocalSource(live))
+    first = holder.load_initial()
+    assert holder.current is first
+    assert holder.reload().status == "unchanged"
+
+    # a changed but valid bundle (new threshold) is swapped in
+    manifest = json.loads((live / "bundle.json").read_text())
+    manifest["thresholds"]["p_acceptable"] = 0.42
+    (live / "bundle.json").write_text(json.dumps(manifest))
+    out = holder.reload()
+    assert out.status == "loaded" and holder.current is not first
+    assert holder.current is not None and holder.current.threshold == 0.42
+    second = holder.current
+
+    # a corrupt model file is refused; the previous gate keeps serving
+    with (live / "model.onnx").open("r+b") as fh:
+        fh.seek(500)
+        fh.write(b"garbage!")
+    manifest["thresholds"]["p_acceptable"] = 0.5  # change the manifest so the reload is attempted
+    (live / "bundle.json").write_text(json.dumps(manifest))
+    out = holder.reload()
+    assert out.status == "refused" and "sha256" in (out.reason or "")
+    assert holder.current is second
+    assert holder.readiness()["ready"] is True
+
+
+def test_missing_bundle_is_a_load_error(tmp_path: Path) -> None:
+    with pytest.raises(GateLoadError):
+        GateHolder(LocalSource(tmp_path / "nope")).load_initial()

@@ -1,0 +1,78 @@
+"""`serve` and `bench http` from the command line."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+import typer
+from typer.testing import CliRunner
+
+from tests.serving.server import REPO, Server, free_port, server_env
+
+
+def cli(*args: str, cwd: Path = REPO, timeout: float = 180) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "serving.serve_cli", *args],
+        cwd=cwd,
+        env=server_env(),
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+    )
+
+
+def test_bench_http_loads_a_running_server_from_other_processes(server: Server) -> None:
+    proc = cli(
+        "bench", "http", "--url", server.url, "--tool", "python", "--duration", "1", "--warmup", "0",
+        "--concurrency", "1,4",
+    )  # fmt: skip
+    assert proc.returncode == 0, proc.stderr
+    rows = [
+        ln for ln in proc.stdout.splitlines() if ln.startswith("| batching") or ln.startswith("| no batching")
+    ]
+    assert len(rows) == 2
+    for row, concurrency in zip(rows, ("1", "4"), strict=True):
+        cells = [c.strip() for c in row.strip("|").split("|")]
+        assert cells[1] == concurrency
+        assert float(cells[2]) > 0  # req/s
+        assert float(cells[3]) <= float(cells[4])  # p50 <= p99
+        assert float(cells[5]) > 0  # server CPU ms per request
+        assert cells[6] == "0" and cells[7] == "python"
+    assert "tokens per text" in proc.stderr
+
+
+def test_bench_http_against_nothing_fails_clearly() -> None:
+    proc = cli("bench", "http", "--url", f"http://127.0.0.1:{free_port()}", "--duration", "1")
+    assert proc.returncode == 1
+    assert "not ready for a benchmark" in proc.stderr and "Traceback" not in proc.stderr
+
+
+def test_serve_rejects_bad_settings_before_loading(tmp_path: Path) -> None:
+    proc = cli("serve", "--model", str(tmp_path), "--port", "70000", cwd=tmp_path)
+    assert proc.returncode == 2
+    assert "invalid settings: port" in proc.stderr and "Traceback" not in proc.stderr
+    proc = cli("serve", "--model", str(tmp_path), "--policy", str(tmp_path / "missing.yaml"), cwd=tmp_path)
+    assert proc.returncode == 2 and "policy file not found" in proc.stderr
+
+
+def test_every_command_and_option_has_help() -> None:
+    runner = CliRunner()
+    for args in (["serve", "--help"], ["bench", "http", "--help"]):
+        result = runner.invoke(_app(), args)
+        assert result.exit_code == 0, result.output
+        assert "--" in result.output
+    serve_help = runner.invoke(_app(), ["serve", "--help"]).output
+    for option in ("--model", "--port", "--threads", "--batching", "--policy", "--reload-interval"):
+        assert option in serve_help
+
+
+def _app() -> typer.Typer:
+    from serving.serve_cli import register
+
+    app = typer.Typer()
+    bench = typer.Typer()
+    register(app, bench)
+    app.add_typer(bench, name="bench")
+    return app

@@ -571,7 +571,9 @@ def _log_dataset(mlflow: Any, record: TrainingRecord) -> None:
         record.dataset_df,
         source=record.dataset_source,
         name=record.dataset_name,
-        digest=record.dataset_digest,
+        digest=record.dataset_digest[:32]
+        if record.dataset_digest
+        else None,  # MLflow caps it; full one is a tag
     )
     mlflow.log_input(dataset, context="training")
 

@@ -204,12 +204,13 @@ def bench_variants_cmd(
 
 
 def register(root: typer.Typer, bench: typer.Typer) -> None:
-    from pipelines import data_cli, registry_cli
     from pipelines import demo as demo_mod
+    from pipelines import registry_cli
+    from pipelines.data_cli import register as register_data
 
     root.command("train")(train_cmd)
     root.command("demo")(demo_mod.demo_cmd)
     bench.command("classify")(bench_classify_cmd)
     bench.command("variants")(bench_variants_cmd)
-    data_cli.register(root, bench)
+    register_data(root, bench)
     registry_cli.register(root, bench)

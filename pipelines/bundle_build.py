@@ -84,6 +84,18 @@ def merge_heads(encoder_path: Path, heads: Sequence[FittedHead]) -> Any:
     return model
 
 
+def publish_dir(tmp: Path, out_dir: Path) -> None:
+    """Move a fully written folder into place, replacing any previous one (two renames, no partial state)."""
+    if out_dir.exists():
+        old = out_dir.with_name(f".{out_dir.name}.old")
+        shutil.rmtree(old, ignore_errors=True)
+        os.replace(out_dir, old)
+        os.replace(tmp, out_dir)
+        shutil.rmtree(old, ignore_errors=True)
+    else:
+        os.replace(tmp, out_dir)
+
+
 def build_bundle(
     out_dir: Path,
     encoder: EncoderArtifact,
@@ -129,14 +141,7 @@ def build_bundle(
             },
         }
         (tmp / MANIFEST).write_text(json.dumps(manifest, indent=2, sort_keys=False) + "\n", encoding="utf-8")
-        if out_dir.exists():
-            old = out_dir.with_name(f".{out_dir.name}.old")
-            shutil.rmtree(old, ignore_errors=True)
-            os.replace(out_dir, old)
-            os.replace(tmp, out_dir)
-            shutil.rmtree(old, ignore_errors=True)
-        else:
-            os.replace(tmp, out_dir)
+        publish_dir(tmp, out_dir)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise

@@ -12,7 +12,7 @@ Checks (each runs only when both sides carry what it needs):
 - confidence/<head>    chi-square on the 10-bin top-class-probability histogram, PSI;
 - embedding            RBF-kernel MMD permutation test on embedding subsamples (+ domain-classifier AUC);
 - token_length         two-sample KS on token counts (before truncation);
-- language             chi-square on script-bucket counts (see evals.language), PSI.
+- language             chi-square on script-bucket counts (see pipelines.language), PSI.
 
 Decision: p-values of every check that ran are adjusted with Holm's step-down method, so the chance
 of flagging anything on a set drawn from the reference distribution is at most alpha (family-wise),
@@ -36,9 +36,9 @@ from evals.bootstrap import (
     permutation_test_diff,
 )
 from evals.embedding_drift import mmd_permutation_test
-from evals.language import BUCKETS
-from evals.reference_stats import HeadStats, ReferenceStats
 from evals.shift_tests import bonferroni, chi2_homogeneity, holm, ks_two_sample, psi
+from pipelines.language import BUCKETS
+from pipelines.reference_stats import HeadStats, ReferenceStats
 
 Correction = Literal["holm", "bonferroni", "none"]
 FAMILIES = (

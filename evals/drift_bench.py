@@ -21,9 +21,9 @@ import numpy as np
 
 from evals.drift import DriftConfig, DriftResult, compare
 from evals.inputs import label_columns
-from evals.reference_stats import ReferenceStats, compute_stats
 from evals.shift_tests import holm
 from evals.synthetic_drift import flip_labels, resample_sources, to_other_script, truncate_words
+from pipelines.reference_stats import ReferenceStats, compute_stats
 from serving.bundle import Bundle, BundleOutput
 
 

@@ -39,7 +39,7 @@ from evals.model_io import (
     predict_in_batches,
     resolve_model,
 )
-from evals.reference_stats import FILENAME, ReferenceStats, ReferenceStatsError, compute_stats
+from pipelines.reference_stats import FILENAME, ReferenceStats, ReferenceStatsError, compute_stats
 from serving.bundle import BundleError, read_manifest
 
 REFERENCE_ARTIFACT = f"reference/{FILENAME}"

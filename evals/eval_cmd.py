@@ -30,8 +30,8 @@ from evals.evaluate import (
 )
 from evals.inputs import InputError, label_columns, read_table, select_split
 from evals.model_io import ModelHandle, head_labels, load_bundle, predict_in_batches, resolve_model
-from evals.reference_stats import label_indices
 from evals.report import Block, Heading, Image, Para, Table, pyplot, write_report
+from pipelines.reference_stats import label_indices
 
 
 @dataclass

@@ -4,7 +4,7 @@ Job: one reader with clear errors (an `InputError` message names the file, the c
 bad row) for CSV, TSV, JSONL, JSON and Parquet tables with a `text` column, plus the JSONL
 prediction log written by `serving.prediction_log`. Labels are optional here: whichever columns
 are named like a model head are read as that head's labels (validated against the head's label set
-later, by `evals.reference_stats`). Bad input is the user's to fix, so the commands turn
+later, by `pipelines.reference_stats`). Bad input is the user's to fix, so the commands turn
 `InputError` into exit status 2.
 
 Trade-off: the training-side validator (`pipelines.dataset`) demands label columns and split

@@ -25,15 +25,60 @@ import numpy as np
 from evals.bootstrap import paired_bootstrap_diff
 from evals.inputs import label_columns, read_table, select_split
 from evals.model_io import head_labels, load_bundle, predict_in_batches, resolve_model
-from evals.reference_stats import label_indices
+from pipelines.reference_stats import label_indices
 
 ALL_SLICES = "*"
+AUTO_SPLIT = "auto"
 
 
 def _predictions(uri: str, texts: list[str], tracking_uri: str | None) -> tuple[dict[str, np.ndarray], Any]:
     bundle = load_bundle(resolve_model(uri, tracking_uri=tracking_uri))
     out = predict_in_batches(bundle, texts)
     return {h: p.argmax(axis=1) for h, p in out.probs.items()}, head_labels(bundle)
+
+
+def eval_rows(path: Path, split: str | None) -> Any:
+    """The rows of `path` the gate scores: one split, or with split "auto" the test split when the
+    file has test rows (e.g. the shipped labelled data) and every row otherwise."""
+    df = read_table(path)
+    if split == AUTO_SPLIT:
+        has_test = "split" in df.columns and bool((df["split"] == "test").any())
+        split = "test" if has_test else None
+    return select_split(df, split, path)
+
+
+def promotion_checks(request: Any) -> list[Callable[[Any], list[Any]]]:
+    """`pipelines.registry_cli.EvalCheckFactory`: validate the files now (bad input is exit 2, not
+    a refused promotion), then gate on them at promotion time."""
+    from evals.inputs import InputError
+
+    for path in request.files:
+        try:
+            df = eval_rows(Path(path), request.split)
+        except InputError as exc:
+            raise ValueError(str(exc)) from None
+        if request.required_slices and request.slice_column and request.slice_column not in df.columns:
+            raise ValueError(f"{path}: --slice column {request.slice_column!r} is not in the file")
+        unknown = [
+            s
+            for s in request.required_slices
+            if s != ALL_SLICES
+            and request.slice_column in df.columns
+            and s not in set(df[request.slice_column].astype(str))
+        ]
+        if unknown:
+            raise ValueError(
+                f"{path}: required slice(s) {unknown} not found in column {request.slice_column!r}"
+            )
+    return [
+        eval_gate(
+            request.files,
+            slice_column=request.slice_column,
+            required_slices=request.required_slices,
+            tolerance=request.tolerance,
+            split=request.split,
+        )
+    ]
 
 
 def eval_gate(
@@ -56,7 +101,7 @@ def eval_gate(
         tol = ctx.tolerance if tolerance is None else tolerance
         rows: list[Any] = []
         for path in files:
-            df = select_split(read_table(Path(path)), split, Path(path))
+            df = eval_rows(Path(path), split)
             texts = [str(t) for t in df["text"].tolist()]
             cand_pred, heads = _predictions(ctx.candidate.uri, texts, ctx.tracking_uri)
             champ_pred = None

@@ -389,7 +389,12 @@ def bench_drift_cmd(
 
 
 def register(root: typer.Typer, bench: typer.Typer) -> None:
-    """Add `eval`, `drift`, `calibrate` and `bench drift` to the root app."""
+    """Add `eval`, `drift`, `calibrate` and `bench drift` to the root app, and plug the evaluation
+    gate into `tierroute promote --eval-set`."""
+    from evals.promotion import promotion_checks
+    from pipelines.registry_cli import set_eval_check_factory
+
+    set_eval_check_factory(promotion_checks)
     root.command("eval")(eval_cmd)
     root.command("drift")(drift_cmd)
     root.command("calibrate")(calibrate_cmd)

@@ -6,13 +6,15 @@ Exit codes: 0 done, 1 promotion refused (the comparison is printed), 2 registry 
 
 Extension point: `pipelines` may not import `evals`, so evaluation-based promotion gates are
 plugged in from the other side: `evals` calls `set_eval_check_factory(f)` when the root app is
-built, and `tierroute promote --eval-set FILE` then adds the checks `f(files, tolerance)` returns
-(champion and candidate scored on each extra labelled set / slice) to the metric comparison.
+built, and `tierroute promote --eval-set FILE` then adds the checks `f(EvalSetRequest)` returns
+(champion and candidate scored on each extra labelled set, overall and per required slice) to the
+metric comparison.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated
 
@@ -25,8 +27,23 @@ if TYPE_CHECKING:
 
 err = Console(stderr=True)
 
-EvalCheckFactory = Callable[[list[Path], float], "Sequence[PromotionCheck]"]
-"""(extra labelled files, tolerance) -> promotion checks; provided by the evals package."""
+
+@dataclass(frozen=True)
+class EvalSetRequest:
+    """What `promote --eval-set` asks of the evaluation gate."""
+
+    files: list[Path]
+    tolerance: float
+    slice_column: str | None
+    """Column whose values define slices (None: overall only)."""
+    required_slices: list[str]
+    """Slice values that must not regress; "*" = every slice large enough to judge."""
+    split: str | None
+    """Rows of this `split` only; "auto" = the test split when the file has one, else all rows."""
+
+
+EvalCheckFactory = Callable[[EvalSetRequest], "Sequence[PromotionCheck]"]
+"""Builds the promotion checks for extra labelled sets; provided by the evals package."""
 _eval_check_factory: EvalCheckFactory | None = None
 
 
@@ -116,11 +133,34 @@ def promote_cmd(
         list[Path] | None,
         typer.Option(
             "--eval-set",
-            help="Extra labelled file to score champion and candidate on (repeatable); the candidate must "
-            "not be worse beyond --tolerance on any of them. Needs the evaluation gate of `tierroute eval`.",
+            help="Labelled file (CSV/JSONL/Parquet with text + head columns) to score champion and candidate "
+            "on, row for row (repeatable). The candidate's macro-F1 may not be lower than the champion's by "
+            "more than --tolerance overall or on any --required-slice. E.g. the shipped "
+            "data/labelled/requests.parquet (its test split) or this week's labelled traffic.",
             show_default=False,
         ),
     ] = None,
+    slice_column: Annotated[
+        str,
+        typer.Option("--slice", help="Column of the --eval-set files whose values are slices (''=none)."),
+    ] = "source",
+    required_slice: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--required-slice",
+            help="Slice value that must not regress (repeatable; '*' = every slice with >= 30 labelled "
+            "rows). Other slices are printed for information only.",
+            show_default=False,
+        ),
+    ] = None,
+    eval_split: Annotated[
+        str,
+        typer.Option(
+            "--eval-split",
+            help="Score only rows with this value in the 'split' column; 'auto' = 'test' when the file has "
+            "test rows, else all rows; 'all' = every row.",
+        ),
+    ] = "auto",
     tracking_uri: TrackingUriOpt = None,
 ) -> None:
     """Move alias `champion` to the `candidate` version if its test metrics hold up.
@@ -137,7 +177,20 @@ def promote_cmd(
         missing = [str(p) for p in eval_set if not p.is_file()]
         if missing:
             raise _fail(f"--eval-set file(s) not found: {', '.join(missing)}")
-        checks = _eval_check_factory(list(eval_set), tolerance)
+        try:
+            checks = _eval_check_factory(
+                EvalSetRequest(
+                    files=list(eval_set),
+                    tolerance=tolerance,
+                    slice_column=slice_column or None,
+                    required_slices=list(required_slice or []),
+                    split=None if eval_split == "all" else eval_split,
+                )
+            )
+        except ValueError as exc:
+            raise _fail(str(exc)) from None
+    elif required_slice:
+        raise _fail("--required-slice applies to --eval-set files: pass at least one --eval-set")
     try:
         result = promote(
             model_name,

@@ -199,6 +199,16 @@ def train(
         shutil.rmtree(bundle_dir, ignore_errors=True)
         raise RuntimeError(f"ONNX bundle disagrees with the training-time heads (max diff {parity:.2e})")
     echo(f"bundle: {bundle_dir} (parity max |diff| {parity:.1e} on {len(idx)} texts)")
+    t = time.perf_counter()
+    try:
+        ref_rows = _attach_reference_stats(bundle_dir, df, X, heads, test_mask, data.digest, config.spec)
+    except BaseException:
+        shutil.rmtree(bundle_dir, ignore_errors=True)
+        raise
+    timings["reference_stats_s"] = time.perf_counter() - t
+    echo(
+        f"reference statistics: {ref_rows} rows ({'test' if test_mask.any() else 'all'} split) in the bundle"
+    )
     metrics["embed_texts_per_s"] = embed_stats.get("texts_per_s", 0.0)
     (bundle_dir.parent / ".plots").mkdir(exist_ok=True)
     report = plots_dir / "metrics.json"
@@ -217,6 +227,54 @@ def train(
         echo(f"registered {config.model_name} v{result.version} as @{config.alias} ({result.model_uri})")
     timings["total_s"] = time.perf_counter() - t0
     return result
+
+
+def _attach_reference_stats(
+    bundle_dir: Path,
+    df: Any,
+    X: np.ndarray,
+    heads: Sequence[FittedHead],
+    test_mask: np.ndarray,
+    digest: str,
+    spec: TruncationSpec,
+) -> int:
+    """Summarise the held-out test split (all rows when there is none) into the bundle.
+
+    `tierroute drift --reference <bundle or models:/ URI>` compares new sets against this.
+    Probabilities come from the training-time heads (the parity check has just shown the bundle
+    gives the same), token counts from the bundle's own tokenizer, so reference and current sets
+    are measured the same way."""
+    from pipelines.reference_stats import attach_to_bundle, compute_stats
+    from serving.bundle import TOKENIZER_FILE
+    from serving.textprep import TextTokenizer
+
+    mask = test_mask if test_mask.any() else np.ones(len(df), dtype=bool)
+    part = df[mask]
+    texts = part["text"].astype(str).tolist()
+    Xm = X[mask]
+    tokenizer = TextTokenizer(bundle_dir / TOKENIZER_FILE, spec)
+    counts: list[np.ndarray] = []
+    truncated: list[np.ndarray] = []
+    for i in range(0, len(texts), 256):
+        enc = tokenizer.encode_batch(texts[i : i + 256])
+        counts.append(enc.token_counts)
+        truncated.append(enc.truncated)
+    stats = compute_stats(
+        {h.name: h.predict_proba(Xm) for h in heads},
+        {h.name: h.labels for h in heads},
+        labels={h.name: part[h.name].tolist() for h in heads if h.name in part.columns},
+        token_counts=np.concatenate(counts),
+        truncated=np.concatenate(truncated),
+        embeddings=Xm,
+        texts=texts,
+        meta={
+            "split": "test" if test_mask.any() else "all",
+            "training_data_digest": digest,
+            "rows": int(mask.sum()),
+        },
+    )
+    attach_to_bundle(bundle_dir, stats)
+    return int(mask.sum())
 
 
 def _register(config: TrainConfig, data: Any, result: TrainResult) -> None:

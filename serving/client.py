@@ -31,7 +31,7 @@ from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
 import httpx
 from pydantic import ValidationError
 
-from serving.schemas import ClassifyResponse, ClassifyResult, ModelRef
+from serving.schemas import ClassifyResponse, ClassifyResult, ModelRef, RoutingThreshold
 
 if TYPE_CHECKING:
     from serving.bundle import Bundle
@@ -240,7 +240,10 @@ class BundleClassifier:
         self.bundle = bundle
         version = bundle.manifest.get("version")
         self.model_ref = ModelRef(
-            name=str(bundle.manifest.get("name", "bundle")), version=version, alias=None
+            name=str(bundle.manifest.get("name", "bundle")),
+            version=version,
+            alias=None,
+            routing=RoutingThreshold.from_manifest(bundle.manifest),
         )
 
     def classify(self, texts: Sequence[str]) -> ClassifyResponse:

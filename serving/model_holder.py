@@ -18,10 +18,12 @@ import threading
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
+from functools import cached_property
 from typing import Any, Literal
 
 from serving.bundle import TIER_HEAD, Bundle, BundleError, Prediction
 from serving.model_source import ModelSource, ModelSourceError, ResolvedModel
+from serving.schemas import RoutingThreshold
 
 log = logging.getLogger("tierroute.serving")
 
@@ -40,8 +42,17 @@ class LoadedModel:
     resolved: ResolvedModel
     loaded_at: float
 
-    def ref(self) -> dict[str, str | None]:
-        return self.resolved.ref()
+    def ref(self) -> dict[str, Any]:
+        """name, version, alias and, for a calibrated bundle, its routing threshold (a fresh dict)."""
+        return dict(self._ref)
+
+    @cached_property
+    def _ref(self) -> dict[str, Any]:
+        out: dict[str, Any] = dict(self.resolved.ref())
+        routing = RoutingThreshold.from_manifest(self.bundle.manifest)
+        if routing is not None:
+            out["routing"] = routing.model_dump(exclude_none=True)
+        return out
 
 
 @dataclass(frozen=True)

@@ -7,6 +7,9 @@ fields (`<head>` and `<head>_probs`) instead of a closed schema.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
+from typing import Any
+
 from pydantic import BaseModel, ConfigDict, Field
 
 
@@ -18,10 +21,35 @@ class ClassifyRequest(BaseModel):
     text: str | None = Field(default=None, description="a single text; same as texts=[text]")
 
 
+class RoutingThreshold(BaseModel):
+    """The calibrated weak/strong cut (`tierroute calibrate`): strong model iff score >= threshold."""
+
+    score: str = Field(default="complexity", description="result field the threshold applies to")
+    strong_if_at_least: float
+    objective: str | None = Field(default=None, description="target_share, quality_floor or budget")
+    target: float | None = None
+
+    @classmethod
+    def from_manifest(cls, manifest: Mapping[str, Any]) -> RoutingThreshold | None:
+        """`thresholds.routing` of a bundle.json, or None when the bundle was never calibrated."""
+        raw = (manifest.get("thresholds") or {}).get("routing")
+        if not isinstance(raw, Mapping) or "strong_if_at_least" not in raw:
+            return None
+        return cls(
+            score=str(raw.get("score", "complexity")),
+            strong_if_at_least=float(raw["strong_if_at_least"]),
+            objective=raw.get("objective"),
+            target=raw.get("target"),
+        )
+
+
 class ModelRef(BaseModel):
     name: str
     version: str | None = None
     alias: str | None = None
+    routing: RoutingThreshold | None = Field(
+        default=None, description="the served bundle's calibrated routing threshold, when it has one"
+    )
 
 
 class ClassifyResult(BaseModel):

@@ -171,6 +171,7 @@ class Router:
         cs = p.classifier
         self._cls_timeout = cs.timeout_ms / 1000 if cs else 0.03
         self._min_conf = cs.min_confidence if cs else 0.5
+        self._use_calibrated = cs.use_calibrated_threshold if cs else True
         self._task_caps = {k: frozenset(v) for k, v in (cs.task_capabilities.items() if cs else ())}
         self._classifier: ClassifierBackend | None
         self._cls_url: str | None = None
@@ -435,9 +436,22 @@ class Router:
                 )
             )
             return None
-        trace.append(ClassifierConsulted(rule.id, "ok", tier, task, conf, latency, result.tokens))
-        caps = self._task_caps.get(task or "", frozenset()) | rule.require
         reason = f"classifier: {tier} ({conf:.2f})"
+        routing = response.model.routing if self._use_calibrated else None
+        score = getattr(result, routing.score, None) if routing is not None else None
+        if routing is not None and isinstance(score, int | float) and math.isfinite(score):
+            strong = score >= routing.strong_if_at_least
+            chosen = ("complex" if tier == "simple" else tier) if strong else "simple"
+            detail = (
+                f"{routing.score} {score:.3f} {'>=' if strong else '<'} calibrated threshold "
+                f"{routing.strong_if_at_least:.3f} -> {chosen}"
+            )
+            reason = f"classifier: {tier} ({conf:.2f}), {detail}"
+            trace.append(ClassifierConsulted(rule.id, "ok", tier, task, conf, latency, result.tokens, detail))
+            tier = chosen
+        else:
+            trace.append(ClassifierConsulted(rule.id, "ok", tier, task, conf, latency, result.tokens))
+        caps = self._task_caps.get(task or "", frozenset()) | rule.require
         cascade = self._tier_cascade.get(tier)
         if cascade is not None:
             return _Plan("cascade", cascade, "classifier", reason, rule.id, caps, latency)

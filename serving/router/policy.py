@@ -171,6 +171,12 @@ class ClassifierSettings(_Strict):
     bundle: str | None = Field(default=None, description="local bundle folder, run in process")
     timeout_ms: float = Field(default=30.0, gt=0)
     min_confidence: float = Field(default=0.5, ge=0, le=1)
+    use_calibrated_threshold: bool = Field(
+        default=True,
+        description="when the served bundle carries a calibrated routing threshold (tierroute calibrate), "
+        "complexity >= threshold goes to a strong tier (the predicted one, at least complex) and the rest "
+        "to simple; otherwise the predicted tier is used as is",
+    )
     api_key_env: str | None = Field(default=None, description="env var holding the service API key")
     tier_models: dict[Tier, str] = Field(
         default_factory=dict, description="preferred model (or cascade) per tier"

@@ -111,6 +111,59 @@ def test_drift_against_itself_is_clean_and_shifted_set_drifts(
     assert (tmp_path / "shifted" / "report.html").read_text().count("<img") >= 5
 
 
+def test_training_stores_reference_stats_that_drift_reads(
+    trained_bundle: Path, small_labelled_file: Path, tmp_path: Path
+) -> None:
+    """`train` summarises its test split into the bundle; `drift --reference BUNDLE` needs nothing else."""
+    from pipelines.reference_stats import ReferenceStats
+    from serving.bundle import read_manifest
+
+    manifest = read_manifest(trained_bundle)  # verifies the new file's sha256 too
+    test_rows = pd.read_parquet(small_labelled_file).query("split == 'test'").reset_index(drop=True)
+    assert manifest["reference_stats"]["split"] == "test"
+    assert manifest["reference_stats"]["rows"] == len(test_rows)
+    stats = ReferenceStats.load(trained_bundle / "reference_stats.npz")
+    assert stats.meta["training_data_digest"] == manifest["training_data"]["digest"]
+    assert stats.token_counts is not None and stats.embeddings is not None
+    assert stats.embeddings.shape == (len(test_rows), 384)
+    assert int(stats.heads["tier"].label_counts.sum()) == len(test_rows)
+
+    same = tmp_path / "same.csv"
+    test_rows.to_csv(same, index=False)
+    res = _invoke(
+        "drift",
+        "--reference",
+        trained_bundle,
+        "--current",
+        same,
+        "--out",
+        tmp_path / "a",
+        "--no-mlflow",
+        "--bootstrap",
+        "200",
+    )
+    assert res.exit_code == 0, res.output
+
+    from evals.synthetic_drift import to_other_script
+
+    shifted = tmp_path / "shifted.csv"
+    to_other_script(test_rows, 1.0).to_csv(shifted, index=False)
+    res = _invoke(
+        "drift",
+        "--reference",
+        trained_bundle,
+        "--current",
+        shifted,
+        "--out",
+        tmp_path / "b",
+        "--no-mlflow",
+        "--bootstrap",
+        "200",
+    )
+    assert res.exit_code == 1, res.output
+    assert "language" in json.loads((tmp_path / "b" / "summary.json").read_text())["flagged"]
+
+
 @pytest.mark.parametrize(
     ("content", "message"),
     [
@@ -154,7 +207,7 @@ def test_prediction_log_as_unlabelled_current(
     trained_bundle: Path, small_test_set: Path, eval_bundle: Any, tmp_path: Path
 ) -> None:
     from evals.model_io import predict_in_batches
-    from evals.reference_stats import compute_reference_stats
+    from pipelines.reference_stats import compute_reference_stats
     from serving.prediction_log import PredictionLog
 
     df = pd.read_csv(small_test_set)

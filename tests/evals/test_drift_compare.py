@@ -9,7 +9,7 @@ import pytest
 
 from evals.drift import DriftConfig, compare
 from evals.drift_report import write_drift_report
-from evals.reference_stats import ReferenceStats, compute_stats
+from pipelines.reference_stats import ReferenceStats, compute_stats
 
 HEADS = {"tier": ("simple", "complex", "reasoning")}
 FAST = DriftConfig(n_permutations=300, n_boot=200, domain_auc=False)

@@ -78,3 +78,47 @@ def test_identical_models_pass_and_no_champion_records_only(
     assert rows and all(r.ok and r.delta == 0 for r in rows)
     rows = promotion.eval_gate([path])(_Ctx(_V("c"), None))
     assert len(rows) == 1 and rows[0].ok and rows[0].champion is None and rows[0].candidate == 1.0
+
+
+def test_promotion_checks_validate_files_before_promotion(tmp_path: Path) -> None:
+    """Bad `--eval-set` input is an error (exit 2 upstream), not a check that refuses later."""
+    from pipelines.registry_cli import EvalSetRequest
+
+    df = pd.DataFrame(
+        {
+            "text": ["a", "b", "c", "d"],
+            "tier": ["simple"] * 4,
+            "source": ["x", "y", "x", "y"],
+            "split": ["train", "test", "test", "train"],
+        }
+    )
+    path = tmp_path / "with_split.csv"
+    df.to_csv(path, index=False)
+    assert promotion.eval_rows(path, "auto")["text"].tolist() == ["b", "c"]  # the test split
+    assert len(promotion.eval_rows(path, None)) == 4
+    no_split = tmp_path / "plain.csv"
+    df.drop(columns="split").to_csv(no_split, index=False)
+    assert len(promotion.eval_rows(no_split, "auto")) == 4  # no split column: every row
+
+    def request(**kw: Any) -> EvalSetRequest:
+        base: dict[str, Any] = {
+            "files": [path],
+            "tolerance": 0.01,
+            "slice_column": "source",
+            "required_slices": [],
+            "split": "auto",
+        }
+        return EvalSetRequest(**{**base, **kw})
+
+    checks = promotion.promotion_checks(request(required_slices=["x"]))
+    assert len(checks) == 1 and callable(checks[0])
+    with pytest.raises(ValueError, match=r"required slice\(s\) \['zz'\] not found"):
+        promotion.promotion_checks(request(required_slices=["zz"]))
+    with pytest.raises(ValueError, match="'lang' is not in the file"):
+        promotion.promotion_checks(request(slice_column="lang", required_slices=["*"]))
+    with pytest.raises(ValueError, match="split == 'validation'"):
+        promotion.promotion_checks(request(split="validation"))
+    bad = tmp_path / "bad.csv"
+    bad.write_text("prompt,tier\nhi,simple\n")
+    with pytest.raises(ValueError, match="text"):
+        promotion.promotion_checks(request(files=[bad]))

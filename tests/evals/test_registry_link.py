@@ -22,20 +22,13 @@ def _invoke(*args: object) -> Any:
 
 
 @pytest.fixture()
-def registered(
-    trained_bundle: Path, eval_bundle: Any, heldout_df: Any, tracking_uri: str, tmp_path: Path
-) -> Path:
-    """The trained bundle + reference statistics (as training stores them) registered as @candidate."""
-    from evals.model_io import predict_in_batches
-    from evals.reference_stats import attach_to_bundle, compute_reference_stats
+def registered(trained_bundle: Path, tracking_uri: str, tmp_path: Path) -> Path:
+    """The trained bundle registered as @candidate; training stored its reference statistics."""
     from pipelines.registry import TrainingRecord, log_and_register
 
     bundle_dir = tmp_path / "bundle"
     shutil.copytree(trained_bundle, bundle_dir)
-    ref_df = heldout_df.sample(400, random_state=0).reset_index(drop=True)
-    out = predict_in_batches(eval_bundle, ref_df["text"].tolist())
-    heads = {h.name: h.labels for h in eval_bundle.heads}
-    attach_to_bundle(bundle_dir, compute_reference_stats(out, ref_df, heads=heads, meta={"split": "test"}))
+    assert (bundle_dir / "reference_stats.npz").is_file()  # written by `train`, not by this test
     log_and_register(TrainingRecord(experiment="t", metrics={"test_tier_macro_f1": 0.5}), bundle_dir)
     return bundle_dir
 
@@ -103,10 +96,11 @@ def test_eval_drift_calibrate_on_registered_version(
     assert manifest["thresholds"]["routing"]["strong_if_at_least"] == tag["strong_if_at_least"]
     assert "reference_stats.npz" in manifest["files"]  # reference statistics travel with the copy
 
-    # promotion gate: the first promotion records the candidate's numbers on the extra set and passes
-    from evals.promotion import eval_gate
-    from pipelines.registry import promote
-
-    result = promote(extra_checks=[eval_gate([data], required_slices=["*"], n_boot=200)])
-    assert result.promoted
-    assert any(r.metric == "set.parquet:all:tier_macro_f1" and r.candidate is not None for r in result.rows)
+    # promotion gate through the CLI: the first promotion records the candidate's numbers on the
+    # extra set and passes; a required slice the file does not have is bad input (exit 2)
+    res = _invoke("promote", "--eval-set", data, "--required-slice", "*")
+    assert res.exit_code == 0, res.output
+    assert "set.parquet:all:tier_macro_f1" in res.output
+    assert str(client.get_model_version_by_alias("tierroute-classifier", "champion").version) == "1"
+    res = _invoke("promote", "--eval-set", data, "--required-slice", "nowhere")
+    assert res.exit_code == 2 and "not found" in res.output

@@ -176,25 +176,31 @@ def test_eval_set_checks_plug_in_through_the_factory(
     extra = tmp_path / "this_week.jsonl"
     extra.write_text('{"text": "hi", "tier": "simple"}\n')
 
+    monkeypatch.setattr(registry_cli, "_eval_check_factory", None)  # pipelines alone: no evals gate
     not_wired = run(app, "promote", "--eval-set", str(extra))
     assert not_wired.exit_code == 2 and "not wired in" in not_wired.stderr
 
-    calls: list[tuple[list[Path], float]] = []
+    calls: list[registry_cli.EvalSetRequest] = []
 
-    def factory(files: list[Path], tolerance: float) -> list[Any]:
-        calls.append((files, tolerance))
+    def factory(request: registry_cli.EvalSetRequest) -> list[Any]:
+        calls.append(request)
+        if request.required_slices == ["nope"]:
+            raise ValueError("required slice(s) ['nope'] not found")
 
         def on_extra_set(ctx: PromotionContext) -> list[ComparisonRow]:
-            return [
-                ComparisonRow(f"{files[0].name}: tier_macro_f1", 0.7, 0.6, -0.1, False, "worse on extra set")
-            ]
+            name = request.files[0].name
+            return [ComparisonRow(f"{name}: tier_macro_f1", 0.7, 0.6, -0.1, False, "worse on extra set")]
 
         return [on_extra_set]
 
     monkeypatch.setattr(registry_cli, "_eval_check_factory", factory)
-    refused = run(app, "promote", "--eval-set", str(extra), "--tolerance", "0.05")
+    refused = run(app, "promote", "--eval-set", str(extra), "--tolerance", "0.05", "--required-slice", "*")
     assert refused.exit_code == 1, refused.output
-    assert calls == [([extra], 0.05)]
+    assert calls == [registry_cli.EvalSetRequest([extra], 0.05, "source", ["*"], "auto")]
+    bad = run(app, "promote", "--eval-set", str(extra), "--required-slice", "nope", "--eval-split", "all")
+    assert bad.exit_code == 2 and "not found" in bad.stderr and calls[-1].split is None
+    orphan = run(app, "promote", "--required-slice", "x")
+    assert orphan.exit_code == 2 and "--eval-set" in orphan.stderr
     assert "this_week.jsonl: tier_macro_f1" in refused.output and "worse on extra set" in refused.stderr
     missing = run(app, "promote", "--eval-set", str(tmp_path / "nope.csv"))
     assert missing.exit_code == 2 and "not found" in missing.stderr

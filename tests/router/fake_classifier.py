@@ -28,6 +28,7 @@ class FakeClassifier:
         self.gate_p = 0.9
         self.gate_mode = "ok"  # ok | slow | error
         self.gate_calls = 0
+        self.routing: dict[str, Any] | None = None  # a calibrated threshold to announce
         self.app = self._build()
         self._server: ThreadedServer | None = None
 
@@ -39,6 +40,7 @@ class FakeClassifier:
     def reset(self) -> None:
         self.mode, self.delay_s, self.confidence, self.calls, self.last_auth = "ok", 2.0, 0.92, 0, None
         self.gate_p, self.gate_mode, self.gate_calls = 0.9, "ok", 0
+        self.routing = None
 
     @staticmethod
     def result_for(text: str, confidence: float) -> dict[str, Any]:
@@ -85,9 +87,10 @@ class FakeClassifier:
             if mode == "unknown_tier":
                 for r in results:
                     r["tier"] = "medium"
-            return JSONResponse(
-                {"model": {"name": "fake", "version": "1", "alias": None}, "results": results}
-            )
+            model: dict[str, Any] = {"name": "fake", "version": "1", "alias": None}
+            if self.routing is not None:
+                model["routing"] = self.routing
+            return JSONResponse({"model": model, "results": results})
 
         @app.post("/v1/gate")
         async def gate(request: Request) -> Response:

@@ -44,6 +44,38 @@ def test_classifier_decides_the_tier(make_policy: MakePolicy, classifier_server:
     assert classifier_server.calls == 1
 
 
+@pytest.mark.parametrize(
+    ("threshold", "text", "tier"),
+    [
+        (0.4, "Refactor this function", "complex"),  # complexity 0.5 >= 0.4: strong, predicted tier kept
+        (0.75, "Refactor this function", "simple"),  # 0.5 < 0.75: the calibrated cut sends it cheap
+        (0.75, "Prove that sqrt(2) is irrational", "reasoning"),  # 1.0 >= 0.75
+        (0.0, "What is the capital of France?", "complex"),  # predicted simple, but over the cut
+    ],
+)
+def test_calibrated_threshold_from_the_service_decides_weak_or_strong(
+    make_policy: MakePolicy, classifier_server: FakeClassifier, threshold: float, text: str, tier: str
+) -> None:
+    classifier_server.routing = {
+        "score": "complexity",
+        "strong_if_at_least": threshold,
+        "objective": "budget",
+    }
+    d = Router(make_policy()).decide(RouteRequest.from_text(text))
+    assert _classifier_step(d).detail.endswith(f"calibrated threshold {threshold:.3f} -> {tier}")
+    if tier == "simple":  # "refactor" is a code task: the capability check lifts it past simple models
+        assert d.decided_by == "capability" and d.tier == "complex"
+    else:
+        assert (d.decided_by, d.tier) == ("classifier", tier)
+
+    def no_threshold(p: dict[str, Any]) -> None:
+        p["classifier"]["use_calibrated_threshold"] = False
+
+    plain = Router(make_policy(no_threshold)).decide(RouteRequest.from_text(text))
+    predicted = FakeClassifier.result_for(text, 0.9)["tier"]
+    assert plain.tier == predicted and _classifier_step(plain).detail == ""
+
+
 def test_rule_before_classifier_skips_the_call(
     make_policy: MakePolicy, classifier_server: FakeClassifier
 ) -> None:

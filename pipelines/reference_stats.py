@@ -31,7 +31,7 @@ from typing import Any
 
 import numpy as np
 
-from evals.language import BUCKETS, language_counts
+from pipelines.language import BUCKETS, language_counts
 
 FORMAT = "tierroute-reference-stats"
 FORMAT_VERSION = 1

@@ -1,0 +1,55 @@
+"""A calibrated bundle announces its routing threshold; the client and the router act on it."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import httpx
+
+from serving.client import BundleClassifier, ClassifierClient
+from serving.schemas import RoutingThreshold
+from tests.serving.server import start_server
+from tests.serving.test_reload import release
+
+
+def calibrated(bundle: Path, root: Path, threshold: float) -> Path:
+    target = release(bundle, root, "calibrated")
+    manifest = json.loads((target / "bundle.json").read_text())
+    manifest.setdefault("thresholds", {})["routing"] = {
+        "score": "complexity",
+        "strong_if_at_least": threshold,
+        "objective": "target_share",
+        "target": 0.3,
+        "expected_share": 0.29,  # extra keys calibrate writes are not part of the contract
+    }
+    (target / "bundle.json").write_text(json.dumps(manifest, indent=2))
+    return target
+
+
+def test_uncalibrated_bundle_has_no_threshold(serving_bundle: Path) -> None:
+    manifest = json.loads((serving_bundle / "bundle.json").read_text())
+    assert RoutingThreshold.from_manifest(manifest) is None
+    assert BundleClassifier(serving_bundle).classify(["hi"]).model.routing is None
+
+
+def test_service_and_in_process_classifier_announce_the_threshold(
+    serving_bundle: Path, tmp_path: Path
+) -> None:
+    bundle = calibrated(serving_bundle, tmp_path, 0.42)
+    local = BundleClassifier(bundle).classify(["hi"]).model.routing
+    assert local == RoutingThreshold(strong_if_at_least=0.42, objective="target_share", target=0.3)
+
+    server = start_server(bundle, tmp_path / "srv")
+    try:
+        raw = httpx.post(f"{server.url}/v1/classify", json={"text": "hi"}).json()
+        assert raw["model"]["routing"] == {
+            "score": "complexity",
+            "strong_if_at_least": 0.42,
+            "objective": "target_share",
+            "target": 0.3,
+        }
+        with ClassifierClient(server.url, timeout=5.0) as client:
+            assert client.classify(["hi"]).model.routing == local
+    finally:
+        server.stop()

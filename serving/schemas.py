@@ -7,6 +7,7 @@ fields (`<head>` and `<head>_probs`) instead of a closed schema.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Mapping
 from typing import Any
 
@@ -28,6 +29,35 @@ class RoutingThreshold(BaseModel):
     strong_if_at_least: float
     objective: str | None = Field(default=None, description="target_share, quality_floor or budget")
     target: float | None = None
+
+    def apply(self, result: Any) -> tuple[str, str] | None:
+        """(tier, explanation) for a classify result: at or over the cut the predicted tier, lifted to
+        at least `complex`; under it `simple`. None when the result lacks a finite score."""
+        score = self.score_of(result)
+        if isinstance(score, bool) or not isinstance(score, int | float) or not math.isfinite(score):
+            return None
+        strong = score >= self.strong_if_at_least
+        predicted = str(getattr(result, "tier", ""))
+        tier = ("complex" if predicted == "simple" else predicted) if strong else "simple"
+        return tier, (
+            f"{self.score} {score:.3f} {'>=' if strong else '<'} calibrated threshold "
+            f"{self.strong_if_at_least:.3f} -> {tier}"
+        )
+
+    def score_of(self, result: Any) -> Any:
+        """The score `tierroute calibrate` thresholded: `complexity`, `HEAD:LABEL` (that probability)
+        or `not:HEAD:LABEL` (one minus it); None when the result does not carry it."""
+        if ":" not in self.score:
+            return getattr(result, self.score, None)
+        negate = self.score.startswith("not:")
+        head, _, label = (self.score[4:] if negate else self.score).partition(":")
+        probs = getattr(result, f"{head}_probs", None)
+        if not isinstance(probs, Mapping) or label not in probs:
+            return None
+        value = probs[label]
+        if isinstance(value, bool) or not isinstance(value, int | float):
+            return None
+        return 1.0 - value if negate else value
 
     @classmethod
     def from_manifest(cls, manifest: Mapping[str, Any]) -> RoutingThreshold | None:

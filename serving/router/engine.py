@@ -438,14 +438,9 @@ class Router:
             return None
         reason = f"classifier: {tier} ({conf:.2f})"
         routing = response.model.routing if self._use_calibrated else None
-        score = getattr(result, routing.score, None) if routing is not None else None
-        if routing is not None and isinstance(score, int | float) and math.isfinite(score):
-            strong = score >= routing.strong_if_at_least
-            chosen = ("complex" if tier == "simple" else tier) if strong else "simple"
-            detail = (
-                f"{routing.score} {score:.3f} {'>=' if strong else '<'} calibrated threshold "
-                f"{routing.strong_if_at_least:.3f} -> {chosen}"
-            )
+        calibrated = routing.apply(result) if routing is not None else None
+        if calibrated is not None:
+            chosen, detail = calibrated
             reason = f"classifier: {tier} ({conf:.2f}), {detail}"
             trace.append(ClassifierConsulted(rule.id, "ok", tier, task, conf, latency, result.tokens, detail))
             tier = chosen

@@ -14,7 +14,8 @@ after the model group is fixed; a custom routing strategy picks a deployment wit
 RoutingPlugin can only narrow candidates, not name a tier.
 
 Trade-off: the plug-in maps our tiers onto LiteLLM's built-in tier names (simple -> SIMPLE,
-complex -> COMPLEX, reasoning -> REASONING) and declines below `min_confidence`; policy rules,
+complex -> COMPLEX, reasoning -> REASONING), applies the served bundle's calibrated threshold
+(`tierroute calibrate`) like tierroute's router does, and declines below `min_confidence`; policy rules,
 SLA classes, budgets and cascades stay in tierroute's own router.
 """
 
@@ -41,6 +42,7 @@ class TierrouteClassifierPlugin:
         min_confidence: float = 0.5,
         api_key: str | None = None,
         tier_names: Mapping[str, str] | None = None,
+        use_calibrated_threshold: bool = True,
     ) -> None:
         self.url = url
         self.bundle_path = bundle
@@ -48,6 +50,7 @@ class TierrouteClassifierPlugin:
         self.min_confidence = min_confidence
         self.api_key = api_key
         self.tier_names = dict(tier_names or TIER_NAMES)
+        self.use_calibrated_threshold = use_calibrated_threshold
         self.last_verdict: dict[str, Any] | None = None
         self._clients: dict[int, AsyncClassifierClient] = {}
         self._bundle: BundleClassifier | None = None
@@ -55,13 +58,15 @@ class TierrouteClassifierPlugin:
     @classmethod
     def from_env(cls) -> TierrouteClassifierPlugin:
         """TIERROUTE_CLASSIFIER_URL or TIERROUTE_CLASSIFIER_BUNDLE, TIERROUTE_CLASSIFIER_TIMEOUT_MS,
-        TIERROUTE_MIN_CONFIDENCE, TIERROUTE_API_KEY (read when the first request arrives)."""
+        TIERROUTE_MIN_CONFIDENCE, TIERROUTE_API_KEY, TIERROUTE_USE_CALIBRATED_THRESHOLD (default 1)
+        (read when the first request arrives)."""
         return cls(
             os.environ.get("TIERROUTE_CLASSIFIER_URL") or None,
             bundle=os.environ.get("TIERROUTE_CLASSIFIER_BUNDLE") or None,
             timeout_ms=float(os.environ.get("TIERROUTE_CLASSIFIER_TIMEOUT_MS", "30")),
             min_confidence=float(os.environ.get("TIERROUTE_MIN_CONFIDENCE", "0.5")),
             api_key=os.environ.get("TIERROUTE_API_KEY") or None,
+            use_calibrated_threshold=os.environ.get("TIERROUTE_USE_CALIBRATED_THRESHOLD", "1") != "0",
         )
 
     async def classify(self, context: Any) -> str | None:
@@ -84,13 +89,17 @@ class TierrouteClassifierPlugin:
                 "confidence": result.confidence,
             }
             return None
+        tier = result.tier
         self.last_verdict = {
             "status": "ok",
-            "tier": result.tier,
+            "tier": tier,
             "confidence": result.confidence,
             "task": result.task,
         }
-        return self.tier_names[result.tier]
+        calibrated = response.model.routing.apply(result) if response.model.routing is not None else None
+        if calibrated is not None and self.use_calibrated_threshold:
+            tier, self.last_verdict["calibrated"] = calibrated
+        return self.tier_names[tier]
 
     async def _classify(self, text: str) -> Any:
         if self.url:

@@ -82,6 +82,24 @@ def test_plugin_declines_when_unsure_or_down(classifier_server: FakeClassifier) 
     assert asyncio.run(plugin.classify(ctx)) is None
 
 
+def test_plugin_applies_the_calibrated_threshold(classifier_server: FakeClassifier) -> None:
+    from litellm.types.router import RoutingContext
+
+    def ctx(text: str) -> RoutingContext:
+        return RoutingContext(
+            raw_messages=[], structured_messages=[{"role": "user", "content": text}], candidate_models=[]
+        )
+
+    classifier_server.routing = {"score": "complexity", "strong_if_at_least": 0.75}
+    plugin = TierrouteClassifierPlugin(classifier_server.url, timeout_ms=1000)
+    assert asyncio.run(plugin.classify(ctx("refactor this"))) == "SIMPLE"  # complexity 0.5 < 0.75
+    assert plugin.last_verdict is not None and plugin.last_verdict["tier"] == "complex"
+    assert plugin.last_verdict["calibrated"].endswith("-> simple")
+    assert asyncio.run(plugin.classify(ctx("prove it"))) == "REASONING"  # 1.0 >= 0.75
+    off = TierrouteClassifierPlugin(classifier_server.url, timeout_ms=1000, use_calibrated_threshold=False)
+    assert asyncio.run(off.classify(ctx("refactor this"))) == "COMPLEX"
+
+
 def test_policy_to_litellm_builds_a_working_router(tmp_path: Path) -> None:
     from litellm import Router
 

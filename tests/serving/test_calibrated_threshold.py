@@ -53,3 +53,28 @@ def test_service_and_in_process_classifier_announce_the_threshold(
             assert client.classify(["hi"]).model.routing == local
     finally:
         server.stop()
+
+
+def test_apply_is_monotone_and_ignores_unusable_scores() -> None:
+    from types import SimpleNamespace
+
+    cut = RoutingThreshold(strong_if_at_least=0.5)
+    tiers = [cut.apply(SimpleNamespace(tier="complex", complexity=c)) for c in (0.0, 0.49, 0.5, 0.9)]
+    assert [t[0] for t in tiers if t] == ["simple", "simple", "complex", "complex"]
+    assert cut.apply(SimpleNamespace(tier="reasoning", complexity=0.6)) == (
+        "reasoning",
+        "complexity 0.600 >= calibrated threshold 0.500 -> reasoning",
+    )
+    for bad in (float("nan"), None, True, "0.9"):
+        assert cut.apply(SimpleNamespace(tier="simple", complexity=bad)) is None
+    unknown = RoutingThreshold(score="p_reasoning", strong_if_at_least=0.2)
+    assert unknown.apply(SimpleNamespace(tier="simple", complexity=0.9)) is None  # no such field
+    probs = {"simple": 0.7, "complex": 0.1, "reasoning": 0.2}
+    row = SimpleNamespace(tier="simple", complexity=0.25, tier_probs=probs)
+    on_label = RoutingThreshold(score="tier:reasoning", strong_if_at_least=0.2)  # calibrate's HEAD:LABEL
+    assert on_label.apply(row) == ("complex", "tier:reasoning 0.200 >= calibrated threshold 0.200 -> complex")
+    negated = RoutingThreshold(score="not:tier:simple", strong_if_at_least=0.5)  # 1 - 0.7 = 0.3 < 0.5
+    assert negated.apply(row) is not None and negated.apply(row)[0] == "simple"  # type: ignore[index]
+    assert RoutingThreshold(score="task:code", strong_if_at_least=0.5).apply(row) is None  # no task_probs
+    assert RoutingThreshold.from_manifest({"thresholds": {"min_confidence": 0.5}}) is None
+    assert RoutingThreshold.from_manifest({"thresholds": {"routing": {"score": "x"}}}) is None

@@ -21,6 +21,7 @@ from typing import Any
 
 import numpy as np
 
+from pipelines.reference_stats import is_missing
 from serving.prediction_log import PredictionLogError, is_prediction_log, read_prediction_log
 
 TABLE_SUFFIXES = (".csv", ".tsv", ".jsonl", ".json", ".parquet")
@@ -86,17 +87,8 @@ def label_columns(df: Any, heads: Mapping[str, Sequence[str]]) -> dict[str, list
     out: dict[str, list[Any]] = {}
     for name in heads:
         if name in df.columns:
-            out[name] = [None if _missing(v) else v for v in df[name].tolist()]
+            out[name] = [None if is_missing(v) else v for v in df[name].tolist()]
     return out
-
-
-def _missing(v: Any) -> bool:
-    if v is None:
-        return True
-    try:
-        return bool(np.isnan(v))
-    except (TypeError, ValueError):
-        return False
 
 
 @dataclass

@@ -312,7 +312,7 @@ def compute_reference_stats(
     if labels_df is not None:
         for name in heads:
             if name in labels_df.columns:
-                labels[name] = [None if _is_missing(v) else v for v in labels_df[name].tolist()]
+                labels[name] = [None if is_missing(v) else v for v in labels_df[name].tolist()]
         if texts is None and "text" in labels_df.columns:
             texts = [str(t) for t in labels_df["text"].tolist()]
     return compute_stats(
@@ -355,7 +355,8 @@ def attach_to_bundle(bundle_dir: Path, stats: ReferenceStats) -> Path:
     return target
 
 
-def _is_missing(v: Any) -> bool:
+def is_missing(v: Any) -> bool:
+    """None or NaN: an unlabelled cell (pandas reads empty CSV cells as NaN)."""
     if v is None:
         return True
     try:
@@ -374,4 +375,5 @@ __all__ = [
     "attach_to_bundle",
     "compute_reference_stats",
     "compute_stats",
+    "is_missing",
 ]

@@ -50,7 +50,7 @@ def classification_metrics(
     out: dict[str, float] = {
         "accuracy": float(accuracy_score(y_idx, pred)),
         "macro_f1": float(f1_score(y_idx, pred, labels=ks, average="macro", zero_division=0)),
-        "log_loss": float(log_loss(y_idx, np.clip(proba, 1e-12, 1.0), labels=ks)),
+        "log_loss": float(log_loss(y_idx, _renormalised(proba), labels=ks)),
         "ece": expected_calibration_error(y_idx, proba),
         "n": float(len(y_idx)),
     }
@@ -128,3 +128,9 @@ def plot_reliability(
     fig.savefig(path, dpi=110)
     plt.close(fig)
     return path
+
+
+def _renormalised(proba: np.ndarray) -> np.ndarray:
+    """float64 rows summing to 1 (float32 ONNX outputs are off by ~1e-7, which sklearn warns about)."""
+    p = np.clip(np.asarray(proba, dtype=np.float64), 1e-12, 1.0)
+    return p / p.sum(axis=1, keepdims=True)

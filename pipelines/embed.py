@@ -50,8 +50,11 @@ class Embedder:
         self.batch_size = batch_size
         self.cache_dir: Path | None = None
         if cache_dir is not None:
+            # an int8 embedding depends on its batch (activations are quantised per batch), so the
+            # batch size is part of what identifies it; fp32 embeddings are batch-invariant
+            batching = f"|batch={batch_size}" if encoder.precision != "fp32" else ""
             key = hashlib.sha256(
-                (encoder.sha256 + json.dumps(spec.to_dict(), sort_keys=True)).encode()
+                (encoder.sha256 + json.dumps(spec.to_dict(), sort_keys=True) + batching).encode()
             ).hexdigest()[:16]
             self.cache_dir = Path(cache_dir) / key
         self._memory: dict[str, np.ndarray] | None = None

@@ -159,6 +159,10 @@ class Bundle:
         if not wanted <= outputs:
             raise BundleError(f"{path}: graph lacks outputs {sorted(wanted - outputs)}")
         self._output_names = ["embedding", *[h.output for h in self.heads]]
+        # int8 encoders quantise activations per batch (DynamicQuantizeLinear): a text's embedding
+        # would depend on its batch-mates, so such bundles run one text per session call, which is
+        # also how training embedded their texts.
+        self.per_item = str(manifest.get("encoder", {}).get("precision", "fp32")) != "fp32"
 
     @classmethod
     def load(cls, path: Path, threads: int = 1) -> Bundle:
@@ -183,6 +187,14 @@ class Bundle:
                 truncated=np.zeros(0, bool),
             )
         batch = self.tokenizer.encode_batch(texts)
+        if self.per_item and len(texts) > 1:
+            parts = [self.predict_arrays([t]) for t in texts]
+            return BundleOutput(
+                probs={h.name: np.concatenate([o.probs[h.name] for o in parts]) for h in self.heads},
+                embedding=np.concatenate([o.embedding for o in parts]),
+                token_counts=batch.token_counts,
+                truncated=batch.truncated,
+            )
         values = self.session.run(self._output_names, batch.feeds())
         probs = {h.name: np.asarray(v) for h, v in zip(self.heads, values[1:], strict=True)}
         return BundleOutput(

@@ -45,3 +45,18 @@ def test_build_bundle_failure_leaves_nothing(trained, encoder_artifact, tmp_path
     with pytest.raises(ValueError, match="duplicate head names"):
         build_bundle(tmp_path / "b", encoder_artifact, [head, head], TruncationSpec())
     assert list(tmp_path.iterdir()) == []
+
+
+def test_int8_cache_is_keyed_on_batch_size(encoder_artifact, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+    """int8 embeddings depend on their batch, fp32 ones do not: only int8 keys on the batch size."""
+    from dataclasses import replace
+
+    spec = TruncationSpec()
+
+    def cache_dir(precision: str, batch: int) -> Path | None:
+        enc = replace(encoder_artifact, precision=precision)
+        return Embedder(enc, spec, cache_dir=tmp_path, batch_size=batch).cache_dir
+
+    assert cache_dir("fp32", 1) == cache_dir("fp32", 16)
+    assert cache_dir("int8", 1) != cache_dir("int8", 16)
+    assert cache_dir("int8", 1) != cache_dir("fp32", 1)

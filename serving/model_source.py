@@ -58,6 +58,8 @@ class ResolvedModel:
     origin: Origin
     fingerprint: str
     note: str | None = None  # e.g. why a cached bundle stands in for the registry
+    routing: dict[str, Any] | None = None
+    """The version's `routing_threshold` tag (set by `tierroute calibrate`); wins over the bundle's."""
 
     def ref(self) -> dict[str, str | None]:
         return {"name": self.name, "version": self.version, "alias": self.alias}
@@ -196,6 +198,7 @@ class RegistrySource:
         else:
             mv = client.get_model_version(self.name, str(self.version))
         version = str(mv.version)
+        routing = routing_from_tags(mv.tags or {})
         target = self.root / f"v{_safe(version)}"
         if not self._usable(target):
             self.root.mkdir(parents=True, exist_ok=True)
@@ -216,7 +219,8 @@ class RegistrySource:
             alias=self.alias,
             uri=self.uri,
             origin="registry",
-            fingerprint=manifest_fingerprint(target),
+            fingerprint=with_routing(manifest_fingerprint(target), routing),
+            routing=routing,
         )
 
     @staticmethod
@@ -239,6 +243,7 @@ class RegistrySource:
             return None
         if not (folder / MANIFEST).is_file():
             return None
+        routing = pointer.get("routing") if isinstance(pointer.get("routing"), dict) else None
         return ResolvedModel(
             path=folder,
             name=self.name,
@@ -246,7 +251,8 @@ class RegistrySource:
             alias=self.alias,
             uri=self.uri,
             origin="cache",
-            fingerprint=manifest_fingerprint(folder),
+            fingerprint=with_routing(manifest_fingerprint(folder), routing),
+            routing=routing,
             note=f"serving the last good cached bundle (saved {pointer.get('saved_at', '?')}): {reason}",
         )
 
@@ -261,6 +267,7 @@ class RegistrySource:
             "alias": resolved.alias,
             "folder": resolved.path.name,
             "fingerprint": resolved.fingerprint,
+            "routing": resolved.routing,
             "saved_at": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
         }
         tmp = self._pointer.with_suffix(".json.tmp")
@@ -286,6 +293,30 @@ def seed_cache(cache_dir: Path, uri: str, bundle: Path, version: str) -> Resolve
     )
     source.remember(resolved)
     return replace(resolved, origin="cache")
+
+
+def routing_from_tags(tags: dict[str, str]) -> dict[str, Any] | None:
+    """The `routing_threshold` version tag (JSON written by `tierroute calibrate`), or None when the
+    version was never calibrated or the tag is not a usable threshold (logged, then ignored)."""
+    raw = tags.get("routing_threshold")
+    if not raw:
+        return None
+    try:
+        routing = json.loads(raw)
+        float(routing["strong_if_at_least"])
+    except (ValueError, TypeError, KeyError) as exc:
+        log.warning("ignoring malformed routing_threshold tag %r: %s", raw[:200], exc)
+        return None
+    return routing if isinstance(routing, dict) else None
+
+
+def with_routing(fingerprint: str, routing: dict[str, Any] | None) -> str:
+    """A bundle fingerprint that also changes when the version's threshold tag does, so the reload
+    poller picks up a new calibration without a new bundle."""
+    if routing is None:
+        return fingerprint
+    extra = hashlib.sha256(json.dumps(routing, sort_keys=True).encode()).hexdigest()[:16]
+    return f"{fingerprint}+routing:{extra}"
 
 
 def _one_line(exc: BaseException) -> str:

@@ -65,7 +65,9 @@ class ModelsResponse(BaseModel):
     origin: Literal["local", "registry", "cache"]
     source: str
     path: str = Field(description="local bundle folder being served")
-    fingerprint: str = Field(description="sha256 of bundle.json")
+    fingerprint: str = Field(
+        description="sha256 of bundle.json (+ a hash of the version's routing_threshold tag, if any)"
+    )
     loaded_at: float
     heads: list[HeadInfo]
     bundle: dict[str, Any] = Field(description="the bundle's manifest (bundle.json)")

@@ -98,3 +98,61 @@ def test_no_model_exits_with_a_clear_message(
     assert needle in proc.stderr
     assert proc.stderr.strip().splitlines()[-1].startswith("error: cannot start")
     assert "Traceback" not in proc.stderr + proc.stdout
+
+
+def test_calibrated_threshold_tag_is_served_and_picked_up_on_reload(
+    serving_bundle: Path, tracking_uri: str, tmp_path: Path
+) -> None:
+    """`tierroute calibrate` tags the version; the service announces that threshold without a new bundle."""
+    import json
+
+    import mlflow
+
+    from pipelines.registry import TrainingRecord, log_and_register
+    from serving.model_source import RegistrySource
+
+    registered = log_and_register(
+        TrainingRecord(run_name="calibrated"), serving_bundle, alias="champion", tracking_uri=tracking_uri
+    )
+    client = mlflow.MlflowClient(tracking_uri=tracking_uri, registry_uri=tracking_uri)
+    cache = tmp_path / "serving-cache"
+    source = RegistrySource(URI, tracking_uri=tracking_uri, cache_dir=cache)
+    plain = source.resolve()
+    assert plain.routing is None
+
+    def tag(threshold: float) -> None:
+        value = {"score": "complexity", "strong_if_at_least": threshold, "objective": "target_share"}
+        client.set_model_version_tag(
+            "tierroute-classifier", str(registered.version), "routing_threshold", json.dumps(value)
+        )
+
+    tag(0.4)
+    first = source.resolve()
+    assert first.routing is not None and first.routing["strong_if_at_least"] == 0.4
+    assert first.fingerprint != plain.fingerprint  # the reload poller sees a new calibration
+
+    client.set_model_version_tag(
+        "tierroute-classifier", str(registered.version), "routing_threshold", "{oops"
+    )
+    assert source.resolve().routing is None  # a malformed tag is ignored, the bundle still serves
+
+    tag(0.4)
+    server = start_server(
+        URI, tmp_path / "srv", args=["--cache-dir", str(cache), "--tracking-uri", tracking_uri]
+    )
+    try:
+        body = httpx.post(f"{server.url}/v1/classify", json={"text": "hello"}).json()
+        assert body["model"]["routing"]["strong_if_at_least"] == 0.4
+        tag(0.7)
+        reload = httpx.post(f"{server.url}/admin/reload", timeout=60)
+        assert reload.status_code == 200, reload.text
+        body = httpx.post(f"{server.url}/v1/classify", json={"text": "hello"}).json()
+        assert body["model"]["routing"] == {
+            "score": "complexity",
+            "strong_if_at_least": 0.7,
+            "objective": "target_share",
+        }
+    finally:
+        server.stop()
+    pointer = json.loads((cache / "tierroute-classifier" / "last-good@champion.json").read_text())
+    assert pointer["routing"]["strong_if_at_least"] == 0.7  # an offline restart keeps the calibration

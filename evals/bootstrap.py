@@ -267,17 +267,9 @@ def paired_bootstrap_diff(
         deltas.append(
             fn(batched_confusion(codes_b, idx, n_classes)) - fn(batched_confusion(codes_a, idx, n_classes))
         )
-    d = np.concatenate(deltas)
     ref = float(fn(confusion_matrix(t, a, n_classes)))
     cur = float(fn(confusion_matrix(t, b, n_classes)))
-    return DiffResult(
-        metric=metric if class_index is None else f"f1[{class_index}]",
-        reference=ref,
-        current=cur,
-        delta=percentile_interval(cur - ref, d, confidence),
-        p_value=_two_sided_from_boot(d),
-        alternative="two-sided",
-    )
+    return _diff_result(metric, class_index, ref, cur, np.concatenate(deltas), confidence)
 
 
 def independent_bootstrap_diff(
@@ -311,15 +303,21 @@ def independent_bootstrap_diff(
             for i in _resample_chunks(ct.size, n_boot, rng)
         ]
     )
-    d = cur_s - ref_s
     ref = float(fn(confusion_matrix(rt, rp, n_classes)))
     cur = float(fn(confusion_matrix(ct, cp, n_classes)))
+    return _diff_result(metric, class_index, ref, cur, cur_s - ref_s, confidence)
+
+
+def _diff_result(
+    metric: str, class_index: int | None, ref: float, cur: float, deltas: np.ndarray, confidence: float
+) -> DiffResult:
+    """current - reference with the percentile interval and two-sided p-value of bootstrap `deltas`."""
     return DiffResult(
         metric=metric if class_index is None else f"f1[{class_index}]",
         reference=ref,
         current=cur,
-        delta=percentile_interval(cur - ref, d, confidence),
-        p_value=_two_sided_from_boot(d),
+        delta=percentile_interval(cur - ref, deltas, confidence),
+        p_value=_two_sided_from_boot(deltas),
         alternative="two-sided",
     )
 

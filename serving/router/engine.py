@@ -267,20 +267,10 @@ class Router:
         trace: list[Step] = []
         plan = self._explicit(req.route, trace)
         if plan is None:
-            start = 0
-            classifier_tried = False
-            while plan is None:
-                rule = self._first_match(f, start)
-                if rule is None:
-                    plan = self._default_plan(trace)
-                elif rule.target.classifier:
-                    start = rule.index + 1
-                    if classifier_tried:
-                        continue
-                    classifier_tried = True
-                    plan = self._classify_sync(f, rule, trace)
-                else:
-                    plan = self._rule_plan(rule, trace)
+            plan, rule = self._walk(f, trace)
+            if rule is not None:
+                plan = self._classify_sync(f, rule, trace) or self._walk(f, trace, rule.index + 1)[0]
+        assert plan is not None
         return self._finish(f, plan, trace, t0)
 
     async def adecide(self, request: RouteRequest | str | Sequence[Mapping[str, Any]]) -> Decision:
@@ -291,21 +281,28 @@ class Router:
         trace: list[Step] = []
         plan = self._explicit(req.route, trace)
         if plan is None:
-            start = 0
-            classifier_tried = False
-            while plan is None:
-                rule = self._first_match(f, start)
-                if rule is None:
-                    plan = self._default_plan(trace)
-                elif rule.target.classifier:
-                    start = rule.index + 1
-                    if classifier_tried:
-                        continue
-                    classifier_tried = True
-                    plan = await self._classify_async(f, rule, trace)
-                else:
-                    plan = self._rule_plan(rule, trace)
+            plan, rule = self._walk(f, trace)
+            if rule is not None:
+                plan = await self._classify_async(f, rule, trace) or self._walk(f, trace, rule.index + 1)[0]
+        assert plan is not None
         return self._finish(f, plan, trace, t0)
+
+    def _walk(
+        self, f: Features, trace: list[Step], start: int | None = None
+    ) -> tuple[_Plan | None, CompiledRule | None]:
+        """Policy rules in order: (plan, None) once a rule or the default decides, or (None, rule) at the
+        first classifier rule. With `start` (after that classifier failed) later classifier rules are
+        skipped, so the walk always ends in a plan; the classifier is consulted at most once."""
+        i = start or 0
+        while True:
+            rule = self._first_match(f, i)
+            if rule is None:
+                return self._default_plan(trace), None
+            if not rule.target.classifier:
+                return self._rule_plan(rule, trace), None
+            if start is None:
+                return None, rule
+            i = rule.index + 1
 
     def _features(self, req: RouteRequest) -> Features:
         f = extract(req, self._default_sla)

@@ -131,6 +131,29 @@ def complexity_from_tier_probs(probs: np.ndarray) -> np.ndarray:
     return (probs @ np.arange(k, dtype=np.float64)) / max(k - 1, 1)
 
 
+def open_tokenizer(bundle_dir: Path, spec: TruncationSpec) -> TextTokenizer:
+    """The bundle's tokenizer.json with `spec`; a BundleError naming the file if it will not load."""
+    try:
+        return TextTokenizer(bundle_dir / TOKENIZER_FILE, spec)
+    except Exception as exc:
+        raise BundleError(f"{bundle_dir / TOKENIZER_FILE}: cannot load tokenizer ({exc})") from exc
+
+
+def open_session(bundle_dir: Path, threads: int) -> Any:
+    """An onnxruntime session on the bundle's model.onnx; a BundleError naming the file if it fails."""
+    try:
+        return make_session(bundle_dir / MODEL_FILE, threads=threads)
+    except Exception as exc:
+        raise BundleError(f"{bundle_dir / MODEL_FILE}: onnxruntime cannot load it ({exc})") from exc
+
+
+def runs_per_item(manifest: dict[str, Any]) -> bool:
+    """True for non-fp32 (int8) encoders: they quantise activations per batch (DynamicQuantizeLinear),
+    so a text's embedding would depend on its batch-mates. Such bundles run one text per session call,
+    which is also how training embedded their texts."""
+    return str(manifest.get("encoder", {}).get("precision", "fp32")) != "fp32"
+
+
 class Bundle:
     """A loaded, verified classifier bundle backed by one onnxruntime session."""
 
@@ -146,23 +169,14 @@ class Bundle:
             raise BundleError(f"{path}: malformed manifest ({exc})") from exc
         if not self.heads:
             raise BundleError(f"{path}: the manifest declares no heads")
-        try:
-            self.tokenizer = TextTokenizer(self.path / TOKENIZER_FILE, self.spec)
-        except Exception as exc:
-            raise BundleError(f"{path / TOKENIZER_FILE}: cannot load tokenizer ({exc})") from exc
-        try:
-            self.session = make_session(self.path / MODEL_FILE, threads=threads)
-        except Exception as exc:
-            raise BundleError(f"{path / MODEL_FILE}: onnxruntime cannot load it ({exc})") from exc
+        self.tokenizer = open_tokenizer(self.path, self.spec)
+        self.session = open_session(self.path, threads)
         outputs = {o.name for o in self.session.get_outputs()}
         wanted = {h.output for h in self.heads} | {"embedding"}
         if not wanted <= outputs:
             raise BundleError(f"{path}: graph lacks outputs {sorted(wanted - outputs)}")
         self._output_names = ["embedding", *[h.output for h in self.heads]]
-        # int8 encoders quantise activations per batch (DynamicQuantizeLinear): a text's embedding
-        # would depend on its batch-mates, so such bundles run one text per session call, which is
-        # also how training embedded their texts.
-        self.per_item = str(manifest.get("encoder", {}).get("precision", "fp32")) != "fp32"
+        self.per_item = runs_per_item(manifest)
 
     @classmethod
     def load(cls, path: Path, threads: int = 1) -> Bundle:
@@ -186,15 +200,15 @@ class Bundle:
                 token_counts=np.zeros(0, np.int64),
                 truncated=np.zeros(0, bool),
             )
-        batch = self.tokenizer.encode_batch(texts)
         if self.per_item and len(texts) > 1:
             parts = [self.predict_arrays([t]) for t in texts]
             return BundleOutput(
                 probs={h.name: np.concatenate([o.probs[h.name] for o in parts]) for h in self.heads},
                 embedding=np.concatenate([o.embedding for o in parts]),
-                token_counts=batch.token_counts,
-                truncated=batch.truncated,
+                token_counts=np.concatenate([o.token_counts for o in parts]),
+                truncated=np.concatenate([o.truncated for o in parts]),
             )
+        batch = self.tokenizer.encode_batch(texts)
         values = self.session.run(self._output_names, batch.feeds())
         probs = {h.name: np.asarray(v) for h, v in zip(self.heads, values[1:], strict=True)}
         return BundleOutput(

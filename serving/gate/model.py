@@ -31,11 +31,10 @@ from typing import Any, Literal
 
 import numpy as np
 
-from serving.bundle import MODEL_FILE, TOKENIZER_FILE, BundleError, read_manifest
+from serving.bundle import BundleError, open_session, open_tokenizer, read_manifest, runs_per_item
 from serving.gate.checks import InvalidSchemaError, check_response
 from serving.gate.signals import SIGNAL_NAMES, SIGNALS_VERSION, signals_batch
-from serving.onnx_session import make_session
-from serving.textprep import TextTokenizer, TruncationSpec
+from serving.textprep import TruncationSpec
 
 GATE_KIND = "gate"
 INPUT_SIDES: tuple[str, str] = ("prompt", "response")
@@ -146,22 +145,16 @@ class GateModel:
         self.acceptable_output = heads[ACCEPTABLE_HEAD][1]
         self.reason_labels: tuple[str, ...] | None = heads[REASON_HEAD][0] if REASON_HEAD in heads else None
         self.reason_output = heads[REASON_HEAD][1] if REASON_HEAD in heads else None
-        try:
-            self.prompt_tokenizer = TextTokenizer(self.path / TOKENIZER_FILE, self.prompt_spec)
-            self.response_tokenizer = TextTokenizer(self.path / TOKENIZER_FILE, self.response_spec)
-        except Exception as exc:
-            raise BundleError(f"{path / TOKENIZER_FILE}: cannot load tokenizer ({exc})") from exc
-        try:
-            self.session = make_session(self.path / MODEL_FILE, threads=threads)
-        except Exception as exc:
-            raise BundleError(f"{path / MODEL_FILE}: onnxruntime cannot load it ({exc})") from exc
+        self.prompt_tokenizer = open_tokenizer(self.path, self.prompt_spec)
+        self.response_tokenizer = open_tokenizer(self.path, self.response_spec)
+        self.session = open_session(self.path, threads)
         names = {o.name for o in self.session.get_outputs()}
         self._outputs = [self.acceptable_output, "prompt_embedding", "response_embedding"]
         if self.reason_output is not None:
             self._outputs.append(self.reason_output)
         if not set(self._outputs) <= names:
             raise BundleError(f"{path}: graph lacks outputs {sorted(set(self._outputs) - names)}")
-        self.per_item = str(manifest.get("encoder", {}).get("precision", "fp32")) != "fp32"
+        self.per_item = runs_per_item(manifest)
         self.ref: dict[str, str | None] = {"name": str(manifest["name"]), "version": None, "alias": None}
 
     @classmethod

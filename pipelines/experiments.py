@@ -101,10 +101,10 @@ def served_macro_f1(bundle: Any, test: Any, heads: tuple[str, ...]) -> dict[str,
     from sklearn.metrics import f1_score
     from tqdm import tqdm
 
+    labels = {spec.name: spec.labels for spec in bundle.heads}
     preds: dict[str, list[str]] = {h: [] for h in heads}
     for text in tqdm(test["text"].tolist(), desc="served (batch 1)", leave=False):
         out = bundle.predict_arrays([text])
         for h in heads:
-            labels = next(spec.labels for spec in bundle.heads if spec.name == h)
-            preds[h].append(labels[int(out.probs[h][0].argmax())])
+            preds[h].append(labels[h][int(out.probs[h][0].argmax())])
     return {h: float(f1_score(test[h].tolist(), preds[h], average="macro")) for h in heads}

@@ -49,10 +49,10 @@ class LoadedModel:
     @cached_property
     def _ref(self) -> dict[str, Any]:
         out: dict[str, Any] = dict(self.resolved.ref())
-        routing = RoutingThreshold.from_manifest(
-            {"thresholds": {"routing": self.resolved.routing}}
+        routing = (
+            RoutingThreshold.parse(self.resolved.routing)
             if self.resolved.routing is not None
-            else self.bundle.manifest
+            else RoutingThreshold.from_manifest(self.bundle.manifest)
         )
         if routing is not None:
             out["routing"] = routing.model_dump(exclude_none=True)

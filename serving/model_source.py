@@ -35,6 +35,7 @@ from pathlib import Path
 from typing import Any, Literal, Protocol
 
 from serving.bundle import MANIFEST, BundleError, read_manifest
+from serving.schemas import RoutingThreshold
 
 log = logging.getLogger("tierroute.serving")
 
@@ -303,11 +304,12 @@ def routing_from_tags(tags: dict[str, str]) -> dict[str, Any] | None:
         return None
     try:
         routing = json.loads(raw)
-        float(routing["strong_if_at_least"])
-    except (ValueError, TypeError, KeyError) as exc:
-        log.warning("ignoring malformed routing_threshold tag %r: %s", raw[:200], exc)
+    except ValueError:
+        routing = None
+    if not isinstance(routing, dict) or RoutingThreshold.parse(routing) is None:
+        log.warning("ignoring malformed routing_threshold tag %r", raw[:200])
         return None
-    return routing if isinstance(routing, dict) else None
+    return routing
 
 
 def with_routing(fingerprint: str, routing: dict[str, Any] | None) -> str:

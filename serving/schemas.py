@@ -60,17 +60,27 @@ class RoutingThreshold(BaseModel):
         return 1.0 - value if negate else value
 
     @classmethod
-    def from_manifest(cls, manifest: Mapping[str, Any]) -> RoutingThreshold | None:
-        """`thresholds.routing` of a bundle.json, or None when the bundle was never calibrated."""
-        raw = (manifest.get("thresholds") or {}).get("routing")
-        if not isinstance(raw, Mapping) or "strong_if_at_least" not in raw:
+    def parse(cls, raw: Any) -> RoutingThreshold | None:
+        """A threshold from what `tierroute calibrate` stores (bundle `thresholds.routing` or the
+        version tag's JSON), or None when it is absent or has no usable `strong_if_at_least`."""
+        if not isinstance(raw, Mapping):
             return None
+        try:
+            threshold = float(raw["strong_if_at_least"])
+        except (KeyError, TypeError, ValueError):
+            return None
+        target = raw.get("target")
         return cls(
             score=str(raw.get("score", "complexity")),
-            strong_if_at_least=float(raw["strong_if_at_least"]),
+            strong_if_at_least=threshold,
             objective=raw.get("objective"),
-            target=raw.get("target"),
+            target=target if isinstance(target, int | float) else None,
         )
+
+    @classmethod
+    def from_manifest(cls, manifest: Mapping[str, Any]) -> RoutingThreshold | None:
+        """`thresholds.routing` of a bundle.json, or None when the bundle was never calibrated."""
+        return cls.parse((manifest.get("thresholds") or {}).get("routing"))
 
 
 class ModelRef(BaseModel):

@@ -10,11 +10,12 @@ from serving.router.decision import (
     AllProvidersFailed,
     BudgetExceeded,
     Decision,
+    InvalidRequest,
     NoEligibleModel,
     RouterError,
     UnknownRoute,
 )
-from serving.router.engine import InvalidRequest, Router, answered_by, decision_of
+from serving.router.engine import Router, answered_by, decision_of
 from serving.router.policy import Policy, PolicyError, load_policy
 from serving.router.request import RouteRequest
 

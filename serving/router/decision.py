@@ -205,6 +205,11 @@ class UnknownRoute(RouterError):
     """The caller asked for a route name the policy does not define."""
 
 
+class InvalidRequest(RouterError):
+    """The request itself is wrong: a field of the wrong type, a transport field a caller may not set,
+    something the policy does not have (an SLA class, ...)."""
+
+
 class NoEligibleModel(RouterError):
     """No model satisfies the request's capabilities, context length and SLA."""
 

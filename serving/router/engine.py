@@ -65,6 +65,7 @@ from serving.router.decision import (
     ExecutionFailed,
     ExplicitRoute,
     GateChecked,
+    InvalidRequest,
     ModelFiltered,
     NoEligibleModel,
     RouterError,
@@ -74,17 +75,13 @@ from serving.router.decision import (
 )
 from serving.router.litellm_config import server_error_chain
 from serving.router.policy import AUTO_ROUTE, TIERS, Policy, Target, load_policy
-from serving.router.request import Features, RouteRequest, extract
+from serving.router.request import TRANSPORT_FIELDS, Features, RouteRequest, extract
 from serving.router.rules import CompiledRule, compile_rules
 
 log = logging.getLogger("tierroute.router")
 
 TIER_INDEX = {t: i for i, t in enumerate(TIERS)}
 DECISION_KEY = "tierroute_decision"
-
-
-class InvalidRequest(RouterError):
-    """The request names something the policy does not have (an SLA class, ...)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -129,7 +126,11 @@ class Router:
         ledger: BudgetLedger | str | Path | None = None,
         learned_gate: LearnedGateFn | None = None,
         litellm_router: Any | None = None,
+        log_texts: bool | None = None,
     ) -> None:
+        """`log_texts`: allow request text in logs (LiteLLM's debug output); None reads the service's
+        opt-in, `TIERROUTE_LOG_TEXTS`. Off, no log level shows message content."""
+        self._log_texts = log_texts
         self.policy = policy if isinstance(policy, Policy) else load_policy(policy)
         p = self.policy
         self._rules: tuple[CompiledRule, ...] = compile_rules(p.rules)
@@ -241,7 +242,7 @@ class Router:
                 if self._executor is None:
                     from serving.router.execute import Executor
 
-                    self._executor = Executor(self.policy, self._litellm_router)
+                    self._executor = Executor(self.policy, self._litellm_router, log_texts=self._log_texts)
         return self._executor
 
     def warm(self) -> Router:
@@ -636,7 +637,10 @@ class Router:
     def complete(self, messages: Sequence[Mapping[str, Any]], **kw: Any) -> Any:
         """Decide, then call through LiteLLM's Router; returns the LiteLLM response, decision attached.
 
-        Routing keywords: route, metadata, use_case, sla, critical. Everything else goes to LiteLLM.
+        Routing keywords: route, metadata, use_case, sla, critical. Everything else goes to LiteLLM,
+        except the transport fields (`request.TRANSPORT_FIELDS`: api_base, api_key, headers,
+        timeout, mock_response, fallbacks, ...), which raise `InvalidRequest`: only the policy
+        says where a call goes and with which credentials.
         """
         req, litellm_kw = _split_kwargs(messages, kw)
         decision = self.decide(req)
@@ -679,7 +683,10 @@ class Router:
             result = await ex.acall(model, msgs, fb, **kw)
         except RouterError as err:
             raise self._failed(d, model, err) from err
-        return self._record(d, result)
+        if self.ledger is None:
+            return self._record(d, result)
+        # the ledger fsyncs its journal (and may meet a locked SQLite file): never on the event loop
+        return await asyncio.to_thread(self._record, d, result)
 
     def _failed(self, d: Decision, model: str, err: RouterError) -> RouterError:
         d.trace.append(ExecutionFailed(model, type(err.__cause__ or err).__name__, str(err)))
@@ -850,6 +857,12 @@ def _split_kwargs(
     messages: Sequence[Mapping[str, Any]], kw: dict[str, Any]
 ) -> tuple[RouteRequest, dict[str, Any]]:
     kw = dict(kw)
+    refused = sorted(TRANSPORT_FIELDS.intersection(kw))
+    if refused:
+        raise InvalidRequest(
+            f"{', '.join(refused)}: not accepted per call; endpoints, credentials, headers, timeouts, "
+            "retries and fallbacks come from the policy"
+        )
     metadata = kw.pop("metadata", None) or {}
     routing = {k: kw.pop(k) for k in _ROUTING_KW if kw.get(k) is not None}
     for k in _ROUTING_KW:
@@ -857,7 +870,6 @@ def _split_kwargs(
     if routing.get("route") == AUTO_ROUTE:
         routing.pop("route")
     kw.pop("model", None)
-    kw.pop("fallbacks", None)
     return RouteRequest.from_messages(messages, metadata, **routing), kw
 
 

@@ -5,15 +5,30 @@ decision's fallbacks, work out which policy model actually answered (from the de
 what it cost, and read LiteLLM's cooldown state for the decision path. Nothing here retries or
 falls back by itself: that is LiteLLM's job, configured from the policy.
 
+Errors that survive LiteLLM's fallbacks become one of four typed errors whose message is written
+here, complete and free of secrets, paths and tracebacks (LiteLLM's own text goes to the log once,
+its first line only):
+- `ProviderRejected` (HTTP 400 / 413 / 422 upstream): the request's content or parameters; the
+  client's to fix, another provider would refuse it too;
+- `ProviderMisconfigured` (credentials missing or refused: 401 / 403, LiteLLM's "missing API key";
+  a model the provider does not know: 404): the operator's to fix, never blamed on the client;
+- `ProvidersRateLimited` (429 after every fallback) and `AllProvidersFailed` (5xx, timeouts,
+  connection errors): an outage.
+
+Logging: LiteLLM's loggers are detached from LiteLLM's own stream handler (records reach the
+service's handlers once instead of twice) and, unless request text logging is opted in
+(`TIERROUTE_LOG_TEXTS`), held at WARNING, as is the OpenAI SDK's debug logger: at debug level both
+print whole request bodies, messages included.
+
 Trade-offs: `import litellm` takes ~3 s, so the executor is built on first use (or by
-`Router.warm()` at service start), never for `decide()` alone. Provider errors a different
-provider would not fix (400 / 401 / 403 / 404 / 422) become `ProviderRejected`; everything else
-that survives LiteLLM's fallbacks becomes `AllProvidersFailed`. Both carry the decision's trace.
+`Router.warm()` at service start), never for `decide()` alone.
 """
 
 from __future__ import annotations
 
+import logging
 import os
+import re
 import time
 from dataclasses import dataclass
 from typing import Any
@@ -23,15 +38,36 @@ from serving.router.budget import cost_of_response, usage_of
 from serving.router.decision import AllProvidersFailed, RouterError
 from serving.router.litellm_config import model_of_deployment, router_kwargs
 from serving.router.policy import Policy
+from serving.router.request import log_texts_enabled
 
 os.environ.setdefault("LITELLM_LOCAL_MODEL_COST_MAP", "True")
 
-CLIENT_ERRORS = (400, 401, 403, 404, 422)
+log = logging.getLogger("tierroute.router.execute")
+
+CLIENT_ERRORS = (400, 413, 422)
+CONFIG_ERRORS = (401, 403, 404)
 COOLDOWN_VIEW_TTL_S = 0.25
+LITELLM_LOGGERS = ("LiteLLM", "LiteLLM Router", "LiteLLM Proxy")
+BODY_LOGGERS = ("openai", "openai._base_client", "anthropic", "anthropic._base_client")
+_MISSING_KEY = re.compile(
+    r"missing (credentials|[\w ]*api[ _-]?key)|no api[ _-]?key"
+    r"|api[ _-]?key[\w ]* (is )?(not set|missing|required)",
+    re.IGNORECASE,
+)
 
 
 class ProviderRejected(RouterError):
-    """The provider refused the request itself (bad parameters, auth): another provider would too."""
+    """The provider refused the request's content as invalid (HTTP 400/413/422): the client's to fix."""
+
+
+class ProviderMisconfigured(RouterError):
+    """The server's provider set-up is wrong (credentials missing or refused, unknown model).
+
+    The operator's to fix, never the client's."""
+
+
+class ProvidersRateLimited(AllProvidersFailed):
+    """Every provider tried answered 429: retry later."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -46,10 +82,14 @@ class CallResult:
 
 
 class Executor:
-    def __init__(self, policy: Policy, litellm_router: Any | None = None) -> None:
+    def __init__(
+        self, policy: Policy, litellm_router: Any | None = None, *, log_texts: bool | None = None
+    ) -> None:
         import litellm
 
         litellm.suppress_debug_info = True
+        self.log_texts = log_texts_enabled() if log_texts is None else log_texts
+        configure_litellm_logging(self.log_texts)
         self.policy = policy
         if litellm_router is None:
             litellm_router = litellm.Router(**router_kwargs(policy))
@@ -122,7 +162,7 @@ class Executor:
                 model=model, messages=messages, fallbacks=fallbacks, **kw
             )
         except Exception as exc:
-            raise _wrap(model, fallbacks, exc) from exc
+            raise self._wrap(model, fallbacks, exc) from exc
         finally:
             self._cool_cache.clear()
         return self._result(model, response)
@@ -131,10 +171,103 @@ class Executor:
         try:
             response = self.router.completion(model=model, messages=messages, fallbacks=fallbacks, **kw)
         except Exception as exc:
-            raise _wrap(model, fallbacks, exc) from exc
+            raise self._wrap(model, fallbacks, exc) from exc
         finally:
             self._cool_cache.clear()
         return self._result(model, response)
+
+    def _wrap(self, model: str, fallbacks: list[str], exc: Exception) -> RouterError:
+        """A typed error with a complete, client-safe message; LiteLLM's detail is logged here, once."""
+        spec = self.policy.models.get(model)
+        provider = getattr(exc, "llm_provider", None) or (spec.provider if spec else None) or "unknown"
+        return classify_failure(model, fallbacks, exc, str(provider), log_texts=self.log_texts)
+
+
+def classify_failure(
+    model: str, fallbacks: list[str], exc: BaseException, provider: str, *, log_texts: bool = False
+) -> RouterError:
+    """Map what LiteLLM raised after its fallbacks to one of the router's errors (see the module doc)."""
+    status = getattr(exc, "status_code", None)
+    status = status if isinstance(status, int) else None
+    chain = " -> ".join([model, *fallbacks])
+    kind = type(exc).__name__
+    detail = _first_line(exc)
+    refused = "Authentication" in kind or "PermissionDenied" in kind or status in (401, 403)
+    if refused or (status not in CLIENT_ERRORS and _MISSING_KEY.search(detail)):
+        log.error(
+            "provider %s refused or lacks credentials for %s (%s, HTTP %s): %s",
+            provider,
+            chain,
+            kind,
+            status,
+            detail,
+        )
+        return ProviderMisconfigured(
+            f"the server has no valid credentials for provider {provider!r} (model {model!r}): "
+            "its API key is missing or was refused. This is a server configuration problem, "
+            "not a problem with the request; the operator must set that provider's API key."
+        )
+    if status == 404:
+        log.error(
+            "provider %s does not know the model of %s (%s, HTTP 404): %s", provider, chain, kind, detail
+        )
+        return ProviderMisconfigured(
+            f"provider {provider!r} does not know the model configured for {model!r} (HTTP 404). This is a "
+            "server configuration problem; the operator must fix the routing policy."
+        )
+    if status in CLIENT_ERRORS:
+        # a provider may quote the request back: its text is logged only with the text opt-in
+        log.warning(
+            "provider %s rejected the request to %s (%s, HTTP %s)%s",
+            provider,
+            model,
+            kind,
+            status,
+            f": {detail}" if log_texts else "",
+        )
+        return ProviderRejected(
+            f"provider {provider!r} rejected the request as invalid (HTTP {status}, model {model!r}); "
+            "check the request's parameters and message content."
+        )
+    log.warning(
+        "every provider failed for %s: %s (HTTP %s, provider %s): %s", chain, kind, status, provider, detail
+    )
+    if status == 429:
+        return ProvidersRateLimited(f"every provider is rate-limiting {chain} (HTTP 429); retry later.")
+    low = kind.lower()
+    if "timeout" in low:
+        what = "timed out"
+    elif "connection" in low:
+        what = "could not connect"
+    else:
+        what = f"HTTP {status}" if status is not None else "upstream error"
+    return AllProvidersFailed(f"every provider failed for {chain} (last error: {what}); retry later.")
+
+
+def configure_litellm_logging(log_texts: bool) -> None:
+    """One copy of each LiteLLM log record, and no request bodies in any log unless `log_texts`."""
+    try:
+        from litellm import _logging as litellm_logging
+
+        handler = getattr(litellm_logging, "handler", None)
+    except ImportError:  # pragma: no cover - LiteLLM moved it; levels below still apply
+        handler = None
+    for name in LITELLM_LOGGERS:
+        logger = logging.getLogger(name)
+        if handler is not None:
+            logger.removeHandler(handler)
+        if not log_texts:
+            logger.setLevel(logging.WARNING)
+    if not log_texts:
+        for name in BODY_LOGGERS:
+            logging.getLogger(name).setLevel(logging.INFO)
+
+
+def _first_line(exc: BaseException, limit: int = 600) -> str:
+    """LiteLLM's message, first line only (never its traceback), without the class-name prefixes."""
+    text = next((line.strip() for line in str(exc).splitlines() if line.strip()), "")
+    text = re.sub(r"^(litellm\.\w+:\s*)?(\w+Error:\s*)?", "", text)
+    return text if len(text) <= limit else text[: limit - 3] + "..."
 
 
 def router_kwargs_model_list(router: Any) -> list[dict[str, Any]]:
@@ -147,16 +280,3 @@ def router_kwargs_model_list(router: Any) -> list[dict[str, Any]]:
 def _override(policy: Policy, name: str) -> tuple[float, float] | None:
     price = policy.models[name].price
     return (price.input_per_mtok / 1e6, price.output_per_mtok / 1e6) if price is not None else None
-
-
-def _wrap(model: str, fallbacks: list[str], exc: Exception) -> RouterError:
-    status = getattr(exc, "status_code", None)
-    chain = " -> ".join([model, *fallbacks])
-    if isinstance(status, int) and status in CLIENT_ERRORS:
-        return ProviderRejected(f"{model} rejected the request (HTTP {status}): {_short(exc)}")
-    return AllProvidersFailed(f"every provider failed for {chain}: {type(exc).__name__}: {_short(exc)}")
-
-
-def _short(exc: Exception, limit: int = 300) -> str:
-    text = " ".join(str(exc).split())
-    return text if len(text) <= limit else text[: limit - 3] + "..."

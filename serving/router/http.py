@@ -2,37 +2,57 @@
 
 Job: let any OpenAI client use the router by changing its base URL. `model: "auto"` lets the
 policy decide; any other value must be a route name (a policy model, tier, cascade or rule id).
-Routing hints travel in the request's `metadata` (use_case, sla, critical, and flags such as
-requires_code_execution) or in `x-tierroute-*` headers. The response is the provider's
+Routing hints travel in the request's `metadata` (use_case, sla, critical, route, and flags such
+as requires_code_execution) or in `x-tierroute-*` headers. The response is the provider's
 chat.completion JSON; headers say who answered and why:
 `x-tierroute-model` (the model that produced the answer), `x-tierroute-decided-by`,
 `x-tierroute-reason`, `x-tierroute-rule`, `x-tierroute-cascade`, `x-tierroute-decide-us`.
 
+What a request may set is an allow-list (`chat_schema`): the OpenAI chat parameters the router
+supports, each bounded (n <= 4, max_tokens <= 32768, ...). Anything else is a 400 naming the
+field, and transport fields (api_base, api_key, headers, mock_response, timeout, fallbacks, ...)
+always are: where a call goes and with which credentials comes from the policy only.
+
+Errors use OpenAI's `{"error": {"message", "type", "code", "param"}}` shape plus the router's
+trace, with statuses a client can act on and messages that never carry provider text, secrets,
+server paths or tracebacks (the detail is logged once, server side):
+400 invalid request or provider_rejected (the provider refused the request's content), 402 budget
+exhausted, 404 unknown route, 413 body too large, 422 no model fits, 502 all_providers_failed or
+provider_misconfigured (the server's credentials or model set-up, not the request), 503 every
+provider rate-limiting, 500 anything unexpected (a stable code, details in the log).
+
 Trade-offs: streaming is refused (400): a cascade must see the whole stage-1 answer before it
-can decide, and failover mid-stream is LiteLLM's business we did not wire up. Errors use
-OpenAI's `{"error": {...}}` shape plus the router's trace, with statuses a client can act on:
-404 unknown route, 400 bad request, 402 budget exhausted, 422 no model fits, 502 every
-provider failed.
+can decide, and failover mid-stream is LiteLLM's business we did not wire up. A client that
+disconnects cancels its provider call (spend already incurred is still recorded).
 """
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
+import logging
 from typing import Any
 
 from fastapi import APIRouter, Request
 from fastapi.responses import JSONResponse
 
+from serving.router.chat_schema import LIMITS, ChatBodyError, openapi_schema, parse_chat_body
 from serving.router.decision import (
     AllProvidersFailed,
     BudgetExceeded,
+    ClassifierConsulted,
     Decision,
     Executed,
+    InvalidRequest,
     NoEligibleModel,
     RouterError,
+    Step,
     UnknownRoute,
 )
-from serving.router.engine import InvalidRequest, Router, decision_of
-from serving.router.execute import ProviderRejected
+from serving.router.engine import Router, decision_of
+from serving.router.execute import ProviderMisconfigured, ProviderRejected, ProvidersRateLimited
+
+log = logging.getLogger("tierroute.router.http")
 
 HEADER_PREFIX = "x-tierroute-"
 _STATUS: list[tuple[type[RouterError], int, str]] = [
@@ -41,15 +61,54 @@ _STATUS: list[tuple[type[RouterError], int, str]] = [
     (BudgetExceeded, 402, "budget_exhausted"),
     (NoEligibleModel, 422, "no_eligible_model"),
     (ProviderRejected, 400, "provider_rejected"),
+    (ProviderMisconfigured, 502, "provider_misconfigured"),
+    (ProvidersRateLimited, 503, "providers_rate_limited"),
     (AllProvidersFailed, 502, "all_providers_failed"),
 ]
+_CLASSIFIER_FAILURES = ("timeout", "unavailable", "bad_response")
+
+_ERROR_SCHEMA = {
+    "type": "object",
+    "properties": {
+        "error": {
+            "type": "object",
+            "properties": {
+                "message": {"type": "string"},
+                "type": {"type": "string"},
+                "code": {"type": "string"},
+                "param": {"type": ["string", "null"]},
+                "trace": {"type": "array", "items": {"type": "object"}},
+            },
+            "required": ["message", "type", "code"],
+        }
+    },
+    "required": ["error"],
+}
 
 
-def _error(status: int, code: str, message: str, trace: list[dict[str, Any]] | None = None) -> JSONResponse:
-    body: dict[str, Any] = {"error": {"message": message, "type": code, "code": code}}
+def _error(
+    status: int,
+    code: str,
+    message: str,
+    trace: list[dict[str, Any]] | None = None,
+    param: str | None = None,
+) -> JSONResponse:
+    body: dict[str, Any] = {"error": {"message": message, "type": code, "code": code, "param": param}}
     if trace is not None:
         body["error"]["trace"] = trace
     return JSONResponse(body, status_code=status)
+
+
+def public_trace(trace: list[Step]) -> list[dict[str, Any]]:
+    """The trace as a client sees it: a classifier failure's detail (which may name an internal
+    address or carry an exception's text) is reduced to its status."""
+    out = []
+    for step in trace:
+        d = step.to_dict()
+        if isinstance(step, ClassifierConsulted) and step.status in _CLASSIFIER_FAILURES:
+            d["detail"] = f"classifier {step.status}; rules decide"
+        out.append(d)
+    return out
 
 
 def decision_headers(decision: Decision) -> dict[str, str]:
@@ -74,43 +133,107 @@ def _header_safe(text: str, limit: int = 300) -> str:
     return clean[:limit]
 
 
+async def _read_body(request: Request, limit: int) -> bytes:
+    """The body, refused (413) as soon as it passes `limit` bytes rather than after reading it all."""
+    length = request.headers.get("content-length")
+    if length is not None and length.isdigit() and int(length) > limit:
+        raise ChatBodyError(413, f"request body larger than {limit} bytes")
+    chunks: list[bytes] = []
+    size = 0
+    async for chunk in request.stream():
+        size += len(chunk)
+        if size > limit:
+            raise ChatBodyError(413, f"request body larger than {limit} bytes")
+        chunks.append(chunk)
+    return b"".join(chunks)
+
+
+async def _client_gone(request: Request) -> None:
+    """Returns when the client disconnects (the body has been read: the next message is that)."""
+    while True:
+        message = await request.receive()
+        if message["type"] == "http.disconnect":
+            return
+
+
+class ClientGone(Exception):
+    """The client disconnected before the answer was ready; its provider call was cancelled."""
+
+
+async def _unless_disconnected(request: Request, work: Any) -> Any:
+    """Run `work`, cancelling it if the client goes away first (raises `ClientGone` then)."""
+    task = asyncio.ensure_future(work)
+    watcher = asyncio.ensure_future(_client_gone(request))
+    try:
+        done, _ = await asyncio.wait({task, watcher}, return_when=asyncio.FIRST_COMPLETED)
+        if task not in done:
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+            raise ClientGone
+        return task.result()
+    finally:
+        watcher.cancel()
+        if not task.done():
+            task.cancel()
+
+
 def build_chat_router(router: Router) -> APIRouter:
     """An APIRouter with `POST /v1/chat/completions` backed by `router.acomplete`."""
     api = APIRouter(tags=["router"])
+    responses: dict[int | str, dict[str, Any]] = {
+        status: {"description": desc, "content": {"application/json": {"schema": _ERROR_SCHEMA}}}
+        for status, desc in (
+            (400, "invalid request (unknown or forbidden field, out-of-bounds value) or provider_rejected"),
+            (402, "daily budget exhausted"),
+            (404, "unknown route (model)"),
+            (413, f"body larger than {LIMITS.max_body_bytes} bytes"),
+            (422, "no model can serve the request"),
+            (500, "unexpected server error (details in the server log)"),
+            (502, "all_providers_failed, or provider_misconfigured (server credentials/model set-up)"),
+            (503, "every provider is rate-limiting"),
+        )
+    }
 
-    @api.post("/v1/chat/completions", summary="OpenAI-compatible chat completion, routed by policy")
+    @api.post(
+        "/v1/chat/completions",
+        summary="OpenAI-compatible chat completion, routed by policy",
+        responses=responses,
+        openapi_extra={
+            "requestBody": {"required": True, "content": {"application/json": {"schema": openapi_schema()}}}
+        },
+    )
     async def chat_completions(request: Request) -> JSONResponse:
         try:
-            body = await request.json()
-        except ValueError:
-            return _error(400, "invalid_request_error", "body is not valid JSON")
-        if not isinstance(body, dict):
-            return _error(400, "invalid_request_error", "body must be a JSON object")
-        messages = body.pop("messages", None)
-        if not isinstance(messages, list) or not messages or not all(isinstance(m, dict) for m in messages):
-            return _error(
-                400, "invalid_request_error", "messages must be a non-empty list of message objects"
-            )
-        if body.pop("stream", False):
-            return _error(
-                400, "invalid_request_error", "stream=true is not supported by the tierroute router"
-            )
-        model = body.pop("model", "auto") or "auto"
-        metadata = body.pop("metadata", None) or {}
-        if not isinstance(metadata, dict):
-            return _error(400, "invalid_request_error", "metadata must be an object")
+            body = parse_chat_body(await _read_body(request, LIMITS.max_body_bytes))
+        except ChatBodyError as err:
+            return _error(err.status, "invalid_request_error", err.message, param=err.param)
+        metadata: dict[str, Any] = dict(body.metadata or {})
         for key in ("use_case", "sla", "critical"):
             value = request.headers.get(HEADER_PREFIX + key.replace("_", "-"))
             if value is not None:
                 metadata.setdefault(key, value)
-        body.pop("fallbacks", None)
         try:
-            response = await router.acomplete(messages, route=str(model), metadata=metadata, **body)
+            response = await _unless_disconnected(
+                request,
+                router.acomplete(
+                    body.message_dicts(), route=body.model or "auto", metadata=metadata, **body.llm_params()
+                ),
+            )
         except RouterError as err:
             for cls, status, code in _STATUS:
                 if isinstance(err, cls):
-                    return _error(status, code, str(err), [s.to_dict() for s in err.trace])
-            return _error(500, "router_error", str(err), [s.to_dict() for s in err.trace])
+                    return _error(status, code, str(err), public_trace(err.trace))
+            log.error("unmapped router error %s: %s", type(err).__name__, err)
+            return _error(
+                500, "router_error", "the router failed; see the server log", public_trace(err.trace)
+            )
+        except ClientGone:
+            log.info("client disconnected; its chat completion was cancelled")
+            return _error(499, "client_closed_request", "client closed the request")
+        except Exception as exc:  # a bug: a stable answer for the client, the traceback in the log once
+            log.error("chat completion failed: %s", type(exc).__name__, exc_info=exc)
+            return _error(500, "internal_error", "internal error; see the server log")
         decision = decision_of(response)
         payload = response.model_dump() if hasattr(response, "model_dump") else dict(response)
         headers = decision_headers(decision) if decision is not None else {}

@@ -12,16 +12,88 @@ Trade-offs:
   message, which is what a context window must hold.
 - Metadata values given as strings ("true", "3") are coerced to bool / int / float once here, so
   `--metadata requires_code_execution=true` on the CLI and `true` in JSON match the same rule.
+- The reserved routing keys are type-checked here (`InvalidRequest`, not a TypeError deep in the
+  decision): use_case / sla / route must be strings, critical a boolean (or "true"/"false").
+- `TRANSPORT_FIELDS` are LiteLLM keywords that say where and how a call is made (endpoint,
+  credentials, headers, provider, timeouts, retries, mock answers, fallbacks, callbacks). Only the
+  policy sets them: `Router.complete()` refuses them, and the HTTP endpoint refuses them by name.
 """
 
 from __future__ import annotations
 
+import os
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+from serving.router.decision import InvalidRequest
+
 Message = Mapping[str, Any]
 RESERVED_METADATA = ("use_case", "sla", "critical", "route")
+
+TRANSPORT_FIELDS: frozenset[str] = frozenset(
+    {
+        # where the call goes and as whom
+        "api_base",
+        "base_url",
+        "api_key",
+        "api_version",
+        "organization",
+        "custom_llm_provider",
+        "deployment_id",
+        "azure_ad_token",
+        "azure_ad_token_provider",
+        "aws_access_key_id",
+        "aws_secret_access_key",
+        "aws_session_token",
+        "aws_region_name",
+        "aws_profile_name",
+        "vertex_project",
+        "vertex_location",
+        "vertex_credentials",
+        "model_list",
+        "litellm_params",
+        "specific_deployment",
+        # what is sent besides the body we build
+        "headers",
+        "extra_headers",
+        "extra_body",
+        "extra_query",
+        # how long, how often, what instead
+        "timeout",
+        "request_timeout",
+        "stream_timeout",
+        "num_retries",
+        "max_retries",
+        "fallbacks",
+        "context_window_fallbacks",
+        "mock_response",
+        "mock_tool_calls",
+        "mock_timeout",
+        "mock_testing_fallbacks",
+        # pricing and LiteLLM internals
+        "input_cost_per_token",
+        "output_cost_per_token",
+        "litellm_metadata",
+        "litellm_logging_obj",
+        "litellm_call_id",
+        "logger_fn",
+        "callbacks",
+        "client",
+        "caching",
+        "cache",
+        "model_info",
+        "proxy_server_request",
+    }
+)
+
+LOG_TEXTS_ENV = "TIERROUTE_LOG_TEXTS"
+
+
+def log_texts_enabled() -> bool:
+    """The service's opt-in to request text in logs (`TIERROUTE_LOG_TEXTS`, the serve settings'
+    `log_texts`); off unless set to a true value."""
+    return os.environ.get(LOG_TEXTS_ENV, "").strip().lower() in ("1", "true", "yes", "on", "t", "y")
 
 
 @dataclass(slots=True)
@@ -50,15 +122,30 @@ class RouteRequest:
     def from_messages(
         cls, messages: Sequence[Message], metadata: Mapping[str, Any] | None = None, **kw: Any
     ) -> RouteRequest:
-        """Reserved metadata keys (use_case, sla, critical, route) become fields; explicit kwargs win."""
-        meta = {k: coerce(v) for k, v in (metadata or {}).items()}
+        """Reserved metadata keys (use_case, sla, critical, route) become fields; explicit kwargs win.
+
+        Raises `InvalidRequest` when a reserved key has the wrong type or a message is not an object.
+        """
+        if not isinstance(metadata, Mapping | None):
+            raise InvalidRequest("metadata must be an object")
+        meta = {str(k): coerce(v) for k, v in (metadata or {}).items()}
         for key in RESERVED_METADATA:
             if key in meta and key not in kw:
                 kw[key] = meta.pop(key)
             else:
                 meta.pop(key, None)
+        for key in ("use_case", "sla", "route"):
+            if kw.get(key) is not None and not isinstance(kw[key], str):
+                raise InvalidRequest(f"{key} must be a string, got {type(kw[key]).__name__}")
         if "critical" in kw:
-            kw["critical"] = bool(coerce(kw["critical"]))
+            critical = coerce(kw["critical"])
+            if not isinstance(critical, bool | int | None) or (
+                isinstance(critical, int) and critical not in (0, 1)
+            ):
+                raise InvalidRequest("critical must be true or false")
+            kw["critical"] = bool(critical)
+        if not all(isinstance(m, Mapping) for m in messages):
+            raise InvalidRequest("every message must be an object")
         return cls(messages=[dict(m) for m in messages], metadata=meta, **kw)
 
 

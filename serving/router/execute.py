@@ -17,8 +17,7 @@ its first line only):
 
 Logging: LiteLLM's loggers are detached from LiteLLM's own stream handler (records reach the
 service's handlers once instead of twice) and, unless request text logging is opted in
-(`TIERROUTE_LOG_TEXTS`), held at WARNING, as is the OpenAI SDK's debug logger: at debug level both
-print whole request bodies, messages included.
+(`TIERROUTE_LOG_TEXTS`), kept from printing request bodies (see `configure_litellm_logging`).
 
 Trade-offs: `import litellm` takes ~3 s, so the executor is built on first use (or by
 `Router.warm()` at service start), never for `decide()` alone.
@@ -48,7 +47,13 @@ CLIENT_ERRORS = (400, 413, 422)
 CONFIG_ERRORS = (401, 403, 404)
 COOLDOWN_VIEW_TTL_S = 0.25
 LITELLM_LOGGERS = ("LiteLLM", "LiteLLM Router", "LiteLLM Proxy")
-BODY_LOGGERS = ("openai", "openai._base_client", "anthropic", "anthropic._base_client")
+QUIET_LEVELS = {
+    "LiteLLM": logging.WARNING,
+    "LiteLLM Proxy": logging.WARNING,
+    "LiteLLM Router": logging.CRITICAL,
+    "openai": logging.INFO,
+    "anthropic": logging.INFO,
+}
 _MISSING_KEY = re.compile(
     r"missing (credentials|[\w ]*api[ _-]?key)|no api[ _-]?key"
     r"|api[ _-]?key[\w ]* (is )?(not set|missing|required)",
@@ -245,22 +250,27 @@ def classify_failure(
 
 
 def configure_litellm_logging(log_texts: bool) -> None:
-    """One copy of each LiteLLM log record, and no request bodies in any log unless `log_texts`."""
+    """One copy of each LiteLLM log record, and no request text in any log unless `log_texts`.
+
+    Without the opt-in: LiteLLM's main logger at WARNING (its DEBUG/INFO records print whole request
+    bodies), its Router logger at CRITICAL (it logs every failed call as a multi-line ERROR block,
+    once per fallback, with the provider's message, which may quote the request: `classify_failure`
+    logs each failure once instead), and the provider SDKs' request dumps at INFO.
+    """
     try:
         from litellm import _logging as litellm_logging
 
         handler = getattr(litellm_logging, "handler", None)
-    except ImportError:  # pragma: no cover - LiteLLM moved it; levels below still apply
+    except ImportError:  # pragma: no cover - LiteLLM moved it; the levels below still apply
         handler = None
     for name in LITELLM_LOGGERS:
         logger = logging.getLogger(name)
         if handler is not None:
-            logger.removeHandler(handler)
-        if not log_texts:
-            logger.setLevel(logging.WARNING)
-    if not log_texts:
-        for name in BODY_LOGGERS:
-            logging.getLogger(name).setLevel(logging.INFO)
+            logger.removeHandler(handler)  # records reach the service's handlers only: printed once
+    if log_texts:
+        return
+    for name, level in QUIET_LEVELS.items():
+        logging.getLogger(name).setLevel(level)
 
 
 def _first_line(exc: BaseException, limit: int = 600) -> str:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import multiprocessing
 import sqlite3
 import time
@@ -95,3 +96,75 @@ def test_cost_from_real_usage_with_litellm() -> None:
         response, litellm_model="openai/gpt-4o-mini", cost_map_key="gpt-4o-mini", price_override=(1e-6, 2e-6)
     )
     assert overridden == pytest.approx(1.0 + 2.0)
+
+
+def _spend_rows(path: Path) -> list[tuple[str, str, float]]:
+    with sqlite3.connect(path) as conn:
+        return [
+            (str(r), str(m), float(c)) for r, m, c in conn.execute("SELECT rid, model, cost_usd FROM spend")
+        ]
+
+
+def test_locked_database_keeps_records_in_the_journal_until_it_can_write(tmp_path: Path) -> None:
+    path = tmp_path / "l.sqlite"
+    ledger = BudgetLedger(path, refresh_seconds=0)
+    lock = sqlite3.connect(path, isolation_level=None)
+    lock.execute("BEGIN EXCLUSIVE")  # another writer holds the file
+    try:
+        ledger.record("m", 0.5)  # returns: the record is safe in the journal
+        assert ledger.pending == 1
+        assert ledger.spent_today() == pytest.approx(0.5)  # counted from memory meanwhile
+        assert _spend_rows(path) == []
+        assert b'"cost_usd":0.5' in ledger.journal_path.read_bytes()
+    finally:
+        lock.execute("ROLLBACK")
+        lock.close()
+    assert ledger.flush(timeout=30)
+    assert [(m, c) for _, m, c in _spend_rows(path)] == [("m", 0.5)]
+    assert ledger.spent_today(fresh=True) == pytest.approx(0.5)  # not counted twice
+    ledger.close()
+    assert not ledger.journal_path.exists()
+
+
+def test_a_dead_process_journal_is_replayed_once(tmp_path: Path) -> None:
+    path = tmp_path / "l.sqlite"
+    first = BudgetLedger(path)
+    first.record("m", 1.0)  # written to SQLite and still in the journal (truncated only when large)
+    journal = first.journal_path.read_bytes()
+    first.close()
+    # a process killed with two records journaled, one of which had reached SQLite
+    pending = path.with_name(path.name + ".pending")
+    line = json.dumps({**json.loads(journal), "rid": "other", "cost_usd": 2.0}).encode()
+    (pending / "12345-deadbeef.jsonl").write_bytes(journal + line + b"\n" + b'{"rid": "torn')
+    second = BudgetLedger(path, refresh_seconds=0)
+    assert sorted(c for _, _, c in _spend_rows(path)) == [1.0, 2.0]
+    assert second.spent_today() == pytest.approx(3.0)
+    assert not (pending / "12345-deadbeef.jsonl").exists()
+    second.close()
+
+
+def test_a_live_process_journal_is_left_alone(tmp_path: Path) -> None:
+    path = tmp_path / "l.sqlite"
+    alive = BudgetLedger(path)
+    other = BudgetLedger(path)
+    assert alive.journal_path.exists() and other.replay_orphans() == 0
+    assert alive.journal_path.exists()
+    alive.close()
+    other.close()
+
+
+def test_a_ledger_made_before_record_ids_is_upgraded(tmp_path: Path) -> None:
+    path = tmp_path / "old.sqlite"
+    with sqlite3.connect(path) as conn:
+        conn.execute(
+            "CREATE TABLE spend (id INTEGER PRIMARY KEY AUTOINCREMENT, ts REAL NOT NULL, day TEXT NOT NULL,"
+            " model TEXT NOT NULL, route TEXT, cost_usd REAL NOT NULL,"
+            " prompt_tokens INTEGER NOT NULL DEFAULT 0, completion_tokens INTEGER NOT NULL DEFAULT 0)"
+        )
+        conn.execute(
+            "INSERT INTO spend (ts, day, model, cost_usd) VALUES (?, ?, 'm', 0.25)", (time.time(), utc_day())
+        )
+    ledger = BudgetLedger(path)
+    ledger.record("m", 0.25)
+    assert ledger.spent_today(fresh=True) == pytest.approx(0.5)
+    ledger.close()

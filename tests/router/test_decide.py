@@ -205,6 +205,17 @@ def test_unknown_sla_class_is_rejected(make_policy: MakePolicy) -> None:
         Router(make_policy()).decide(RouteRequest.from_text("hi", sla="whenever"))
 
 
+@pytest.mark.parametrize(
+    "metadata",
+    [{"sla": ["x"]}, {"use_case": {"a": 1}}, {"route": ["gpt"]}, {"critical": [True]}, {"critical": "maybe"}],
+)
+def test_routing_hints_of_the_wrong_type_are_invalid_requests(
+    make_policy: MakePolicy, metadata: dict[str, Any]
+) -> None:
+    with pytest.raises(InvalidRequest, match="must be"):
+        Router(make_policy()).decide(RouteRequest.from_text("hi", metadata=metadata))
+
+
 def test_critical_only_models(make_policy: MakePolicy) -> None:
     router = Router(make_policy())
     d = router.decide(RouteRequest.from_text("hi", route="vip"))

@@ -8,9 +8,9 @@ from typing import Any
 
 import pytest
 
-from serving.router import AllProvidersFailed, Router, answered_by, decision_of
+from serving.router import AllProvidersFailed, InvalidRequest, Router, answered_by, decision_of
 from serving.router.decision import CooldownApplied, Executed, ExecutionFailed
-from serving.router.execute import ProviderRejected
+from serving.router.execute import ProviderMisconfigured, ProviderRejected
 from serving.router.policy import Policy
 from tests.router.fake_provider import FakeProvider, Step
 
@@ -112,3 +112,37 @@ def test_provider_rejection_is_not_failover(make_policy: MakePolicy, provider: F
     with pytest.raises(ProviderRejected, match="HTTP 400") as info:
         router.complete(_msgs(), metadata=CODE)
     assert info.value.trace[-1].to_dict()["step"] == "failed"
+
+
+@pytest.mark.parametrize(
+    "kw",
+    [
+        {"api_base": "http://127.0.0.1:9"},
+        {"api_key": "sk-other"},
+        {"mock_response": "free answer"},
+        {"fallbacks": ["gpt"]},
+        {"extra_headers": {"x": "y"}},
+        {"timeout": 0.001},
+    ],
+)
+def test_transport_keywords_are_refused(
+    make_policy: MakePolicy, provider: FakeProvider, kw: dict[str, Any]
+) -> None:
+    with pytest.raises(InvalidRequest, match=next(iter(kw))):
+        Router(make_policy()).complete(_msgs(), metadata=CODE, **kw)
+    assert provider.calls == []
+
+
+@pytest.mark.parametrize("status", [401, 403, 404])
+def test_provider_auth_and_config_failures_are_the_servers(
+    make_policy: MakePolicy, provider: FakeProvider, status: int
+) -> None:
+    for prov, model in (
+        ("anthropic", "claude-sonnet"),
+        ("bedrock", "claude-sonnet"),
+        ("openai", "gpt-equivalent"),
+    ):
+        provider.set_default(prov, model, Step(kind="error", status=status))
+    with pytest.raises(ProviderMisconfigured, match="server configuration problem") as info:
+        Router(make_policy()).complete(_msgs(), metadata=CODE)
+    assert "fake" not in str(info.value)  # the provider's own text stays in the log

@@ -319,6 +319,23 @@ def test_bounds(server: ChatServer, extra: dict[str, Any], param: str) -> None:
     assert r.json()["error"]["param"].split(".")[0] == param
 
 
+def test_a_client_that_leaves_cancels_its_provider_call(server: ChatServer, provider: FakeProvider) -> None:
+    provider.set_default("openai", "cheap-model", Step(kind="slow", delay_s=5.0))
+    rows = len(_rows(server.ledger))
+    with pytest.raises(httpx.TimeoutException):
+        httpx.post(
+            server.url + "/v1/chat/completions",
+            json={"model": "cheap", "messages": HI},
+            timeout=httpx.Timeout(1.0),
+        )
+    for _ in range(100):
+        if "client disconnected" in server.log():
+            break
+        time.sleep(0.1)
+    assert "client disconnected; its chat completion was cancelled" in server.log()
+    assert len(_rows(server.ledger)) == rows  # no answer, no spend
+
+
 # -- D5: bad input is a 4xx, never a 5xx --------------------------------------------------------
 
 

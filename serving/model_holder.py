@@ -21,6 +21,7 @@ from dataclasses import dataclass, field
 from functools import cached_property
 from typing import Any, Literal
 
+from serving.batcher import CancelToken
 from serving.bundle import TIER_HEAD, Bundle, BundleError, Prediction
 from serving.model_source import ModelSource, ModelSourceError, ResolvedModel
 from serving.schemas import RoutingThreshold
@@ -104,10 +105,11 @@ class ModelHolder:
             raise ModelLoadError("no model loaded")
         return model
 
-    def predict(self, texts: Sequence[str]) -> tuple[LoadedModel, list[Prediction]]:
-        """Run `texts` on the model current at call time; returns that model with the results."""
+    def predict(self, texts: Sequence[str], cancel: CancelToken | None = None) -> tuple[LoadedModel, list[Prediction]]:
+        """Run `texts` on the model current at call time; returns that model with the results.
+        `cancel` aborts the call when nobody waits for it (see `serving.batcher`)."""
         model = self.require()
-        return model, model.bundle.predict(texts)
+        return model, model.bundle.predict(texts, cancel)
 
     def set_callbacks(
         self,

@@ -69,7 +69,7 @@ def test_max_batch_is_respected_and_a_big_request_runs_alone() -> None:
     assert all(n <= 4 for n in model.calls if n != 10)
 
 
-def test_a_failing_batch_fails_its_requests_only() -> None:
+def test_a_failing_request_never_fails_its_batch_neighbours() -> None:
     model = FakeModel(fail_on="boom")
 
     async def main() -> None:
@@ -80,11 +80,13 @@ def test_a_failing_batch_fails_its_requests_only() -> None:
         good_same_batch = engine.run(["fine"])
         results = await asyncio.gather(first, bad, good_same_batch, return_exceptions=True)
         assert results[0] == ("v1", ["WARM-UP"])
-        assert isinstance(results[1], RuntimeError) and isinstance(results[2], RuntimeError)
+        assert isinstance(results[1], RuntimeError)
+        assert results[2] == ("v1", ["FINE"])  # merged with the bad one, answered all the same
         assert await engine.run(["later"]) == ("v1", ["LATER"])
         engine.close()
 
     run(main())
+    assert model.calls == [1, 2, 1, 1, 1]  # warm-up, the merged call, each request alone, "later"
 
 
 def test_wait_ms_holds_a_lone_request_to_merge_the_next() -> None:

@@ -96,14 +96,14 @@ def read_manifest(path: Path, *, verify_files: bool = True) -> dict[str, Any]:
         raise BundleError(f"{manifest_path}: not valid JSON ({exc})") from exc
     if not isinstance(manifest, dict):
         raise BundleError(f"{manifest_path}: expected a JSON object")
-    missing = [k for k in REQUIRED_KEYS if k not in manifest]
-    if missing:
-        raise BundleError(f"{manifest_path}: missing keys {missing}")
-    if manifest["schema_version"] != BUNDLE_SCHEMA_VERSION:
+    if "schema_version" in manifest and manifest["schema_version"] != BUNDLE_SCHEMA_VERSION:
         raise BundleError(
             f"{manifest_path}: schema_version {manifest['schema_version']!r}, this runtime reads "
             f"{BUNDLE_SCHEMA_VERSION}; re-export the bundle with a matching tierroute"
         )
+    missing = [k for k in REQUIRED_KEYS if k not in manifest]
+    if missing:
+        raise BundleError(f"{manifest_path}: missing keys {missing}")
     check = manifest["self_check"]
     if not isinstance(check, dict) or not isinstance(check.get("cases"), list) or not check["cases"]:
         raise BundleError(f"{manifest_path}: 'self_check' must hold the expected outputs ('cases')")
@@ -345,9 +345,7 @@ class Bundle:
                     )
 
 
-def compare_expected(
-    head: str, label: Any, probs: Any, pred: Prediction, atol: float
-) -> str | None:
+def compare_expected(head: str, label: Any, probs: Any, pred: Prediction, atol: float) -> str | None:
     """Why `pred` differs from the recorded label/probabilities of `head`, or None when it matches.
 
     The label is compared only when the recorded winner led by more than 2*atol (a near-tie may

@@ -331,7 +331,7 @@ def _walk_schema(schema: Any) -> Any:
 def _refuse_retrieval(uri: str) -> Any:
     from referencing.exceptions import NoSuchResource
 
-    raise NoSuchResource(ref=uri)
+    raise NoSuchResource(ref=uri)  # type: ignore[call-arg]
 
 
 def _compile_schema(schema: dict[str, Any]) -> Any:
@@ -368,7 +368,8 @@ def _compile_schema(schema: dict[str, Any]) -> Any:
         raise InvalidSchemaError("json_schema is nested too deeply") from None
     cls = jsonschema.validators.extend(base, _re2_keywords())
     validator = cls(schema, registry=Registry(retrieve=_refuse_retrieval))  # type: ignore[call-arg]
-    for probe in (None, {}, [], "", 0):  # a reference loop recurses on (nearly) any instance
+    probes: tuple[Any, ...] = (None, {}, [], "", 0)
+    for probe in probes:  # a reference loop recurses on (nearly) any instance
         try:
             validator.is_valid(probe)
         except RecursionError:

@@ -115,7 +115,8 @@ def to_items(body: GateRequest, settings: _Limits) -> list[GateItem]:
         for side in ("prompt", "response"):
             if len(getattr(i, side)) > settings.max_chars:
                 raise HTTPException(
-                    status_code=422, detail=f"items[{k}].{side} is longer than {settings.max_chars} characters"
+                    status_code=422,
+                    detail=f"items[{k}].{side} is longer than {settings.max_chars} characters",
                 )
     total = sum(len(i.prompt) + len(i.response) for i in body.items)
     if total > settings.max_chars:

@@ -26,16 +26,27 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable, Sequence
-from typing import Any, Protocol
+from typing import Annotated, Any, Protocol
 
+import annotated_types
 from fastapi import APIRouter, HTTPException
 from fastapi.responses import JSONResponse
 from prometheus_client import CollectorRegistry, Counter
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field
 from starlette.concurrency import run_in_threadpool
 
 from serving.gate.checks import MAX_SCHEMA_BYTES, MAX_SCHEMA_DEPTH, InvalidSchemaError, validate_schema
 from serving.gate.model import GateDecision, GateItem, GateModel, decide_without_model
+
+
+def _json_integer(value: Any) -> Any:
+    """JSON Schema's `integer`: 3 and 3.0, never `true` (strict mode then rejects anything else)."""
+    if isinstance(value, float) and value.is_integer():
+        return int(value)
+    return value
+
+
+NonNegativeJsonInt = Annotated[int, annotated_types.Ge(0), BeforeValidator(_json_integer)]
 
 
 class GateItemIn(BaseModel):
@@ -48,8 +59,8 @@ class GateItemIn(BaseModel):
     )
     finish_reason: str | None = Field(default=None, description="provider finish reason, e.g. stop, length")
     mean_logprob: float | None = Field(default=None, description="mean token log-probability, if available")
-    min_chars: int | None = Field(
-        default=None, ge=0, description="override the request-dependent minimum length"
+    min_chars: NonNegativeJsonInt | None = Field(
+        default=None, description="override the request-dependent minimum length"
     )
 
 

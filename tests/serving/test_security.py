@@ -322,6 +322,37 @@ def test_abandoned_requests_are_dropped_and_a_fresh_one_is_served(small_queue_se
     )
 
 
+def test_probe_scale_abandoned_load_leaves_the_default_server_responsive(server: Server) -> None:
+    """The probe of issue #10 at its scale: 40 requests x 64 long texts, clients give up after 2 s."""
+    body = {"texts": [f"{i} {LONG}" for i in range(64)]}
+
+    async def run() -> tuple[list[float], float, list[object]]:
+        async with httpx.AsyncClient(base_url=server.url, timeout=GUARD_S) as client:
+            idle = [await _latency(client, n=1) for _ in range(5)]
+        async with httpx.AsyncClient(base_url=server.url, timeout=2.0) as impatient:
+            results = await asyncio.gather(
+                *(impatient.post("/v1/classify", json=body) for _ in range(40)), return_exceptions=True
+            )
+        async with httpx.AsyncClient(base_url=server.url, timeout=GUARD_S) as client:
+            fresh = await _latency(client, n=1)
+        return idle, fresh, list(results)
+
+    idle, fresh, results = asyncio.run(run())
+    timeouts = sum(isinstance(r, httpx.TimeoutException) for r in results)
+    busy = sum(isinstance(r, httpx.Response) and r.status_code == 503 for r in results)
+    served = sum(isinstance(r, httpx.Response) and r.status_code == 200 for r in results)
+    assert timeouts + busy + served == 40  # nothing else: no 500, no reset
+    status = httpx.get(f"{server.url}/admin/status").json()
+    assert status["queue"]["queued_texts"] == 0
+    idle_ms = sorted(idle)[len(idle) // 2] * 1000
+    print(
+        f"\nprobe-scale abandoned load (40 x 64 texts, 2 s client timeout): {timeouts} timed out, {busy} got 503, "
+        f"{served} served; fresh request {fresh * 1000:.0f} ms vs idle median {idle_ms:.0f} ms "
+        f"(ratio {fresh * 1000 / idle_ms:.1f}); dropped={status['queue']['dropped']} "
+        f"aborted={status['queue']['aborted']}"
+    )
+
+
 def test_a_full_queue_answers_503_with_retry_after(small_queue_server: Server) -> None:
     body = {"texts": [f"{i} {LONG}" for i in range(64)]}
 

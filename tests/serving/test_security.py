@@ -346,7 +346,8 @@ def test_probe_scale_abandoned_load_leaves_the_default_server_responsive(server:
     assert status["queue"]["queued_texts"] == 0
     idle_ms = sorted(idle)[len(idle) // 2] * 1000
     print(
-        f"\nprobe-scale abandoned load (40 x 64 texts, 2 s client timeout): {timeouts} timed out, {busy} got 503, "
+        f"\nprobe-scale abandoned load (40 x 64 texts, 2 s client timeout): {timeouts} timed out, "
+        f"{busy} got 503, "
         f"{served} served; fresh request {fresh * 1000:.0f} ms vs idle median {idle_ms:.0f} ms "
         f"(ratio {fresh * 1000 / idle_ms:.1f}); dropped={status['queue']['dropped']} "
         f"aborted={status['queue']['aborted']}"

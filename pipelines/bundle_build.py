@@ -28,7 +28,7 @@ from typing import Any
 
 from pipelines.encoder_export import EMBED_DIM, EncoderArtifact
 from pipelines.heads import FittedHead
-from serving.bundle import BUNDLE_SCHEMA_VERSION, MANIFEST, MODEL_FILE, TOKENIZER_FILE, sha256_file
+from serving.bundle import BUNDLE_SCHEMA_VERSION, MANIFEST, MODEL_FILE, TOKENIZER_FILE, Bundle, sha256_file
 from serving.textprep import TruncationSpec
 
 ML_DOMAIN = "ai.onnx.ml"
@@ -140,6 +140,8 @@ def build_bundle(
                 TOKENIZER_FILE: sha256_file(tmp / TOKENIZER_FILE),
             },
         }
+        # what the bundle answers for fixed texts, so a load can tell a tampered manifest (self-check)
+        manifest["self_check"] = Bundle(tmp, {**manifest, "self_check": None}).expected_outputs()
         (tmp / MANIFEST).write_text(json.dumps(manifest, indent=2, sort_keys=False) + "\n", encoding="utf-8")
         publish_dir(tmp, out_dir)
     except BaseException:

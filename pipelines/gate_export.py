@@ -35,7 +35,7 @@ from pipelines.bundle_build import publish_dir
 from pipelines.encoder_export import EMBED_DIM, EncoderArtifact
 from pipelines.heads import FittedHead
 from serving.bundle import BUNDLE_SCHEMA_VERSION, MANIFEST, MODEL_FILE, TOKENIZER_FILE, sha256_file
-from serving.gate.model import GATE_KIND, INPUT_SIDES, SIGNALS_INPUT
+from serving.gate.model import GATE_KIND, INPUT_SIDES, SIGNALS_INPUT, GateModel
 from serving.gate.signals import SIGNAL_NAMES, SIGNALS_VERSION
 from serving.textprep import TruncationSpec
 
@@ -201,6 +201,8 @@ def build_gate_bundle(
                 TOKENIZER_FILE: sha256_file(tmp / TOKENIZER_FILE),
             },
         }
+        # what the gate answers for fixed pairs, so a load can tell a tampered manifest (self-check)
+        manifest["self_check"] = GateModel(tmp, {**manifest, "self_check": None}).expected_outputs()
         (tmp / MANIFEST).write_text(json.dumps(manifest, indent=2) + "\n", encoding="utf-8")
         publish_dir(tmp, out_dir)
     except BaseException:

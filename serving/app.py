@@ -12,7 +12,16 @@ Trade-offs:
   models in `serving.model_holder`. Dependencies are `Annotated` aliases.
 - Every error is `{"detail": "<message>"}` (`ErrorResponse`), validation errors and 413s included:
   FastAPI's list-of-errors shape and Starlette's plain-text 413 would make clients parse three
-  formats. Messages name the field and index but never echo the submitted text.
+  formats. Messages name the field and index but never echo the submitted text. What the OpenAPI
+  schema forbids is a 422 (types are strict: `true` is not a number); 413 is only for what the
+  schema cannot say (the body-size cap, `max_chars` over all texts together).
+- An unexpected exception becomes a JSON 500 in `InternalErrorMiddleware` and is logged once; the
+  keep-alive connection stays usable (Starlette's server-error handler re-raises after answering,
+  which makes uvicorn drop the connection under the client's next request).
+- Overload: a full inference queue or a passed deadline is a 503 with `Retry-After`; a classify
+  request whose client disconnects is cancelled, so its queued or running work is dropped.
+- Public endpoints (`/healthz`, `/readyz`, `/metrics`) carry no paths, URIs or error texts: those go
+  to the log and to `GET /admin/status` (behind the API key when one is set).
 - The classify response is built as a dict and serialised once (no second pydantic pass); the
   declared `response_model` documents it and the fuzz tests check every response against it.
 - The API-key dependency (and its OpenAPI security scheme) is attached only when a key is set:
@@ -38,12 +47,18 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from serving import extensions
-from serving.batcher import Inference
+from serving.batcher import CancelToken, Inference, QueueFull
 from serving.metrics import CONTENT_TYPE, MetricsMiddleware, ServiceMetrics
 from serving.model_holder import LoadedModel, ModelHolder, ReloadStatus
 from serving.model_source import create_source
 from serving.schemas import ClassifyRequest, ClassifyResponse, ErrorResponse
-from serving.service_schemas import HealthResponse, ModelsResponse, ReadyResponse, ReloadResponse
+from serving.service_schemas import (
+    AdminStatusResponse,
+    HealthResponse,
+    ModelsResponse,
+    ReadyResponse,
+    ReloadResponse,
+)
 from serving.settings import ServeSettings
 
 log = logging.getLogger("tierroute.serving")
@@ -51,9 +66,19 @@ log = logging.getLogger("tierroute.serving")
 Result = dict[str, Any]
 ERRORS: dict[int | str, dict[str, Any]] = {
     401: {"model": ErrorResponse, "description": "API key configured and missing or wrong"},
-    413: {"model": ErrorResponse, "description": "too many texts or characters"},
-    422: {"model": ErrorResponse, "description": "malformed body, empty or non-string texts"},
-    503: {"model": ErrorResponse, "description": "no model loaded / shutting down"},
+    413: {
+        "model": ErrorResponse,
+        "description": "more than max_chars characters in all, or body over the cap",
+    },
+    422: {
+        "model": ErrorResponse,
+        "description": "malformed body: wrong types, empty, too many or too long texts",
+    },
+    503: {
+        "model": ErrorResponse,
+        "description": "no model loaded, shutting down, queue full or deadline passed (see Retry-After)",
+        "headers": {"Retry-After": {"description": "seconds to wait", "schema": {"type": "string"}}},
+    },
 }
 
 
@@ -137,13 +162,17 @@ def request_texts(body: ClassifyRequest, settings: ServeSettings) -> list[str]:
         raise HTTPException(status_code=422, detail=f"'texts' is empty: send 1 to {settings.max_texts} texts")
     if len(texts) > settings.max_texts:
         raise HTTPException(
-            status_code=413, detail=f"too many texts: {len(texts)} > {settings.max_texts} per request"
+            status_code=422, detail=f"too many texts: {len(texts)} > {settings.max_texts} per request"
         )
     total = 0
     for i, text in enumerate(texts):
+        where = "'text'" if body.text is not None else f"texts[{i}]"
         if not text:
-            where = "'text'" if body.text is not None else f"texts[{i}]"
             raise HTTPException(status_code=422, detail=f"{where} is empty")
+        if len(text) > settings.max_chars:
+            raise HTTPException(
+                status_code=422, detail=f"{where} is longer than {settings.max_chars} characters"
+            )
         total += len(text)
     if total > settings.max_chars:
         raise HTTPException(
@@ -157,8 +186,8 @@ def make_predict(
 ) -> Callable[..., tuple[LoadedModel, list[Result]]]:
     """What the inference pool runs per (merged) batch: contract-shaped results, logged if asked."""
 
-    def predict(texts: Sequence[str]) -> tuple[LoadedModel, list[Result]]:
-        model, predictions = holder.predict(texts)
+    def predict(texts: Sequence[str], cancel: CancelToken | None = None) -> tuple[LoadedModel, list[Result]]:
+        model, predictions = holder.predict(texts, cancel)
         results = [p.to_result() for p in predictions]
         if prediction_log is not None:
             try:
@@ -168,6 +197,48 @@ def make_predict(
         return model, results
 
     return predict
+
+
+class ClientGone(Exception):
+    """The client disconnected before its answer was ready (its work was dropped)."""
+
+
+async def _until_disconnected(request: Request) -> None:
+    """Return when the client goes away (the body is already read: the next message is a disconnect)."""
+    while (await request.receive())["type"] != "http.disconnect":
+        pass
+
+
+async def run_for_client(
+    request: Request, engine: Inference[LoadedModel, Result], texts: list[str], settings: ServeSettings
+) -> tuple[LoadedModel, list[Result]]:
+    """`engine.run(texts)` within the deadline, cancelled (work dropped) if the client disconnects.
+
+    503 + Retry-After when the queue is full or the deadline passes; ClientGone on disconnect.
+    """
+    retry = {"Retry-After": str(settings.retry_after_s)}
+    work = asyncio.ensure_future(engine.run(texts, timeout=settings.request_timeout_s))
+    watch = asyncio.ensure_future(_until_disconnected(request))
+    try:
+        await asyncio.wait({work, watch}, return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        watch.cancel()
+        if not work.done():
+            work.cancel()
+    try:
+        return await work
+    except QueueFull:
+        raise HTTPException(
+            status_code=503, detail="server busy: queue full, retry later", headers=retry
+        ) from None
+    except TimeoutError:
+        raise HTTPException(
+            status_code=503, detail=f"deadline of {settings.request_timeout_s:g} s passed", headers=retry
+        ) from None
+    except asyncio.CancelledError:
+        if watch.done() and not watch.cancelled():
+            raise ClientGone() from None
+        raise
 
 
 def classify_body_schema(settings: ServeSettings) -> dict[str, Any]:
@@ -217,10 +288,12 @@ def build_router(settings: ServeSettings) -> APIRouter:
         summary="Classify texts: tier, task, complexity and confidence per text, in input order",
         tags=["classify"],
     )
-    async def classify(body: ClassifyRequest, service: ServiceDep, engine: InferenceDep) -> Response:
+    async def classify(
+        body: ClassifyRequest, request: Request, service: ServiceDep, engine: InferenceDep
+    ) -> Response:
         texts = request_texts(body, service.settings)
         start = time.perf_counter()
-        model, results = await engine.run(texts)
+        model, results = await run_for_client(request, engine, texts, service.settings)
         service.metrics.observe_results(results, model.bundle.head_names)
         if service.settings.log_texts:  # opt-in only: raw request text in the log
             log.info("classify version=%s texts=%r", model.resolved.version, texts)
@@ -242,24 +315,11 @@ def build_router(settings: ServeSettings) -> APIRouter:
         "/readyz",
         response_model=ReadyResponse,
         responses={503: {"model": ReadyResponse, "description": "no model loaded"}},
-        summary="Whether a model is loaded, which one, from where, and the last reload",
+        summary="Whether a model is loaded, which one, and the last reload (no paths or error texts)",
         tags=["ops"],
     )
     async def readyz(service: ServiceDep) -> JSONResponse:
-        if service.holder is None:
-            body: dict[str, Any] = {
-                "ready": False,
-                "source": service.settings.model,
-                "stale": False,
-                "reason": "starting",
-            }
-        else:
-            body = service.holder.readiness()
-        body["serving"] = service.serving_info()
-        if service.gate is not None:
-            body["gate"] = service.gate.readiness()
-        if service.settings.policy is not None:
-            body["policy"] = str(service.settings.policy)
+        body = readiness(service, detail=False)
         return JSONResponse(body, status_code=200 if body["ready"] and service.inference else 503)
 
     @router.get(
@@ -294,6 +354,17 @@ def build_router(settings: ServeSettings) -> APIRouter:
     async def metrics(service: ServiceDep) -> Response:
         return Response(service.metrics.render(), media_type=CONTENT_TYPE)
 
+    @router.get(
+        "/admin/status",
+        response_model=AdminStatusResponse,
+        responses={401: ERRORS[401]},
+        dependencies=protected,
+        summary="Readiness with details: sources, paths, registry and reload error texts, queue counters",
+        tags=["admin"],
+    )
+    async def admin_status(service: ServiceDep) -> dict[str, Any]:
+        return readiness(service, detail=True)
+
     @router.post(
         "/admin/reload",
         response_model=ReloadResponse,
@@ -318,6 +389,34 @@ def build_router(settings: ServeSettings) -> APIRouter:
         return JSONResponse(body, status_code=409 if body["status"] == "refused" else 200)
 
     return router
+
+
+def readiness(service: Service, *, detail: bool) -> dict[str, Any]:
+    """The /readyz body (`detail=False`: no paths, URIs or error texts) or /admin/status's."""
+    settings = service.settings
+    if service.holder is None:
+        body: dict[str, Any] = {"ready": False, "source": public_source(settings.model), "stale": False}
+        body["reason"] = "starting"
+    else:
+        body = service.holder.readiness(detail=detail)
+    body["serving"] = service.serving_info()
+    if service.gate is not None:
+        body["gate"] = service.gate.readiness(detail=detail)
+    if settings.policy is not None:
+        body["policy"] = str(settings.policy) if detail else settings.policy.name
+    if detail:
+        engine = service.inference
+        body["queue"] = (
+            None
+            if engine is None
+            else {"queued_texts": engine.queued_texts, "dropped": engine.dropped, "aborted": engine.aborted}
+        )
+    return body
+
+
+def public_source(model: str) -> str:
+    """What /readyz says about the configured model: a `models:/` URI as is, never a local path."""
+    return model if model.startswith("models:/") else "local bundle folder"
 
 
 def reload_all(service: Service, *, force: bool = False) -> dict[str, Any]:
@@ -397,13 +496,51 @@ def install_error_handlers(app: FastAPI) -> None:
             )
         return JSONResponse({"detail": str(exc.detail)}, status_code=exc.status_code, headers=exc.headers)
 
-    async def internal_error(request: Request, exc: Exception) -> JSONResponse:
-        log.error("unhandled %s on %s %s", type(exc).__name__, request.method, request.url.path, exc_info=exc)
-        return JSONResponse({"detail": "internal error"}, status_code=500)
+    async def client_gone(request: Request, exc: Exception) -> Response:
+        return Response(status_code=499)  # nobody reads it; the metrics count it (nginx's code)
 
     app.add_exception_handler(RequestValidationError, validation_error)
     app.add_exception_handler(StarletteHTTPException, http_error)
-    app.add_exception_handler(Exception, internal_error)
+    app.add_exception_handler(ClientGone, client_gone)
+
+
+class InternalErrorMiddleware:
+    """Any exception the app did not handle -> a JSON 500, logged once, connection kept usable.
+
+    Installed inside the metrics middleware (which then counts the 500). Starlette's own handler
+    for `Exception` answers and then re-raises, and uvicorn closes a connection whose app raised:
+    a pooled client's next request on it would fail with a reset. If the response had already
+    started, the exception is re-raised: the connection must close, the response is incomplete.
+    """
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        started = False
+
+        async def tracking_send(message: Message) -> None:
+            nonlocal started
+            if message["type"] == "http.response.start":
+                started = True
+            await send(message)
+
+        try:
+            await self.app(scope, receive, tracking_send)
+        except Exception as exc:
+            if started:
+                raise
+            log.error(
+                "unhandled %s on %s %s",
+                type(exc).__name__,
+                scope.get("method"),
+                scope.get("path"),
+                exc_info=exc,
+            )
+            await JSONResponse({"detail": "internal error"}, status_code=500)(scope, receive, send)
 
 
 def install_openapi(app: FastAPI) -> None:
@@ -475,6 +612,8 @@ async def _start(app: FastAPI, service: Service, holder: ModelHolder | None) -> 
         batching=settings.batching,
         max_batch=settings.max_batch,
         wait_ms=settings.batch_wait_ms,
+        max_queue=settings.max_queue,
+        cancellable=True,
         observe=service.metrics.observe_batch,
     )
     service.gate = await loop.run_in_executor(None, extensions.load_gate, settings)
@@ -540,6 +679,7 @@ def create_app(settings: ServeSettings | None = None, *, holder: ModelHolder | N
     )
     if gate is not None:
         app.include_router(gate)
+    app.add_middleware(InternalErrorMiddleware)  # innermost of ours: the metrics still see its 500s
     app.add_middleware(BodyLimitMiddleware, max_bytes=settings.max_body_bytes)
     app.add_middleware(  # outermost: sees every status
         MetricsMiddleware,

@@ -8,29 +8,51 @@ mismatched bundle fails with a message naming the file instead of serving garbag
 
 Trade-off: verifying hashes reads the whole model file once at load (~90 MB, ~0.1 s); we pay it
 to make hot reloads of a half-copied bundle impossible to serve.
+
+`bundle.json` itself cannot list its own hash, so two more checks cover it (schema version 2):
+- `self_check` in the manifest: the outputs (labels and probabilities) the bundle gave for a few
+  fixed texts when it was built. `Bundle.self_check()` recomputes them on every load and refuses
+  the bundle if they differ, so reordered labels, a swapped graph or an edited head cannot serve.
+- Bundles from the registry are compared with the version's `bundle_digest` tag (a digest of every
+  file, bundle.json included: `folder_digest`) by `serving.model_source`.
+Version-1 bundles (no expectations) are refused with a message asking to re-export them.
 """
 
 from __future__ import annotations
 
 import hashlib
 import json
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
 from serving.onnx_session import make_session
 from serving.textprep import TextTokenizer, TruncationSpec
 
-BUNDLE_SCHEMA_VERSION = 1
+if TYPE_CHECKING:
+    from serving.batcher import CancelToken
+
+BUNDLE_SCHEMA_VERSION = 2
 MANIFEST = "bundle.json"
 MODEL_FILE = "model.onnx"
 TOKENIZER_FILE = "tokenizer.json"
-REQUIRED_KEYS = ("schema_version", "kind", "name", "encoder", "text", "heads", "files")
+REQUIRED_KEYS = ("schema_version", "kind", "name", "encoder", "text", "heads", "files", "self_check")
 TIER_HEAD = "tier"
-SELF_CHECK_TEXTS = ("What is the capital of France?", "Prove that there are infinitely many primes.")
+SELF_CHECK_TEXTS = (
+    "What is the capital of France?",
+    "Prove that there are infinitely many primes.",
+    "Write a Python function that merges two sorted lists and explain its complexity.",
+    "Summarise this article about the history of tea in three sentences.",
+    "Hi! How are you today?",
+    "Design a fault-tolerant distributed job scheduler and compare it with Kubernetes CronJobs.",
+)
+"""Fixed texts whose outputs every bundle records at build time (`self_check.cases`)."""
+SELF_CHECK_ATOL = {"fp32": 2e-3, "int8": 2e-2}
+"""Allowed |probability - recorded| per precision: room for other CPUs and thread counts, far below
+what reordered labels or another head produce."""
 
 
 class BundleError(Exception):
@@ -42,6 +64,21 @@ def sha256_file(path: Path) -> str:
     with path.open("rb") as fh:
         for chunk in iter(lambda: fh.read(1 << 20), b""):
             h.update(chunk)
+    return h.hexdigest()
+
+
+def folder_digest(folder: Path, known: Mapping[str, str] | None = None) -> str:
+    """sha256 over every file of a bundle folder (relative path + the file's sha256), order-independent.
+
+    The same digest `tierroute` records as a registry version's `bundle_digest` tag. `known` maps
+    relative paths to sha256 digests already verified (the manifest's `files`), to skip re-reading them.
+    """
+    folder = Path(folder)
+    h = hashlib.sha256()
+    for f in sorted(p for p in folder.rglob("*") if p.is_file()):
+        rel = f.relative_to(folder).as_posix()
+        digest = (known or {}).get(rel) or sha256_file(f)
+        h.update(f"{rel}\0{digest}\n".encode())
     return h.hexdigest()
 
 
@@ -59,14 +96,17 @@ def read_manifest(path: Path, *, verify_files: bool = True) -> dict[str, Any]:
         raise BundleError(f"{manifest_path}: not valid JSON ({exc})") from exc
     if not isinstance(manifest, dict):
         raise BundleError(f"{manifest_path}: expected a JSON object")
-    missing = [k for k in REQUIRED_KEYS if k not in manifest]
-    if missing:
-        raise BundleError(f"{manifest_path}: missing keys {missing}")
-    if manifest["schema_version"] != BUNDLE_SCHEMA_VERSION:
+    if "schema_version" in manifest and manifest["schema_version"] != BUNDLE_SCHEMA_VERSION:
         raise BundleError(
             f"{manifest_path}: schema_version {manifest['schema_version']!r}, this runtime reads "
             f"{BUNDLE_SCHEMA_VERSION}; re-export the bundle with a matching tierroute"
         )
+    missing = [k for k in REQUIRED_KEYS if k not in manifest]
+    if missing:
+        raise BundleError(f"{manifest_path}: missing keys {missing}")
+    check = manifest["self_check"]
+    if not isinstance(check, dict) or not isinstance(check.get("cases"), list) or not check["cases"]:
+        raise BundleError(f"{manifest_path}: 'self_check' must hold the expected outputs ('cases')")
     files = manifest["files"]
     if not isinstance(files, dict) or not files:
         raise BundleError(f"{manifest_path}: 'files' must map file names to sha256 digests")
@@ -147,6 +187,24 @@ def open_session(bundle_dir: Path, threads: int) -> Any:
         raise BundleError(f"{bundle_dir / MODEL_FILE}: onnxruntime cannot load it ({exc})") from exc
 
 
+def run_session(session: Any, outputs: list[str], feeds: dict[str, Any], cancel: CancelToken | None) -> Any:
+    """`session.run`, aborted (BundleError) when `cancel` fires while it runs."""
+    if cancel is None:
+        return session.run(outputs, feeds)
+    if cancel.cancelled:
+        raise BundleError("cancelled: nobody waits for this call")
+    import onnxruntime as ort
+
+    options = ort.RunOptions()
+    cancel.on_cancel(lambda: setattr(options, "terminate", True))
+    try:
+        return session.run(outputs, feeds, options)
+    except Exception as exc:
+        if cancel.cancelled:
+            raise BundleError("cancelled: nobody waits for this call") from exc
+        raise
+
+
 def runs_per_item(manifest: dict[str, Any]) -> bool:
     """True for non-fp32 (int8) encoders: they quantise activations per batch (DynamicQuantizeLinear),
     so a text's embedding would depend on its batch-mates. Such bundles run one text per session call,
@@ -191,7 +249,10 @@ class Bundle:
     def head_names(self) -> list[str]:
         return [h.name for h in self.heads]
 
-    def predict_arrays(self, texts: Sequence[str]) -> BundleOutput:
+    def predict_arrays(self, texts: Sequence[str], cancel: CancelToken | None = None) -> BundleOutput:
+        """Raw outputs for `texts`. `cancel` (see `serving.batcher.CancelToken`) aborts the call when
+        nobody waits for it any more: ONNX Runtime stops at its next node (`RunOptions.terminate`)
+        and BundleError("cancelled") is raised."""
         if not texts:
             dim = int(self.manifest["encoder"].get("dim", 384))
             return BundleOutput(
@@ -201,7 +262,7 @@ class Bundle:
                 truncated=np.zeros(0, bool),
             )
         if self.per_item and len(texts) > 1:
-            parts = [self.predict_arrays([t]) for t in texts]
+            parts = [self.predict_arrays([t], cancel) for t in texts]
             return BundleOutput(
                 probs={h.name: np.concatenate([o.probs[h.name] for o in parts]) for h in self.heads},
                 embedding=np.concatenate([o.embedding for o in parts]),
@@ -209,7 +270,7 @@ class Bundle:
                 truncated=np.concatenate([o.truncated for o in parts]),
             )
         batch = self.tokenizer.encode_batch(texts)
-        values = self.session.run(self._output_names, batch.feeds())
+        values = run_session(self.session, self._output_names, batch.feeds(), cancel)
         probs = {h.name: np.asarray(v) for h, v in zip(self.heads, values[1:], strict=True)}
         return BundleOutput(
             probs=probs,
@@ -218,8 +279,8 @@ class Bundle:
             truncated=batch.truncated,
         )
 
-    def predict(self, texts: Sequence[str]) -> list[Prediction]:
-        out = self.predict_arrays(texts)
+    def predict(self, texts: Sequence[str], cancel: CancelToken | None = None) -> list[Prediction]:
+        out = self.predict_arrays(texts, cancel)
         tier = out.probs.get(TIER_HEAD)
         complexity = complexity_from_tier_probs(tier) if tier is not None else None
         results: list[Prediction] = []
@@ -242,8 +303,19 @@ class Bundle:
             )
         return results
 
+    def expected_outputs(self) -> dict[str, Any]:
+        """The manifest's `self_check` block for this bundle as it is now (written at build time)."""
+        precision = str(self.manifest.get("encoder", {}).get("precision", "fp32"))
+        cases = [
+            {"text": text, "labels": p.labels, "probs": p.probs}
+            for text, p in zip(SELF_CHECK_TEXTS, self.predict(list(SELF_CHECK_TEXTS)), strict=True)
+        ]
+        return {"atol": SELF_CHECK_ATOL.get(precision, SELF_CHECK_ATOL["int8"]), "cases": cases}
+
     def self_check(self) -> None:
-        """Known inputs -> expected shapes and probabilities summing to 1; raises BundleError."""
+        """Known inputs -> the outputs recorded at build time (labels and probabilities within
+        `atol`), probabilities summing to 1, normalised embeddings; raises BundleError."""
+        self._check_expected()
         out = self.predict_arrays(list(SELF_CHECK_TEXTS))
         for h in self.heads:
             p = out.probs[h.name]
@@ -254,3 +326,39 @@ class Bundle:
         norms = np.linalg.norm(out.embedding, axis=1)
         if not np.allclose(norms, 1.0, atol=1e-3):
             raise BundleError("self-check: embeddings are not L2-normalised")
+
+    def _check_expected(self) -> None:
+        try:
+            check = self.manifest["self_check"]
+            atol = float(check["atol"])
+            cases = [(str(c["text"]), dict(c["labels"]), dict(c["probs"])) for c in check["cases"]]
+        except (KeyError, TypeError, ValueError) as exc:
+            raise BundleError(f"{self.path}: malformed 'self_check' in the manifest ({exc})") from exc
+        got = self.predict([text for text, _, _ in cases])
+        for k, ((_, labels, probs), pred) in enumerate(zip(cases, got, strict=True)):
+            for head in self.heads:
+                problem = compare_expected(head.name, labels.get(head.name), probs.get(head.name), pred, atol)
+                if problem is not None:
+                    raise BundleError(
+                        f"self-check case {k}: {problem}; the manifest does not describe this graph "
+                        "(labels reordered or edited, or another model.onnx): refusing it"
+                    )
+
+
+def compare_expected(head: str, label: Any, probs: Any, pred: Prediction, atol: float) -> str | None:
+    """Why `pred` differs from the recorded label/probabilities of `head`, or None when it matches.
+
+    The label is compared only when the recorded winner led by more than 2*atol (a near-tie may
+    legitimately flip on another CPU); the probabilities always are, label by label."""
+    if not isinstance(probs, Mapping) or not probs:
+        return f"no recorded probabilities for head {head}"
+    got = pred.probs.get(head, {})
+    if set(got) != set(probs):
+        return f"head {head} has labels {sorted(got)}, recorded {sorted(probs)}"
+    ranked = sorted((float(v) for v in probs.values()), reverse=True)
+    if len(ranked) > 1 and ranked[0] - ranked[1] > 2 * atol and pred.labels.get(head) != label:
+        return f"head {head} predicts {pred.labels.get(head)!r}, recorded {label!r}"
+    worst = max(abs(got[lab] - float(p)) for lab, p in probs.items())
+    if not worst <= atol:
+        return f"head {head} probabilities differ from the recorded ones by {worst:.4f} > {atol}"
+    return None

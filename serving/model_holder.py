@@ -21,6 +21,7 @@ from dataclasses import dataclass, field
 from functools import cached_property
 from typing import Any, Literal
 
+from serving.batcher import CancelToken
 from serving.bundle import TIER_HEAD, Bundle, BundleError, Prediction
 from serving.model_source import ModelSource, ModelSourceError, ResolvedModel
 from serving.schemas import RoutingThreshold
@@ -104,10 +105,13 @@ class ModelHolder:
             raise ModelLoadError("no model loaded")
         return model
 
-    def predict(self, texts: Sequence[str]) -> tuple[LoadedModel, list[Prediction]]:
-        """Run `texts` on the model current at call time; returns that model with the results."""
+    def predict(
+        self, texts: Sequence[str], cancel: CancelToken | None = None
+    ) -> tuple[LoadedModel, list[Prediction]]:
+        """Run `texts` on the model current at call time; returns that model with the results.
+        `cancel` aborts the call when nobody waits for it (see `serving.batcher`)."""
         model = self.require()
-        return model, model.bundle.predict(texts)
+        return model, model.bundle.predict(texts, cancel)
 
     def set_callbacks(
         self,
@@ -164,6 +168,8 @@ class ModelHolder:
             reason = f"refused: {exc}; still serving the current model"
             log.error("reload %s", reason)
             return ReloadOutcome("refused", reason, current)
+        if resolved.note and resolved.note != self._status.registry_note:
+            log.warning("%s", resolved.note)  # once per change: /readyz shows only a fixed reason
         self._status.registry_note = resolved.note
         if current is not None and not force and resolved.fingerprint == current.resolved.fingerprint:
             if resolved.origin == "registry" and current.resolved.origin == "cache":
@@ -191,20 +197,44 @@ class ModelHolder:
         if self._on_change is not None:
             self._on_change(model)
 
-    def readiness(self) -> dict[str, Any]:
-        """What /readyz reports: which model, from where, whether it is a stale cache, last reload."""
+    def readiness(self, *, detail: bool = True) -> dict[str, Any]:
+        """Which model, from where, whether it is a stale cache, the last reload.
+
+        `detail=False` is what the unauthenticated /readyz shows: no local paths, no tracking URI, no
+        registry or loader error text (a short fixed reason instead); those are logged when they
+        happen and shown with `detail=True` (/admin/status).
+        """
         model = self._current
         st = self._status
+        stale = bool(model and model.resolved.origin == "cache")
+        last: dict[str, Any] | None = None
+        if st.last_reload_at is not None:
+            reason = st.last_reload_reason
+            if not detail and reason is not None:
+                reason = (
+                    "candidate refused; details in the server log"
+                    if st.last_reload_status == "refused"
+                    else None
+                )
+            last = {"at": st.last_reload_at, "status": st.last_reload_status, "reason": reason}
+        if detail:
+            why = st.registry_note if model else "no model loaded"
+            source = self.source.uri
+        else:
+            why = (
+                ("registry unavailable; serving the last good cached bundle" if stale else None)
+                if model
+                else ("no model loaded")
+            )
+            source = self.source.uri if self.source.uri.startswith("models:/") else "local bundle folder"
         return {
             "ready": model is not None,
             "model": model.ref() if model else None,
-            "source": self.source.uri,
+            "source": source,
             "origin": model.resolved.origin if model else None,
-            "stale": bool(model and model.resolved.origin == "cache"),
-            "reason": st.registry_note if model else "no model loaded",
-            "last_reload": None
-            if st.last_reload_at is None
-            else {"at": st.last_reload_at, "status": st.last_reload_status, "reason": st.last_reload_reason},
+            "stale": stale,
+            "reason": why,
+            "last_reload": last,
         }
 
 

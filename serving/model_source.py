@@ -15,6 +15,10 @@ Trade-offs:
 - The bundle is found inside the downloaded MLflow model by its `bundle.json` (shallowest wins), so
   this module does not depend on how the training side lays out its pyfunc artifacts.
 - Change detection is the sha256 of `bundle.json`, which lists every file's sha256: cheap to poll.
+- Integrity: a registry bundle must match its version's `bundle_digest` tag (recorded at
+  registration: a digest of every file, bundle.json included), both when downloaded and when a
+  cached copy is reused; a mismatch is a registry failure (the last good bundle keeps serving).
+  The last-good pointer records the same digest, so a cached bundle edited on disk is not served.
 - The store defaults to what `tierroute train` writes to (`MLFLOW_TRACKING_URI`, else the embedded
   `sqlite:///<cwd>/mlruns/mlflow.db`); a missing sqlite file counts as unreachable instead of
   letting MLflow create an empty store.
@@ -34,7 +38,7 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any, Literal, Protocol
 
-from serving.bundle import MANIFEST, BundleError, read_manifest
+from serving.bundle import MANIFEST, BundleError, folder_digest, read_manifest
 from serving.schemas import RoutingThreshold
 
 log = logging.getLogger("tierroute.serving")
@@ -61,6 +65,8 @@ class ResolvedModel:
     note: str | None = None  # e.g. why a cached bundle stands in for the registry
     routing: dict[str, Any] | None = None
     """The version's `routing_threshold` tag (set by `tierroute calibrate`); wins over the bundle's."""
+    digest: str | None = None
+    """`folder_digest` of the bundle, checked against the registry's `bundle_digest` tag."""
 
     def ref(self) -> dict[str, str | None]:
         return {"name": self.name, "version": self.version, "alias": self.alias}
@@ -200,8 +206,9 @@ class RegistrySource:
             mv = client.get_model_version(self.name, str(self.version))
         version = str(mv.version)
         routing = routing_from_tags(mv.tags or {})
+        expected = (mv.tags or {}).get("bundle_digest") or None
         target = self.root / f"v{_safe(version)}"
-        if not self._usable(target):
+        if not self._usable(target, expected):
             self.root.mkdir(parents=True, exist_ok=True)
             with tempfile.TemporaryDirectory(prefix=".download-", dir=self.root) as tmp:
                 local = mlflow.artifacts.download_artifacts(
@@ -211,6 +218,12 @@ class RegistrySource:
                     registry_uri=registry,
                 )
                 bundle = find_bundle_dir(Path(local))
+                digest = bundle_digest_of(bundle)
+                if expected is not None and digest != expected:
+                    raise ModelSourceError(
+                        f"version {version} does not match its bundle_digest tag "
+                        f"({digest[:12]}… != {expected[:12]}…): refusing a modified bundle"
+                    )
                 shutil.rmtree(target, ignore_errors=True)
                 os.replace(bundle, target)
         return ResolvedModel(
@@ -222,15 +235,19 @@ class RegistrySource:
             origin="registry",
             fingerprint=with_routing(manifest_fingerprint(target), routing),
             routing=routing,
+            digest=expected,
         )
 
     @staticmethod
-    def _usable(folder: Path) -> bool:
-        """A cached copy is reused only if every file still matches its manifest hash."""
+    def _usable(folder: Path, expected: str | None) -> bool:
+        """A cached copy is reused only if every file still matches its manifest hash and the
+        folder matches the version's `bundle_digest` tag (when the version has one)."""
         if not (folder / MANIFEST).is_file():
             return False
         try:
             read_manifest(folder)
+            if expected is not None and bundle_digest_of(folder) != expected:
+                raise BundleError("the folder does not match the version's bundle_digest tag")
         except BundleError as exc:
             log.warning("cached bundle %s is damaged (%s); downloading it again", folder, exc)
             return False
@@ -243,6 +260,10 @@ class RegistrySource:
         except (OSError, ValueError, KeyError, TypeError):
             return None
         if not (folder / MANIFEST).is_file():
+            return None
+        recorded = pointer.get("bundle_digest")
+        if isinstance(recorded, str) and bundle_digest_of(folder) != recorded:
+            log.error("cached bundle %s was modified since it was last served; not serving it", folder)
             return None
         routing = pointer.get("routing") if isinstance(pointer.get("routing"), dict) else None
         return ResolvedModel(
@@ -268,6 +289,7 @@ class RegistrySource:
             "alias": resolved.alias,
             "folder": resolved.path.name,
             "fingerprint": resolved.fingerprint,
+            "bundle_digest": bundle_digest_of(resolved.path),
             "routing": resolved.routing,
             "saved_at": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
         }
@@ -294,6 +316,17 @@ def seed_cache(cache_dir: Path, uri: str, bundle: Path, version: str) -> Resolve
     )
     source.remember(resolved)
     return replace(resolved, origin="cache")
+
+
+def bundle_digest_of(folder: Path) -> str:
+    """`folder_digest` of a bundle folder, reusing the manifest's file hashes when it is readable
+    (the caller verifies them); bundle.json and any unlisted file are always hashed."""
+    try:
+        files = json.loads((folder / MANIFEST).read_text(encoding="utf-8")).get("files")
+    except (OSError, ValueError, AttributeError):
+        files = None
+    known = {str(k): str(v) for k, v in files.items()} if isinstance(files, dict) else None
+    return folder_digest(folder, known)
 
 
 def routing_from_tags(tags: dict[str, str]) -> dict[str, Any] | None:

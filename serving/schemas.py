@@ -15,9 +15,9 @@ from pydantic import BaseModel, ConfigDict, Field
 
 
 class ClassifyRequest(BaseModel):
-    """Either `texts` (1..N strings) or `text` (one string)."""
+    """Either `texts` (1..N strings) or `text` (one string). Strict: no coercion of other types."""
 
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", strict=True)
     texts: list[str] | None = Field(default=None, description="1 to max_texts texts, answered in order")
     text: str | None = Field(default=None, description="a single text; same as texts=[text]")
 

@@ -24,6 +24,7 @@ class ServingInfo(BaseModel):
     max_batch: int
     batch_wait_ms: float
     workers: int
+    max_queue: int | None = Field(default=None, description="most texts waiting for inference")
     threads: int = Field(description="ONNX Runtime intra-op threads per session")
 
 
@@ -41,9 +42,11 @@ class GateReadiness(BaseModel):
 
 
 class ReadyResponse(BaseModel):
+    """/readyz: public, so no local paths, tracking URIs or error texts (see /admin/status)."""
+
     ready: bool
     model: ModelRef | None = None
-    source: str = Field(description="the configured model: `models:/...` URI or bundle folder")
+    source: str = Field(description="the configured `models:/...` URI, or 'local bundle folder'")
     origin: Literal["local", "registry", "cache"] | None = None
     stale: bool = Field(description="true when a cached bundle stands in for an unreachable registry")
     reason: str | None = Field(default=None, description="why not ready, or why the cache is served")
@@ -51,8 +54,23 @@ class ReadyResponse(BaseModel):
     serving: ServingInfo | None = None
     gate: GateReadiness | None = Field(default=None, description="the gate model, when one is configured")
     policy: str | None = Field(
-        default=None, description="router policy file, when /v1/chat/completions is on"
+        default=None, description="router policy file name, when /v1/chat/completions is on"
     )
+
+
+class QueueInfo(BaseModel):
+    queued_texts: int = Field(description="texts waiting for inference now")
+    dropped: int = Field(description="requests that left before their answer (disconnect, deadline)")
+    aborted: int = Field(description="running inference calls aborted because nobody waited for them")
+
+
+class AdminStatusResponse(ReadyResponse):
+    """/admin/status: /readyz with the details: configured source and policy paths, the registry's
+    and the last reload's error texts, queue counters."""
+
+    source: str = Field(description="the configured model: `models:/...` URI or bundle folder")
+    policy: str | None = Field(default=None, description="router policy file path")
+    queue: QueueInfo | None = None
 
 
 class HeadInfo(BaseModel):

@@ -9,6 +9,9 @@ from its options, the app reads nothing else. Trade-offs:
   key only logs a warning (refusing would break container set-ups behind a gateway).
 - Size limits are per request (texts and total characters) and turned into a body-size cap, so a
   huge body is refused before it is parsed.
+- Overload is bounded (SECURITY.md): at most `max_queue` texts wait for inference (503 with
+  `Retry-After` beyond), a classify request gives up after `request_timeout_s` (503), and work
+  whose client disconnected is dropped. Gate JSON Schemas are capped by size and depth.
 """
 
 from __future__ import annotations
@@ -55,6 +58,25 @@ class ServeSettings(BaseSettings):
     max_texts: int = Field(default=256, ge=1, description="most texts in one request (413 above)")
     max_chars: int = Field(
         default=500_000, ge=1, description="most characters in one request, all texts (413 above)"
+    )
+    max_queue: int = Field(
+        default=2048,
+        ge=1,
+        description="most texts waiting for inference; a request that would exceed it gets 503 + "
+        "Retry-After (one request is always admitted into an empty queue)",
+    )
+    request_timeout_s: float = Field(
+        default=30.0,
+        gt=0,
+        le=3600,
+        description="deadline of one classify request (queueing + inference); past it: 503 + Retry-After",
+    )
+    retry_after_s: int = Field(default=1, ge=1, le=3600, description="Retry-After seconds sent with 503s")
+    gate_schema_max_bytes: int = Field(
+        default=64 * 1024, ge=64, description="largest json_schema accepted by /v1/gate (compact JSON bytes)"
+    )
+    gate_schema_max_depth: int = Field(
+        default=32, ge=2, le=256, description="deepest json_schema nesting accepted by /v1/gate"
     )
     api_key: SecretStr | None = Field(
         default=None, description="require this key (Bearer or X-API-Key) on /v1 and /admin"

@@ -12,10 +12,15 @@ Trade-offs:
 - Very long texts are cut by characters before tokenising (both ends kept), so a 1 MB text costs
   the same as an 8 KB one. Their token count is then an estimate scaled by character length;
   `truncated` is exact either way.
+- Lone surrogates (U+D800..U+DFFF: half of a UTF-16 pair, which JSON's `\ud800` escapes and
+  Python's `surrogatepass` decoding let into a `str`) cannot be encoded as UTF-8, so the Rust
+  tokenizer rejects them. They are replaced by U+FFFD here, for every caller: one such text is
+  served like any other and never fails the micro-batch it was merged into.
 """
 
 from __future__ import annotations
 
+import re
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -25,6 +30,13 @@ import numpy as np
 from tokenizers import Tokenizer
 
 Strategy = Literal["head", "head_tail"]
+
+_SURROGATES = re.compile("[\ud800-\udfff]")
+
+
+def clean_text(text: str) -> str:
+    """`text` with every lone surrogate replaced by U+FFFD (a no-op for valid Unicode text)."""
+    return text if text.isascii() else _SURROGATES.sub("\ufffd", text)
 
 
 @dataclass(frozen=True)
@@ -114,9 +126,9 @@ class TextTokenizer:
         """Cut a huge text by characters, keeping both ends; return it and the length scale factor."""
         cap = self.spec.char_cap
         if len(text) <= 2 * cap:
-            return text, 1.0
+            return clean_text(text), 1.0
         kept = text[: 2 * cap] if self.spec.strategy == "head" else text[:cap] + " " + text[-cap:]
-        return kept, len(text) / len(kept)
+        return clean_text(kept), len(text) / len(kept)
 
     def encode_batch(self, texts: Sequence[str]) -> EncodedBatch:
         capped = [self._cap(t) for t in texts]

@@ -19,6 +19,19 @@ Trade-offs:
 - JSON wrapped in one Markdown fence (```json ... ```) is accepted as JSON: most chat models do it
   and every client strips it. Schemas are compiled once per distinct schema (cached by its
   canonical JSON text, bounded LRU).
+
+Caller-supplied JSON Schemas are untrusted input (`/v1/gate` takes them from any client):
+- No reference is ever fetched: the validator's `referencing.Registry` refuses every retrieval,
+  and a `$ref` that is not a local `#...` pointer is refused up front (`InvalidSchemaError`).
+- Size and nesting are capped (`MAX_SCHEMA_BYTES`, `MAX_SCHEMA_DEPTH`; the service passes its
+  settings), and a schema whose references loop without consuming the instance (`{"$ref": "#"}`)
+  is refused when it is compiled (a probe validation hits the recursion guard).
+- `pattern` and `patternProperties` (and `additionalProperties`, which consults them) run on RE2,
+  a linear-time engine: no catastrophic backtracking can stall the process. A pattern RE2 cannot
+  compile (look-around, back-references) is refused; so is `unevaluatedProperties` next to
+  `patternProperties`, whose evaluation would fall back to Python's backtracking `re`.
+- A response nested deeper than `MAX_JSON_DEPTH` fails `invalid_json`; a validation that still
+  recurses too deep fails `schema_violation`. Neither ever raises.
 """
 
 from __future__ import annotations
@@ -28,10 +41,12 @@ import math
 import re
 from collections import OrderedDict
 from dataclasses import dataclass, field
+from functools import lru_cache
 from threading import Lock
 from typing import Any
 
 from serving.gate.refusals import refusal_match
+from serving.textprep import clean_text
 
 EMPTY = "empty"
 TOO_SHORT = "too_short"
@@ -68,6 +83,17 @@ SHORT_ANSWER_MIN_CHARS = 1
 """Default minimum when the request asks for (or naturally has) a one-word answer."""
 
 SCHEMA_CACHE_SIZE = 256
+
+MAX_SCHEMA_BYTES = 64 * 1024
+"""Largest accepted json_schema (compact JSON encoding); `ServeSettings.gate_schema_max_bytes`."""
+
+MAX_SCHEMA_DEPTH = 32
+"""Deepest accepted json_schema nesting (objects and arrays); `ServeSettings.gate_schema_max_depth`."""
+
+MAX_JSON_DEPTH = 64
+"""Deepest response JSON the schema check validates; deeper fails `invalid_json`."""
+
+_RE2_MAX_MEM = 8 << 20
 
 
 class InvalidSchemaError(ValueError):
@@ -213,22 +239,164 @@ class _ValidatorCache:
         return validator
 
 
+def json_depth(value: Any, limit: int) -> int:
+    """Nesting depth of a JSON value (0 for a scalar), counted iteratively; stops early past `limit`."""
+    deepest = 0
+    stack: list[tuple[Any, int]] = [(value, 0)]
+    while stack:
+        item, depth = stack.pop()
+        if isinstance(item, dict | list):
+            depth += 1
+            deepest = max(deepest, depth)
+            if deepest > limit:
+                return deepest
+            stack.extend((child, depth) for child in (item.values() if isinstance(item, dict) else item))
+    return deepest
+
+
+def _re2_options() -> Any:
+    import re2
+
+    options = re2.Options()
+    options.log_errors = False
+    options.max_mem = _RE2_MAX_MEM
+    return options
+
+
+@lru_cache(maxsize=1024)
+def _re2(pattern: str) -> Any:
+    """A compiled RE2 pattern; InvalidSchemaError when RE2 cannot compile it."""
+    import re2
+
+    try:
+        return re2.compile(pattern, _re2_options())
+    except (re2.error, UnicodeError, TypeError, ValueError) as exc:
+        raise InvalidSchemaError(
+            f"pattern {pattern[:60]!r} is not supported by the linear-time regex engine (RE2: "
+            f"{exc!s:.80}); look-around and back-references are not available"
+        ) from None
+
+
+def _re2_search(pattern: str, text: str) -> bool:
+    return _re2(pattern).search(clean_text(text)) is not None
+
+
+def _re2_keywords() -> dict[str, Any]:
+    """jsonschema keyword functions that evaluate regexes with RE2 instead of Python's `re`."""
+    from jsonschema import ValidationError
+
+    def pattern(validator: Any, patrn: str, instance: Any, schema: Any) -> Any:
+        if validator.is_type(instance, "string") and not _re2_search(patrn, instance):
+            yield ValidationError(f"the string does not match {patrn[:60]!r}")
+
+    def pattern_properties(validator: Any, patterns: dict[str, Any], instance: Any, schema: Any) -> Any:
+        if not validator.is_type(instance, "object"):
+            return
+        for patrn, subschema in patterns.items():
+            for k, v in instance.items():
+                if _re2_search(patrn, k):
+                    yield from validator.descend(v, subschema, path=k, schema_path=patrn)
+
+    def additional_properties(validator: Any, ap: Any, instance: Any, schema: Any) -> Any:
+        if not validator.is_type(instance, "object"):
+            return
+        properties = schema.get("properties", {})
+        patterns = list(schema.get("patternProperties", {}))
+        extras = [k for k in instance if k not in properties and not any(_re2_search(p, k) for p in patterns)]
+        if validator.is_type(ap, "object"):
+            for extra in extras:
+                yield from validator.descend(instance[extra], ap, path=extra)
+        elif not ap and extras:
+            yield ValidationError(f"additional properties are not allowed ({len(extras)} unexpected)")
+
+    return {
+        "pattern": pattern,
+        "patternProperties": pattern_properties,
+        "additionalProperties": additional_properties,
+    }
+
+
+def _walk_schema(schema: Any) -> Any:
+    """Every dict inside a schema (iteratively)."""
+    stack = [schema]
+    while stack:
+        item = stack.pop()
+        if isinstance(item, dict):
+            yield item
+            stack.extend(item.values())
+        elif isinstance(item, list):
+            stack.extend(item)
+
+
+def _refuse_retrieval(uri: str) -> Any:
+    from referencing.exceptions import NoSuchResource
+
+    raise NoSuchResource(ref=uri)  # type: ignore[call-arg]
+
+
 def _compile_schema(schema: dict[str, Any]) -> Any:
     import jsonschema  # runtime dep; imported lazily so checks without schemas never pay for it
+    from referencing import Registry
+    from referencing.exceptions import Unresolvable
 
-    cls = jsonschema.validators.validator_for(schema)
+    patterns: list[str] = []
+    has_unevaluated = has_pattern_properties = False
+    for node in _walk_schema(schema):
+        for key in ("$ref", "$dynamicRef", "$recursiveRef"):
+            ref = node.get(key)
+            if isinstance(ref, str) and not ref.startswith("#"):
+                raise InvalidSchemaError(
+                    f"{key} {ref[:80]!r} is not a local '#...' reference; remote references are not fetched"
+                )
+        if isinstance(node.get("pattern"), str):
+            patterns.append(node["pattern"])
+        if isinstance(node.get("patternProperties"), dict):
+            has_pattern_properties = True
+            patterns.extend(str(p) for p in node["patternProperties"])
+        has_unevaluated = has_unevaluated or "unevaluatedProperties" in node
+    if has_unevaluated and has_pattern_properties:
+        raise InvalidSchemaError("unevaluatedProperties together with patternProperties is not supported")
+    for patrn in patterns:
+        _re2(patrn)
+
+    base = jsonschema.validators.validator_for(schema)
     try:
-        cls.check_schema(schema)
+        base.check_schema(schema)
     except jsonschema.SchemaError as exc:
         raise InvalidSchemaError(f"json_schema is not a valid JSON Schema: {exc.message}") from exc
-    return cls(schema)
+    except RecursionError:
+        raise InvalidSchemaError("json_schema is nested too deeply") from None
+    cls = jsonschema.validators.extend(base, _re2_keywords())
+    validator = cls(schema, registry=Registry(retrieve=_refuse_retrieval))  # type: ignore[call-arg]
+    probes: tuple[Any, ...] = (None, {}, [], "", 0)
+    for probe in probes:  # a reference loop recurses on (nearly) any instance
+        try:
+            validator.is_valid(probe)
+        except RecursionError:
+            raise InvalidSchemaError(
+                "json_schema references itself without end (e.g. {'$ref': '#'})"
+            ) from None
+        except Unresolvable as exc:
+            raise InvalidSchemaError(f"json_schema has an unresolvable reference ({exc!s:.80})") from None
+    return validator
 
 
 _VALIDATORS = _ValidatorCache(SCHEMA_CACHE_SIZE)
 
 
-def validate_schema(schema: dict[str, Any]) -> None:
-    """Raise InvalidSchemaError if `schema` is not a valid JSON Schema (compiles and caches it)."""
+def validate_schema(
+    schema: dict[str, Any], *, max_bytes: int = MAX_SCHEMA_BYTES, max_depth: int = MAX_SCHEMA_DEPTH
+) -> None:
+    """Raise InvalidSchemaError if `schema` is not a valid, safe JSON Schema within the size and
+    depth limits (compiles and caches it)."""
+    if not isinstance(schema, dict):
+        raise InvalidSchemaError("json_schema must be a JSON object")
+    depth = json_depth(schema, max_depth)
+    if depth > max_depth:
+        raise InvalidSchemaError(f"json_schema is nested deeper than {max_depth} levels")
+    size = len(json.dumps(schema, separators=(",", ":"), default=str))
+    if size > max_bytes:
+        raise InvalidSchemaError(f"json_schema is {size} bytes, more than {max_bytes}")
     _VALIDATORS.get(schema)
 
 
@@ -296,14 +464,29 @@ def check_response(
         payload = _json_text(text)
         try:
             value = json.loads(payload)
-        except ValueError:
+            if json_depth(value, MAX_JSON_DEPTH) > MAX_JSON_DEPTH:
+                raise ValueError("nested too deeply")
+        except (ValueError, RecursionError):
             if _surplus_openers(payload):
                 reasons.append(UNBALANCED_BRACKETS)
             reasons.append(INVALID_JSON)
         else:
             if json_schema is not None:
+                if (
+                    not isinstance(json_schema, dict)
+                    or json_depth(json_schema, MAX_SCHEMA_DEPTH) > MAX_SCHEMA_DEPTH
+                ):
+                    raise InvalidSchemaError(f"json_schema is nested deeper than {MAX_SCHEMA_DEPTH} levels")
                 validator = _VALIDATORS.get(json_schema)
-                if not validator.is_valid(value):
+                try:
+                    valid = validator.is_valid(value)
+                except RecursionError:  # a reference loop the compile-time probes did not reach
+                    valid = False
+                except Exception as exc:  # e.g. an unresolvable reference met only on this instance
+                    if type(exc).__module__.split(".")[0] not in ("referencing", "jsonschema"):
+                        raise
+                    valid = False
+                if not valid:
                     reasons.append(SCHEMA_VIOLATION)
 
     if mean_logprob is not None and not math.isnan(mean_logprob) and mean_logprob < min_mean_logprob:

@@ -91,6 +91,7 @@ class GateHolder:
         try:
             resolved = self.source.resolve()
         except ModelSourceError as exc:
+            log.error("gate reload refused: %s", exc)
             return GateReloadOutcome("refused", f"refused: {exc}; still serving the current gate", current)
         same = self._resolved is not None and resolved.fingerprint == self._resolved.fingerprint
         if current is not None and not force and same:
@@ -107,11 +108,16 @@ class GateHolder:
         log.info("gate reload: now serving %s", gate.ref)
         return GateReloadOutcome("loaded", None, gate)
 
-    def readiness(self) -> dict[str, Any]:
+    def readiness(self, *, detail: bool = True) -> dict[str, Any]:
+        """The gate's part of /readyz (`detail=False`: no paths or error texts) or /admin/status."""
         gate = self._current
+        last = self.last_reload
+        if last is not None and not detail:
+            refused = last.get("status") == "refused"
+            last = {**last, "reason": "candidate refused; details in the server log" if refused else None}
         return {
             "ready": gate is not None,
             "model": gate.ref if gate else None,
             "origin": self._resolved.origin if self._resolved else None,
-            "last_reload": self.last_reload,
+            "last_reload": last,
         }

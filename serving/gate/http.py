@@ -5,8 +5,11 @@ Job: the gate's HTTP contract as a FastAPI router the service mounts:
 "mean_logprob"?, "min_chars"?}], "threshold"?}` ->
 `{"model": {...}, "results": [{"acceptable", "p_acceptable", "reasons", "decided_by"}]}`, results in
 input order. Deterministic check failures short-circuit the model for that item. Errors follow
-`/v1/classify`: 422 for malformed bodies (including an invalid JSON Schema, named by index), 413
-for too many items or characters (the service's `max_texts` / `max_chars`), always `{"detail"}`.
+`/v1/classify`: 422 for whatever the OpenAPI schema forbids (wrong types, bool for a number, no
+items or more than `max_texts`, a prompt or response longer than `max_chars`, an invalid, unsafe or
+over-large JSON Schema, named by index), 413 for more than `max_chars` characters in all (no JSON
+Schema keyword says that), always `{"detail"}`. `json_schema` is untrusted input: see
+`serving.gate.checks` (no remote references, RE2 patterns, size/depth caps).
 
 Trade-offs:
 - The router gets the gate through `get_gate()` on every request, so a hot reload (see
@@ -23,20 +26,31 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable, Sequence
-from typing import Any, Protocol
+from typing import Annotated, Any, Protocol
 
+import annotated_types
 from fastapi import APIRouter, HTTPException
 from fastapi.responses import JSONResponse
 from prometheus_client import CollectorRegistry, Counter
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field
 from starlette.concurrency import run_in_threadpool
 
-from serving.gate.checks import InvalidSchemaError, validate_schema
+from serving.gate.checks import MAX_SCHEMA_BYTES, MAX_SCHEMA_DEPTH, InvalidSchemaError, validate_schema
 from serving.gate.model import GateDecision, GateItem, GateModel, decide_without_model
 
 
+def _json_integer(value: Any) -> Any:
+    """JSON Schema's `integer`: 3 and 3.0, never `true` (strict mode then rejects anything else)."""
+    if isinstance(value, float) and value.is_integer():
+        return int(value)
+    return value
+
+
+NonNegativeJsonInt = Annotated[int, annotated_types.Ge(0), BeforeValidator(_json_integer)]
+
+
 class GateItemIn(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", strict=True)
     prompt: str = Field(description="the request the response answers")
     response: str = Field(description="the model's answer (may be empty: that is the 'empty' check)")
     expect_json: bool = Field(default=False, description="the caller asked for JSON")
@@ -45,14 +59,14 @@ class GateItemIn(BaseModel):
     )
     finish_reason: str | None = Field(default=None, description="provider finish reason, e.g. stop, length")
     mean_logprob: float | None = Field(default=None, description="mean token log-probability, if available")
-    min_chars: int | None = Field(
-        default=None, ge=0, description="override the request-dependent minimum length"
+    min_chars: NonNegativeJsonInt | None = Field(
+        default=None, description="override the request-dependent minimum length"
     )
 
 
 class GateRequest(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-    items: list[GateItemIn] = Field(description="1 to max_texts items, answered in order")
+    model_config = ConfigDict(extra="forbid", strict=True)
+    items: list[GateItemIn] = Field(min_length=1, description="1 to max_texts items, answered in order")
     threshold: float | None = Field(
         default=None, ge=0.0, le=1.0, description="override the bundle's P(acceptable) threshold"
     )
@@ -73,6 +87,9 @@ class GateResponse(BaseModel):
 
 
 class _Limits(Protocol):
+    """The service settings the gate reads (`gate_schema_max_bytes` / `gate_schema_max_depth` are
+    optional: `serving.gate.checks` defaults when absent)."""
+
     max_texts: int
     max_chars: int
 
@@ -104,7 +121,14 @@ def to_items(body: GateRequest, settings: _Limits) -> list[GateItem]:
     if n == 0:
         raise HTTPException(status_code=422, detail=f"'items' is empty: send 1 to {settings.max_texts} items")
     if n > settings.max_texts:
-        raise HTTPException(status_code=413, detail=f"too many items: {n} > {settings.max_texts} per request")
+        raise HTTPException(status_code=422, detail=f"too many items: {n} > {settings.max_texts} per request")
+    for k, i in enumerate(body.items):
+        for side in ("prompt", "response"):
+            if len(getattr(i, side)) > settings.max_chars:
+                raise HTTPException(
+                    status_code=422,
+                    detail=f"items[{k}].{side} is longer than {settings.max_chars} characters",
+                )
     total = sum(len(i.prompt) + len(i.response) for i in body.items)
     if total > settings.max_chars:
         raise HTTPException(
@@ -116,7 +140,11 @@ def to_items(body: GateRequest, settings: _Limits) -> list[GateItem]:
             raise HTTPException(status_code=422, detail=f"items[{k}].mean_logprob must be a finite number")
         if i.json_schema is not None:
             try:
-                validate_schema(i.json_schema)
+                validate_schema(
+                    i.json_schema,
+                    max_bytes=getattr(settings, "gate_schema_max_bytes", MAX_SCHEMA_BYTES),
+                    max_depth=getattr(settings, "gate_schema_max_depth", MAX_SCHEMA_DEPTH),
+                )
             except InvalidSchemaError as exc:
                 raise HTTPException(status_code=422, detail=f"items[{k}].json_schema: {exc}") from None
         items.append(
@@ -146,8 +174,19 @@ def build_gate_router(
     metrics = GateMetrics(registry if registry is not None else CollectorRegistry())
     errors: dict[int | str, dict[str, Any]] = {
         401: {"description": "API key configured and missing or wrong"},
-        413: {"description": "too many items or characters"},
-        422: {"description": "malformed body, invalid json_schema"},
+        413: {"description": "more than max_chars characters in all, or a body over the size cap"},
+        422: {"description": "malformed body, limits in the schema, invalid or unsafe json_schema"},
+    }
+    text = {"type": "string", "maxLength": settings.max_chars}
+    body_schema = {
+        "$ref": "#/components/schemas/GateRequest",
+        "description": f"1 to {settings.max_texts} items, {settings.max_chars} characters in all",
+        "properties": {
+            "items": {
+                "maxItems": settings.max_texts,
+                "items": {"properties": {"prompt": text, "response": text}},
+            }
+        },
     }
 
     def judge(items: list[GateItem], threshold: float | None) -> tuple[dict[str, Any], list[GateDecision]]:
@@ -165,10 +204,14 @@ def build_gate_router(
         dependencies=list(dependencies),
         summary="Judge responses: deterministic checks, then the learned gate; results in input order",
         tags=["gate"],
+        openapi_extra={"requestBody": {"content": {"application/json": {"schema": body_schema}}}},
     )
     async def gate(body: GateRequest) -> JSONResponse:
         items = to_items(body, settings)
-        model, decisions = await run_in_threadpool(judge, items, body.threshold)
+        try:
+            model, decisions = await run_in_threadpool(judge, items, body.threshold)
+        except InvalidSchemaError as exc:  # validated above; kept for checks that refuse at run time
+            raise HTTPException(status_code=422, detail=f"json_schema: {exc}") from None
         metrics.observe(decisions)
         return JSONResponse({"model": model, "results": [d.to_result() for d in decisions]})
 

@@ -31,7 +31,14 @@ from typing import Any, Literal
 
 import numpy as np
 
-from serving.bundle import BundleError, open_session, open_tokenizer, read_manifest, runs_per_item
+from serving.bundle import (
+    SELF_CHECK_ATOL,
+    BundleError,
+    open_session,
+    open_tokenizer,
+    read_manifest,
+    runs_per_item,
+)
 from serving.gate.checks import InvalidSchemaError, check_response
 from serving.gate.signals import SIGNAL_NAMES, SIGNALS_VERSION, signals_batch
 from serving.textprep import TruncationSpec
@@ -247,8 +254,55 @@ class GateModel:
                     decisions[i] = GateDecision(False, p, reasons, "model", rp)
         return [d for d in decisions if d is not None]
 
+    def expected_outputs(self) -> dict[str, Any]:
+        """The manifest's `self_check` block for this gate as it is now (written at build time)."""
+        prompts = [p for p, _ in SELF_CHECK_PAIRS]
+        responses = [r for _, r in SELF_CHECK_PAIRS]
+        s = self.score(prompts, responses)
+        cases: list[dict[str, Any]] = []
+        for k, (prompt, response) in enumerate(SELF_CHECK_PAIRS):
+            case: dict[str, Any] = {"prompt": prompt, "response": response}
+            case["p_acceptable"] = float(s.p_acceptable[k])
+            if s.reason_probs is not None and self.reason_labels is not None:
+                case["reason_probs"] = {
+                    lab: float(v) for lab, v in zip(self.reason_labels, s.reason_probs[k], strict=True)
+                }
+            cases.append(case)
+        precision = str(self.manifest.get("encoder", {}).get("precision", "fp32"))
+        return {"atol": SELF_CHECK_ATOL.get(precision, SELF_CHECK_ATOL["int8"]), "cases": cases}
+
+    def _check_expected(self) -> None:
+        try:
+            check = self.manifest["self_check"]
+            atol = float(check["atol"])
+            cases = [c for c in check["cases"] if isinstance(c, dict)]
+            got = self.score([str(c["prompt"]) for c in cases], [str(c["response"]) for c in cases])
+            expected_p = [float(c["p_acceptable"]) for c in cases]
+        except (KeyError, TypeError, ValueError) as exc:
+            raise BundleError(f"{self.path}: malformed 'self_check' in the manifest ({exc})") from exc
+        for k, case in enumerate(cases):
+            problem = None
+            if not abs(float(got.p_acceptable[k]) - expected_p[k]) <= atol:
+                problem = f"p_acceptable {float(got.p_acceptable[k]):.4f}, recorded {expected_p[k]:.4f}"
+            recorded = case.get("reason_probs")
+            if problem is None and (recorded is None) != (got.reason_probs is None):
+                problem = "the reason head does not match the recorded one"
+            if problem is None and recorded is not None and got.reason_probs is not None:
+                now = dict(zip(self.reason_labels or (), map(float, got.reason_probs[k]), strict=True))
+                if not isinstance(recorded, dict) or set(recorded) != set(now):
+                    problem = f"reason labels {sorted(now)} differ from the recorded ones"
+                elif max(abs(now[lab] - float(v)) for lab, v in recorded.items()) > atol:
+                    problem = "reason probabilities differ from the recorded ones"
+            if problem is not None:
+                raise BundleError(
+                    f"gate self-check case {k}: {problem}; the manifest does not describe this graph "
+                    "(labels reordered or edited, or another model.onnx): refusing it"
+                )
+
     def self_check(self) -> None:
-        """Known inputs -> finite probabilities in [0, 1] and normalised embeddings; raises BundleError."""
+        """Known inputs -> the outputs recorded at build time (within `atol`), finite probabilities in
+        [0, 1] and normalised embeddings; raises BundleError."""
+        self._check_expected()
         prompts = [p for p, _ in SELF_CHECK_PAIRS]
         responses = [r for _, r in SELF_CHECK_PAIRS]
         s = self.score(prompts, responses)

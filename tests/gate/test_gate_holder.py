@@ -46,3 +46,23 @@ def test_reload_swaps_and_refuses_corrupt(gate_bundle: Path, tmp_path: Path) -> 
 def test_missing_bundle_is_a_load_error(tmp_path: Path) -> None:
     with pytest.raises(GateLoadError):
         GateHolder(LocalSource(tmp_path / "nope")).load_initial()
+
+
+def test_reordered_reason_labels_are_refused_and_the_old_gate_keeps_serving(
+    gate_bundle: Path, tmp_path: Path
+) -> None:
+    """bundle.json is not among its own hashed files: the recorded self-check outputs catch a swap."""
+    live = tmp_path / "live"
+    shutil.copytree(gate_bundle, live)
+    holder = GateHolder(LocalSource(live))
+    first = holder.load_initial()
+    manifest = json.loads((live / "bundle.json").read_text())
+    reason = next(h for h in manifest["heads"] if h["name"] == "reason")
+    reason["labels"] = reason["labels"][::-1]
+    (live / "bundle.json").write_text(json.dumps(manifest))
+    out = holder.reload()
+    assert out.status == "refused" and "self-check" in (out.reason or "")
+    assert holder.current is first
+    assert "self-check" not in str(holder.readiness(detail=False))  # public readiness: no error text
+    with pytest.raises(GateLoadError, match="self-check"):
+        GateHolder(LocalSource(live)).load_initial()

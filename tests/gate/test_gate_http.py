@@ -109,7 +109,7 @@ def test_threshold_override(client: TestClient) -> None:
 @pytest.mark.parametrize(
     ("body", "status", "fragment"),
     [
-        ({"items": []}, 422, "empty"),
+        ({"items": []}, 422, "at least 1 item"),
         ({}, 422, "items"),
         ({"items": [{"prompt": "x"}]}, 422, "response"),
         ({"items": [{"prompt": 1, "response": "y"}]}, 422, "prompt"),
@@ -121,7 +121,22 @@ def test_threshold_override(client: TestClient) -> None:
         ),
         ({"items": [{"prompt": "x", "response": "y", "min_chars": -1}]}, 422, "min_chars"),
         ({"items": [{"prompt": "x", "response": "y"}], "threshold": 2}, 422, "threshold"),
-        ({"items": [{"prompt": "x", "response": "y"}] * 9}, 413, "too many items"),
+        ({"items": [{"prompt": "x", "response": "y", "min_chars": False}]}, 422, "min_chars"),
+        ({"items": [{"prompt": "x", "response": "y", "expect_json": 1}]}, 422, "expect_json"),
+        ({"items": [{"prompt": "x", "response": "y"}], "threshold": True}, 422, "threshold"),
+        ({"items": [{"prompt": "x", "response": "y" * 5001}]}, 422, "longer than 5000"),
+        (
+            {"items": [{"prompt": "x", "response": "{}", "json_schema": {"$ref": "http://127.0.0.1:9/x"}}]},
+            422,
+            "remote references",
+        ),
+        ({"items": [{"prompt": "x", "response": "{}", "json_schema": {"$ref": "#"}}]}, 422, "without end"),
+        (
+            {"items": [{"prompt": "x", "response": '"a"', "json_schema": {"pattern": "(a)\\1"}}]},
+            422,
+            "linear-time",
+        ),
+        ({"items": [{"prompt": "x", "response": "y"}] * 9}, 422, "too many items"),
         ({"items": [{"prompt": "x" * 3000, "response": "y" * 3000}]}, 413, "too many characters"),
     ],
 )

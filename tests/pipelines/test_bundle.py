@@ -95,7 +95,7 @@ def test_batch_and_single_agree(trained_bundle: Path) -> None:
 
 def test_manifest_describes_the_bundle(trained_bundle: Path) -> None:
     m = read_manifest(trained_bundle)
-    assert m["schema_version"] == 1 and m["kind"] == "classifier"
+    assert m["schema_version"] == 2 and m["self_check"]["cases"] and m["kind"] == "classifier"
     assert m["encoder"]["sha256"] and m["encoder"]["dim"] == 384
     assert m["text"]["max_tokens"] == 128 and m["text"]["strategy"] == "head_tail"
     assert m["training_data"]["digest"]

@@ -69,7 +69,7 @@ def test_max_batch_is_respected_and_a_big_request_runs_alone() -> None:
     assert all(n <= 4 for n in model.calls if n != 10)
 
 
-def test_a_failing_batch_fails_its_requests_only() -> None:
+def test_a_failing_request_never_fails_its_batch_neighbours() -> None:
     model = FakeModel(fail_on="boom")
 
     async def main() -> None:
@@ -80,11 +80,13 @@ def test_a_failing_batch_fails_its_requests_only() -> None:
         good_same_batch = engine.run(["fine"])
         results = await asyncio.gather(first, bad, good_same_batch, return_exceptions=True)
         assert results[0] == ("v1", ["WARM-UP"])
-        assert isinstance(results[1], RuntimeError) and isinstance(results[2], RuntimeError)
+        assert isinstance(results[1], RuntimeError)
+        assert results[2] == ("v1", ["FINE"])  # merged with the bad one, answered all the same
         assert await engine.run(["later"]) == ("v1", ["LATER"])
         engine.close()
 
     run(main())
+    assert model.calls == [1, 2, 1, 1, 1]  # warm-up, the merged call, each request alone, "later"
 
 
 def test_wait_ms_holds_a_lone_request_to_merge_the_next() -> None:
@@ -130,3 +132,62 @@ def test_closed_engine_refuses_work() -> None:
 def test_bad_configuration_is_rejected(kwargs: dict[str, float]) -> None:
     with pytest.raises(ValueError):
         Inference(FakeModel(), **kwargs)  # type: ignore[arg-type]
+
+
+def test_a_full_queue_refuses_at_once_and_an_empty_one_admits_anything() -> None:
+    from serving.batcher import QueueFull
+
+    model = FakeModel(delay=0.05)
+
+    async def main() -> None:
+        engine = Inference(model, workers=1, batching=True, max_batch=4, max_queue=4)
+        running = asyncio.ensure_future(engine.run(["a"]))  # taken by the worker at once
+        await asyncio.sleep(0)
+        queued = asyncio.ensure_future(engine.run(["b", "c", "d"]))
+        await asyncio.sleep(0)
+        with pytest.raises(QueueFull):
+            await engine.run(["e", "f"])  # 3 queued + 2 > 4
+        assert await asyncio.gather(running, queued) == [("v1", ["A"]), ("v1", ["B", "C", "D"])]
+        big = await engine.run([str(i) for i in range(9)])  # bigger than max_queue, queue empty: admitted
+        assert len(big[1]) == 9
+        engine.close()
+
+    run(main())
+
+
+def test_abandoned_requests_leave_the_queue_and_abort_their_running_call() -> None:
+    from serving.batcher import CancelToken
+
+    started = threading.Event()
+    tokens: list[CancelToken] = []
+    calls: list[list[str]] = []
+
+    def predict(texts: Sequence[str], cancel: CancelToken) -> tuple[str, list[str]]:
+        calls.append(list(texts))
+        tokens.append(cancel)
+        started.set()
+        for _ in range(500 if "slow" in texts else 0):  # a long call, stopped once nobody waits for it
+            if cancel.cancelled:
+                raise RuntimeError("aborted")
+            time.sleep(0.01)
+        return "v1", [t.upper() for t in texts]
+
+    async def main() -> None:
+        engine = Inference(predict, workers=1, batching=True, max_batch=2, cancellable=True)
+        running = asyncio.ensure_future(engine.run(["slow"]))
+        while not started.is_set():
+            await asyncio.sleep(0.001)
+        waiting = [asyncio.ensure_future(engine.run([f"q{i}"], timeout=0.05)) for i in range(3)]
+        for w in waiting:
+            with pytest.raises(TimeoutError):
+                await w
+        assert engine.queued_texts == 0 and engine.dropped == 3  # left the queue, never run
+        running.cancel()  # the last waiter of the running call goes away: the call is aborted
+        with pytest.raises(asyncio.CancelledError):
+            await running
+        assert await engine.run(["fresh"], timeout=30) == ("v1", ["FRESH"])
+        assert engine.aborted == 1 and tokens[0].cancelled
+        engine.close()
+
+    run(main())
+    assert calls == [["slow"], ["fresh"]]

@@ -55,7 +55,8 @@ def test_policy_mounts_chat_completions_with_the_served_classifier(
         policy_path.write_text(yaml.safe_dump(policy, sort_keys=False), encoding="utf-8")
         server = start_server(serving_bundle, tmp_path / "srv", args=["--policy", str(policy_path)])
         try:
-            assert httpx.get(f"{server.url}/readyz").json()["policy"] == str(policy_path)
+            assert httpx.get(f"{server.url}/readyz").json()["policy"] == policy_path.name
+            assert httpx.get(f"{server.url}/admin/status").json()["policy"] == str(policy_path)
             resp = httpx.post(
                 f"{server.url}/v1/chat/completions",
                 json={"model": "auto", "messages": [{"role": "user", "content": "Prove that 17 is prime."}]},

@@ -69,7 +69,9 @@ def test_single_text_form_and_long_text_truncation(server: Server) -> None:
         ({"text": "a", "texts": None}, 422, "exactly one"),
         ({"texts": ["a"], "extra": 1}, 422, "extra"),
         ([1, 2], 422, "invalid request"),
-        ({"texts": ["x"] * 257}, 413, "257 > 256"),
+        ({"texts": ["x"] * 257}, 422, "257 > 256"),
+        ({"text": "x" * 500_001}, 422, "longer than 500000"),
+        ({"text": True}, 422, "text"),
         ({"texts": ["x" * 300_000, "y" * 300_000]}, 413, "characters"),
     ],
 )

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import subprocess
 from pathlib import Path
 
@@ -43,12 +44,15 @@ def test_registry_then_cache_when_the_registry_is_down(
         online.stop()
     assert list(cache.glob("tierroute-classifier/last-good@champion.json"))
 
-    offline = start_server(URI, tmp_path / "offline", args=[*args, "--tracking-uri", unreachable()])
+    down = unreachable()
+    offline = start_server(URI, tmp_path / "offline", args=[*args, "--tracking-uri", down])
     try:
         ready = httpx.get(f"{offline.url}/readyz").json()
         assert ready["ready"] is True
         assert ready["origin"] == "cache" and ready["stale"] is True
         assert "registry unavailable" in ready["reason"]
+        assert down not in json.dumps(ready)  # public: no tracking URI, no registry error text
+        assert "registry unavailable for" in httpx.get(f"{offline.url}/admin/status").json()["reason"]
         assert ready["model"]["version"] == str(registered.version)
         resp = httpx.post(f"{offline.url}/v1/classify", json={"texts": ["still works", "offline"]})
         assert resp.status_code == 200 and len(resp.json()["results"]) == 2

@@ -106,7 +106,11 @@ def _corrupt_candidate_is_refused(server: Server, releases: dict[str, Path]) -> 
     assert served.status_code == 200 and served.json()["model"]["version"] == "2"
     ready = httpx.get(f"{server.url}/readyz").json()
     assert ready["ready"] is True
-    assert ready["last_reload"]["status"] == "refused" and "model.onnx" in ready["last_reload"]["reason"]
+    assert ready["last_reload"]["status"] == "refused"
+    assert "model.onnx" not in ready["last_reload"]["reason"]  # public: no paths, no error text
+    assert str(releases["bad"]) not in json.dumps(ready)
+    status = httpx.get(f"{server.url}/admin/status").json()  # the details, behind the key if one is set
+    assert "model.onnx" in status["last_reload"]["reason"]
     metrics = httpx.get(f"{server.url}/metrics").text
     assert 'tierroute_model_reloads_total{outcome="refused"} 1.0' in metrics
     assert 'version="2"' in metrics

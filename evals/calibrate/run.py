@@ -1,7 +1,7 @@
 """`tierroute calibrate`: choose the routing threshold, then store it with the model version and bundle.
 
 Job: score a calibration set (a labelled file, or a prediction log: the logged probabilities are
-used as-is), pick the threshold for the objective (`evals.thresholds`), and record it
+used as-is), pick the threshold for the objective (`evals.calibrate.thresholds`), and record it
 - as MLflow version tags (`routing_threshold` = JSON, `routing_threshold.<score>` = the number)
   when the model is a registered version, and
 - in a NEW bundle folder: a copy of the bundle whose `bundle.json` carries
@@ -10,7 +10,7 @@ used as-is), pick the threshold for the objective (`evals.thresholds`), and reco
   folder is written next to its final place and renamed in, and an existing folder is never
   overwritten, so the source bundle (and anything serving it) is left untouched.
 Routers apply it as: send to the strong model iff `score >= strong_if_at_least`, where score is the
-classifier's `complexity` (or `HEAD:LABEL` / `not:HEAD:LABEL` probabilities; see evals.evaluate).
+classifier's `complexity` (or `HEAD:LABEL` / `not:HEAD:LABEL` probabilities; see evals.eval.evaluate).
 """
 
 from __future__ import annotations
@@ -28,9 +28,9 @@ from typing import Any
 
 import numpy as np
 
-from evals.evaluate import outcome_arrays, router_score
-from evals.inputs import InputError, is_log, read_logged_predictions, read_table, select_split
-from evals.model_io import (
+from evals.calibrate.thresholds import Objective, ThresholdChoice, choose_threshold
+from evals.eval.evaluate import outcome_arrays, router_score
+from evals.io.models import (
     ModelError,
     ModelHandle,
     head_labels,
@@ -38,7 +38,7 @@ from evals.model_io import (
     predict_in_batches,
     resolve_model,
 )
-from evals.thresholds import Objective, ThresholdChoice, choose_threshold
+from evals.io.tables import InputError, is_log, read_logged_predictions, read_table, select_split
 from serving.bundle import MANIFEST, BundleError, read_manifest, sha256_file
 
 
@@ -172,7 +172,7 @@ def run_calibrate(
         out_path = write_bundle_with_routing(handle.bundle_dir, bundle_out, routing)
     run = CalibrationRun(choice, score, handle, data, out_path, False, routing)
     if tag_version and handle.registered and handle.version is not None:
-        from evals.tracking import TrackingError, set_version_tags
+        from pipelines.registry.tracking import TrackingError, set_version_tags
 
         try:
             set_version_tags(

@@ -24,8 +24,8 @@ from typing import Any, Literal
 
 import numpy as np
 
-from evals.bootstrap import Interval, percentile_interval
-from evals.routing_value import routing_curve
+from evals.eval.routing_value import routing_curve
+from evals.stats.bootstrap import Interval, percentile_interval
 
 Objective = Literal["target_share", "quality_floor", "budget"]
 

@@ -1,6 +1,6 @@
-"""Registers the evaluation commands (eval, drift, calibrate) on the root app.
+"""Evaluation commands: `tierroute eval`, `drift`, `calibrate` and `bench drift`.
 
-Job: thin typer wrappers: parse options, call `evals.*_cmd`, print a short summary, map user
+Job: thin typer wrappers: parse options, call `evals.<stage>.run`, print a short summary, map user
 errors to exit status 2 with a one-line message on stderr (no traceback). Heavy modules (numpy
 stats, pandas, onnxruntime, mlflow) are imported inside the command bodies.
 """
@@ -14,13 +14,10 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
+from serving.cli.errors import fail as _fail
+
 out = Console()
 err = Console(stderr=True)
-
-
-def _fail(exc: BaseException, code: int = 2) -> typer.Exit:
-    err.print(f"[red]error:[/red] {exc}", soft_wrap=True, highlight=False)
-    return typer.Exit(code)
 
 
 def drift_cmd(
@@ -96,8 +93,8 @@ def drift_cmd(
 
     Writes report.md, report.html, summary.json and plots. Exit status: 0 no drift, 1 drift, 2 bad input.
     """
-    from evals.drift import DriftConfig
-    from evals.drift_cmd import BAD_INPUT, run_drift
+    from evals.drift.checks import DriftConfig
+    from evals.drift.run import BAD_INPUT, run_drift
 
     try:
         config = DriftConfig(
@@ -181,9 +178,9 @@ def eval_cmd(
     """Score a model on a labelled set: per-head accuracy, macro-F1, per-class metrics and calibration
     error with bootstrap 95% intervals, per-slice tables, confusion/reliability plots, and routing
     value (APGR) when the set carries per-model outcomes. Exit status 2 on bad input."""
-    from evals.eval_cmd import run_eval
-    from evals.inputs import InputError
-    from evals.model_io import ModelError
+    from evals.eval.run import run_eval
+    from evals.io.models import ModelError
+    from evals.io.tables import InputError
 
     if bootstrap < 100:
         raise _fail(ValueError("--bootstrap must be >= 100"))
@@ -274,10 +271,10 @@ def calibrate_cmd(
     """Pick the routing threshold for a target strong-model share, a quality floor or a cost budget;
     report the expected share, quality and cost with 95% intervals; store it as an MLflow version tag
     and in a new bundle copy (bundle.json thresholds.routing). Exit status 2 on bad input."""
-    from evals.calibrate_cmd import run_calibrate
-    from evals.inputs import InputError
-    from evals.model_io import ModelError
-    from evals.thresholds import Objective
+    from evals.calibrate.run import run_calibrate
+    from evals.calibrate.thresholds import Objective
+    from evals.io.models import ModelError
+    from evals.io.tables import InputError
 
     given = [
         (n, v)
@@ -347,11 +344,11 @@ def bench_drift_cmd(
     and which checks fire on injected drift (source mix, another script, flipped labels, truncation)."""
     import json
 
-    from evals.drift import DriftConfig
-    from evals.drift_bench import false_alarms, injected, make_pool
-    from evals.inputs import InputError, read_table, select_split
-    from evals.model_io import ModelError, load_bundle, resolve_model
-    from evals.report import clean_json
+    from evals.drift.bench import false_alarms, injected, make_pool
+    from evals.drift.checks import DriftConfig
+    from evals.io.models import ModelError, load_bundle, resolve_model
+    from evals.io.report import clean_json
+    from evals.io.tables import InputError, read_table, select_split
 
     try:
         df = select_split(read_table(data), split, data)
@@ -389,12 +386,7 @@ def bench_drift_cmd(
 
 
 def register(root: typer.Typer, bench: typer.Typer) -> None:
-    """Add `eval`, `drift`, `calibrate` and `bench drift` to the root app, and plug the evaluation
-    gate into `tierroute promote --eval-set`."""
-    from evals.promotion import promotion_checks
-    from pipelines.registry_cli import set_eval_check_factory
-
-    set_eval_check_factory(promotion_checks)
+    """Add `eval`, `drift`, `calibrate` and `bench drift` to the root app."""
     root.command("eval")(eval_cmd)
     root.command("drift")(drift_cmd)
     root.command("calibrate")(calibrate_cmd)

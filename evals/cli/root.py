@@ -1,38 +1,38 @@
 """The `tierroute` command: the composition root that mounts every package's commands.
 
 Job: build the one typer app users run. It lives in `evals` because `evals` is the only package
-allowed to import both `serving` and `pipelines`. Each package contributes a `register(root, bench)`
-function; command modules import their heavy dependencies inside the command body, so
+allowed to import both `serving` and `pipelines`. Each command area (`<package>/cli/<area>.py`) has a
+`register(root, bench)` function, called below in a fixed order (it is the order `--help` lists);
+`promote` gets the evaluation gate it uses passed in explicitly. Command modules import their
+heavy dependencies inside the command body, so
 `tierroute --help` and `tierroute serve` work in a serving-only install (no torch, no sklearn).
 """
 
 from __future__ import annotations
 
-import os
+from collections.abc import Sequence
+from typing import TYPE_CHECKING
 
 import typer
 
-from evals import register_cli as evals_register
-from pipelines import cli as pipelines_cli
-from pipelines import gate_cli
-from serving import cli as serving_cli
-from serving import serve_cli
+from evals.cli import commands as evals_cli
+from pipelines.cli import data as data_cli
+from pipelines.cli import gate as gate_cli
+from pipelines.cli import registry as registry_cli
+from pipelines.cli import train as train_cli
+from serving.cli import serve as serve_cli
+from serving.cli.env import set_offline_env
 from serving.router import cli as router_cli
 
-OFFLINE_ENV = {
-    "HF_HUB_OFFLINE": "1",
-    "TRANSFORMERS_OFFLINE": "1",
-    "ORT_DISABLE_TELEMETRY": "1",
-    "MLFLOW_DISABLE_TELEMETRY": "true",
-    "DO_NOT_TRACK": "true",
-    "TOKENIZERS_PARALLELISM": "false",
-}
+if TYPE_CHECKING:
+    from pipelines.cli.registry import EvalSetRequest
+    from pipelines.registry import PromotionCheck
 
+def promotion_checks(request: EvalSetRequest) -> Sequence[PromotionCheck]:
+    """The evaluation gate of `promote --eval-set` (imported when used: it needs numpy/pandas)."""
+    from evals.eval.promotion import promotion_checks as checks
 
-def _set_offline_env() -> None:
-    """No hub look-ups and no telemetry, ever: this tool must not wait on the network."""
-    for key, value in OFFLINE_ENV.items():
-        os.environ.setdefault(key, value)
+    return checks(request)
 
 
 def build_app() -> typer.Typer:
@@ -51,9 +51,10 @@ def build_app() -> typer.Typer:
     bench = typer.Typer(
         help="Rerunnable latency/throughput benchmarks that print p50/p99 tables.", no_args_is_help=True
     )
-    pipelines_cli.register(app, bench)
-    serving_cli.register(app, bench)
-    evals_register.register(app, bench)
+    train_cli.register(app, bench)
+    data_cli.register(app, bench)
+    registry_cli.register(app, bench, eval_checks=promotion_checks)
+    evals_cli.register(app, bench)
     router_cli.register(app, bench)
     serve_cli.register(app, bench)
     gate_cli.register(app, bench)
@@ -62,7 +63,7 @@ def build_app() -> typer.Typer:
 
 
 def main() -> None:
-    _set_offline_env()
+    set_offline_env()
     build_app()()
 
 

@@ -5,7 +5,7 @@ the model never trained on) is scored once; then
 - `false_alarms`: for each seed, the pool is shuffled and cut into a disjoint reference and
   current set from the same distribution; the share of seeds with any drift flagged estimates the
   family-wise false-alarm rate (it should stay at or below alpha);
-- `injected`: four known shifts (`evals.synthetic_drift`: source mix, another script, flipped
+- `injected`: four known shifts (`evals.drift.synthetic`: source mix, another script, flipped
   labels, truncated texts) are applied to a current set and every flagged check is recorded.
 Re-splits reuse the pool's predictions and embeddings (row indices), so one seed costs one
 `compare`; only transliterated and truncated texts are re-encoded.
@@ -19,11 +19,11 @@ from typing import Any
 
 import numpy as np
 
-from evals.drift import DriftConfig, DriftResult, compare
-from evals.inputs import label_columns
-from evals.shift_tests import holm
-from evals.synthetic_drift import flip_labels, resample_sources, to_other_script, truncate_words
-from pipelines.reference_stats import ReferenceStats, compute_stats
+from evals.drift.checks import DriftConfig, DriftResult, compare
+from evals.drift.synthetic import flip_labels, resample_sources, to_other_script, truncate_words
+from evals.io.tables import label_columns
+from evals.stats.shift_tests import holm
+from pipelines.train.reference_stats import ReferenceStats, compute_stats
 from serving.bundle import Bundle, BundleOutput
 
 
@@ -54,7 +54,7 @@ class Pool:
 
 
 def make_pool(bundle: Bundle, df: Any, n: int | None = None, seed: int = 0) -> Pool:
-    from evals.model_io import predict_in_batches
+    from evals.io.models import predict_in_batches
 
     frame = df if n is None or n >= len(df) else df.sample(n=n, random_state=seed)
     frame = frame.reset_index(drop=True).copy()
@@ -66,7 +66,7 @@ def make_pool(bundle: Bundle, df: Any, n: int | None = None, seed: int = 0) -> P
 def _stats_for_texts(
     bundle: Bundle, frame: Any, heads: Mapping[str, Sequence[str]], seed: int
 ) -> ReferenceStats:
-    from evals.model_io import predict_in_batches
+    from evals.io.models import predict_in_batches
 
     texts = [str(t) for t in frame["text"].tolist()]
     out = predict_in_batches(bundle, texts)

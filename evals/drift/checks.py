@@ -12,7 +12,7 @@ Checks (each runs only when both sides carry what it needs):
 - confidence/<head>    chi-square on the 10-bin top-class-probability histogram, PSI;
 - embedding            RBF-kernel MMD permutation test on embedding subsamples (+ domain-classifier AUC);
 - token_length         two-sample KS on token counts (before truncation);
-- language             chi-square on script-bucket counts (see pipelines.language), PSI.
+- language             chi-square on script-bucket counts (see pipelines.data.language), PSI.
 
 Decision: p-values of every check that ran are adjusted with Holm's step-down method, so the chance
 of flagging anything on a set drawn from the reference distribution is at most alpha (family-wise),
@@ -29,16 +29,16 @@ from typing import Any, Literal
 
 import numpy as np
 
-from evals.bootstrap import (
+from evals.drift.embedding import mmd_permutation_test
+from evals.stats.bootstrap import (
     f1_from_confusion,
     independent_bootstrap_diff,
     macro_f1_from_confusion,
     permutation_test_diff,
 )
-from evals.embedding_drift import mmd_permutation_test
-from evals.shift_tests import bonferroni, chi2_homogeneity, holm, ks_two_sample, psi
-from pipelines.language import BUCKETS
-from pipelines.reference_stats import HeadStats, ReferenceStats
+from evals.stats.shift_tests import bonferroni, chi2_homogeneity, holm, ks_two_sample, psi
+from pipelines.data.language import BUCKETS
+from pipelines.train.reference_stats import HeadStats, ReferenceStats
 
 Correction = Literal["holm", "bonferroni", "none"]
 FAMILIES = (

@@ -17,9 +17,9 @@ from typing import Any
 
 import numpy as np
 
-from evals.drift import CheckResult, DriftResult
-from evals.report import Block, Heading, Image, Para, Table, pyplot, write_report
-from pipelines.reference_stats import ReferenceStats
+from evals.drift.checks import CheckResult, DriftResult
+from evals.io.report import Block, Heading, Image, Para, Table, pyplot, write_report
+from pipelines.train.reference_stats import ReferenceStats
 
 FAMILY_TITLES = {
     "performance": "Performance drift (labelled sets)",

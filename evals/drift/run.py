@@ -1,6 +1,6 @@
 """`tierroute drift`: resolve the reference and the current set, run the checks, write and log the report.
 
-Job: the glue between files/registry and `evals.drift.compare`:
+Job: the glue between files/registry and `evals.drift.checks.compare`:
 - `--reference` is one of: a `reference_stats.npz`; a bundle folder or `models:/` URI whose bundle
   carries `reference_stats.npz` (written at training time, on the test split; for registered
   versions the training run's `reference/reference_stats.npz` artifact is the fallback); or a
@@ -20,8 +20,16 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from evals.drift import DriftConfig, DriftResult, compare
-from evals.inputs import (
+from evals.drift.checks import DriftConfig, DriftResult, compare
+from evals.io.models import (
+    ModelError,
+    ModelHandle,
+    head_labels,
+    load_bundle,
+    predict_in_batches,
+    resolve_model,
+)
+from evals.io.tables import (
     TABLE_SUFFIXES,
     InputError,
     LoggedPredictions,
@@ -31,15 +39,7 @@ from evals.inputs import (
     read_table,
     select_split,
 )
-from evals.model_io import (
-    ModelError,
-    ModelHandle,
-    head_labels,
-    load_bundle,
-    predict_in_batches,
-    resolve_model,
-)
-from pipelines.reference_stats import FILENAME, ReferenceStats, ReferenceStatsError, compute_stats
+from pipelines.train.reference_stats import FILENAME, ReferenceStats, ReferenceStatsError, compute_stats
 from serving.bundle import BundleError, read_manifest
 
 REFERENCE_ARTIFACT = f"reference/{FILENAME}"
@@ -136,7 +136,7 @@ def resolve_reference(
     if not stats_file.is_file() and handle.run_id:
         import tempfile
 
-        from evals.tracking import download_run_artifact
+        from pipelines.registry.tracking import download_run_artifact
 
         got = download_run_artifact(
             handle.run_id, REFERENCE_ARTIFACT, Path(tempfile.mkdtemp(prefix="tierroute-ref-"))
@@ -183,7 +183,7 @@ def run_drift(
     echo: Callable[[str], None] = print,
 ) -> DriftRun:
     """Everything `tierroute drift` does; raises DriftInputError / InputError / ModelError on bad input."""
-    from evals.drift_report import write_drift_report
+    from evals.drift.report import write_drift_report
 
     config = config or DriftConfig()
     current = Path(current)
@@ -207,7 +207,7 @@ def run_drift(
     report = write_drift_report(result, ref_stats, cur_stats, out, title=f"Drift report: {current.name}")
     run = DriftRun(result, ref_stats, cur_stats, handle, report)
     if log_to_mlflow:
-        from evals.tracking import TrackingError, log_run
+        from pipelines.registry.tracking import TrackingError, log_run
 
         metrics: dict[str, Any] = {
             "drift": float(result.drift),

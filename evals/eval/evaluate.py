@@ -24,9 +24,9 @@ from typing import Any
 
 import numpy as np
 
-from evals.bootstrap import Interval, bootstrap_classification, confusion_matrix
-from evals.calibration import bootstrap_ece, top_label
-from evals.routing_value import RoutingValue, evaluate_router, oracle_score
+from evals.eval.routing_value import RoutingValue, evaluate_router, oracle_score
+from evals.stats.bootstrap import Interval, bootstrap_classification, confusion_matrix
+from evals.stats.calibration import bootstrap_ece, top_label
 
 OUTCOME_COLUMNS: tuple[tuple[str, ...], ...] = (
     ("weak_score", "strong_score"),

@@ -22,10 +22,10 @@ from typing import Any
 
 import numpy as np
 
-from evals.bootstrap import paired_bootstrap_diff
-from evals.inputs import label_columns, read_table, select_split
-from evals.model_io import head_labels, load_bundle, predict_in_batches, resolve_model
-from pipelines.reference_stats import label_indices
+from evals.io.models import head_labels, load_bundle, predict_in_batches, resolve_model
+from evals.io.tables import label_columns, read_table, select_split
+from evals.stats.bootstrap import paired_bootstrap_diff
+from pipelines.train.reference_stats import label_indices
 
 ALL_SLICES = "*"
 AUTO_SPLIT = "auto"
@@ -48,9 +48,9 @@ def eval_rows(path: Path, split: str | None) -> Any:
 
 
 def promotion_checks(request: Any) -> list[Callable[[Any], list[Any]]]:
-    """`pipelines.registry_cli.EvalCheckFactory`: validate the files now (bad input is exit 2, not
+    """`pipelines.cli.registry.EvalCheckFactory`: validate the files now (bad input is exit 2, not
     a refused promotion), then gate on them at promotion time."""
-    from evals.inputs import InputError
+    from evals.io.tables import InputError
 
     for path in request.files:
         try:

@@ -1,6 +1,6 @@
 """`tierroute eval`: score a model version on a labelled file, write the report, log it to MLflow.
 
-Job: glue between the file/model and `evals.evaluate`: read and validate the file (label columns
+Job: glue between the file/model and `evals.eval.evaluate`: read and validate the file (label columns
 named like the model's heads; at least one must be present), predict in batches, compute per-head
 metrics with intervals, per-slice tables (`source` by default when the file has it, or any
 `--slice` column), confusion and reliability plots (the same plotting code as training), and
@@ -18,7 +18,7 @@ from typing import Any
 
 import numpy as np
 
-from evals.evaluate import (
+from evals.eval.evaluate import (
     HeadEvaluation,
     RoutingEvaluation,
     SliceRow,
@@ -28,10 +28,10 @@ from evals.evaluate import (
     outcome_arrays,
     router_score,
 )
-from evals.inputs import InputError, label_columns, read_table, select_split
-from evals.model_io import ModelHandle, head_labels, load_bundle, predict_in_batches, resolve_model
-from evals.report import Block, Heading, Image, Para, Table, pyplot, write_report
-from pipelines.reference_stats import label_indices
+from evals.io.models import ModelHandle, head_labels, load_bundle, predict_in_batches, resolve_model
+from evals.io.report import Block, Heading, Image, Para, Table, pyplot, write_report
+from evals.io.tables import InputError, label_columns, read_table, select_split
+from pipelines.train.reference_stats import label_indices
 
 
 @dataclass
@@ -95,7 +95,7 @@ def _routing_plot(routing: RoutingEvaluation, path: Path) -> None:
 def _blocks(
     run: EvalRun, out_dir: Path, probs: dict[str, np.ndarray], labels: dict[str, list[Any]]
 ) -> list[Block]:
-    from pipelines.metrics import plot_confusion_matrix, plot_reliability
+    from pipelines.train.metrics import plot_confusion_matrix, plot_reliability
 
     plots = out_dir / "plots"
     blocks: list[Block] = [
@@ -253,7 +253,7 @@ def run_eval(
     blocks = _blocks(run, target, out.probs, labels)
     run.report = write_report(target, f"Evaluation: {handle.label} on {data.name}", blocks, run.to_dict())
     if log_to_mlflow:
-        from evals.tracking import TrackingError, log_run
+        from pipelines.registry.tracking import TrackingError, log_run
 
         key = data.stem
         version_tags = {

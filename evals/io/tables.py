@@ -4,10 +4,10 @@ Job: one reader with clear errors (an `InputError` message names the file, the c
 bad row) for CSV, TSV, JSONL, JSON and Parquet tables with a `text` column, plus the JSONL
 prediction log written by `serving.prediction_log`. Labels are optional here: whichever columns
 are named like a model head are read as that head's labels (validated against the head's label set
-later, by `pipelines.reference_stats`). Bad input is the user's to fix, so the commands turn
+later, by `pipelines.train.reference_stats`). Bad input is the user's to fix, so the commands turn
 `InputError` into exit status 2.
 
-Trade-off: the training-side validator (`pipelines.dataset`) demands label columns and split
+Trade-off: the training-side validator (`pipelines.data.dataset`) demands label columns and split
 rules; evaluation and drift sets are often unlabelled or partially labelled, so this reader only
 insists on what every check needs: non-empty string texts.
 """
@@ -21,7 +21,7 @@ from typing import Any
 
 import numpy as np
 
-from pipelines.reference_stats import is_missing
+from pipelines.train.reference_stats import is_missing
 from serving.prediction_log import PredictionLogError, is_prediction_log, read_prediction_log
 
 TABLE_SUFFIXES = (".csv", ".tsv", ".jsonl", ".json", ".parquet")

@@ -16,7 +16,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from evals.bootstrap import Interval, check_interval_args, percentile_interval
+from evals.stats.bootstrap import Interval, check_interval_args, percentile_interval
 
 
 @dataclass(frozen=True)

@@ -91,8 +91,8 @@ def bench_embedding_throughput(
     texts: Sequence[str], spec: TruncationSpec, threads: int = 2, encoder_cache: Path = Path("models/encoder")
 ) -> float:
     """Texts/s of the training embedder (cache off) on the given texts."""
-    from pipelines.embed import Embedder
-    from pipelines.encoder_export import export_encoder
+    from pipelines.train.embed import Embedder
+    from pipelines.train.encoder_export import export_encoder
 
     embedder = Embedder(export_encoder(encoder_cache), spec, cache_dir=None, threads=threads)
     embedder.encode_uncached(list(texts[:32]))  # warm-up

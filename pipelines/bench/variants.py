@@ -22,7 +22,7 @@ from typing import Any
 
 import numpy as np
 
-from pipelines.encoder_export import Precision
+from pipelines.train.encoder_export import Precision
 from serving.textprep import TruncationSpec
 
 DEFAULT_VARIANTS: tuple[tuple[str, TruncationSpec, Precision], ...] = (
@@ -54,9 +54,9 @@ def run_variants(
     encoder_cache: Path = Path("models/encoder"),
     embedding_cache: Path | None = Path(".cache/embeddings"),
 ) -> list[VariantRow]:
-    from pipelines.bench import measure, text_of_tokens
-    from pipelines.dataset import load_labelled_file
-    from pipelines.train import TrainConfig, train
+    from pipelines.bench.classify import measure, text_of_tokens
+    from pipelines.data.dataset import load_labelled_file
+    from pipelines.train.classifier import TrainConfig, train
     from serving.bundle import TOKENIZER_FILE, Bundle
 
     test = load_labelled_file(data, ("tier", "task")).df

@@ -13,6 +13,8 @@ from typing import Annotated, Any
 
 import typer
 
+from serving.cli.errors import fail
+
 data_app = typer.Typer(
     help=(
         "Labelled request data: build the default set from data/raw/ (public sources, see data/README.md) "
@@ -72,16 +74,15 @@ def build(
     """
     from rich.console import Console
 
-    from pipelines.data_build import build_dataset
-    from pipelines.data_card import update_card as refresh_card
-    from pipelines.labels import TASKS, TIERS
+    from pipelines.data.build import build_dataset
+    from pipelines.data.card import update_card as refresh_card
+    from pipelines.data.labels import TASKS, TIERS
 
     console = Console()
     try:
         report = build_dataset(raw, out)
     except (FileNotFoundError, KeyError, ValueError) as exc:
-        typer.echo(f"error: data build failed: {exc}", err=True)
-        raise typer.Exit(1) from exc
+        raise fail(f"data build failed: {exc}", code=1) from exc
     s = report.summary
     sources = sorted(s["source_tier"])
     console.print(
@@ -158,7 +159,7 @@ def validate(
     """
     from rich.console import Console
 
-    from pipelines.dataset import DataValidationError, load_labelled_file
+    from pipelines.data.dataset import DataValidationError, load_labelled_file
 
     columns = [c.strip() for c in label_columns.split(",") if c.strip()]
     try:
@@ -166,8 +167,7 @@ def validate(
             file, columns, min_rows_per_class=min_rows_per_class, allow_missing_labels=allow_missing_labels
         )
     except DataValidationError as exc:
-        typer.echo(f"error: {exc}", err=True)
-        raise typer.Exit(1) from exc
+        raise fail(exc, code=1) from exc
     console = Console()
     df = data.df
     split_counts = df["split"].value_counts()

@@ -103,9 +103,9 @@ def demo_cmd(
 ) -> None:
     """Run the main job end to end on the shipped data: build data, train, evaluate, export, register,
     promote to champion, serve from the registry and classify examples over HTTP, then print a summary."""
-    from pipelines.data_build import build_dataset
+    from pipelines.data.build import build_dataset
     from pipelines.registry import default_tracking_uri, download_bundle, promote
-    from pipelines.train import TrainConfig, train
+    from pipelines.train.classifier import TrainConfig, train
 
     os.environ.setdefault("MLFLOW_TRACKING_URI", default_tracking_uri(Path.cwd()))
     started = time.perf_counter()

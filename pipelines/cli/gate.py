@@ -1,6 +1,6 @@
 """Registers the gate commands: `tierroute gate data build|train|check|judge` and `tierroute bench gate`.
 
-Job: thin typer commands over `pipelines.gate_data`, `pipelines.gate_train`, `serving.gate`. Heavy
+Job: thin typer commands over `pipelines.gate.data`, `pipelines.gate.train`, `serving.gate`. Heavy
 imports (pandas, sklearn, onnx, mlflow) happen inside command bodies so `tierroute --help` stays
 fast. Exit codes: `gate check` / `gate judge` exit 0 when the response is acceptable and 1 when it
 is rejected (like grep), 2 for usage errors; other commands exit 2 on bad input.
@@ -16,15 +16,12 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
+from serving.cli.errors import fail as _fail
+
 console = Console()
 err = Console(stderr=True)
 
 DEFAULT_BUNDLES = Path("models/bundles")
-
-
-def _fail(message: str, code: int = 2) -> typer.Exit:
-    err.print(f"[red]error:[/red] {message}")
-    return typer.Exit(code)
 
 
 def latest_gate_bundle(root: Path = DEFAULT_BUNDLES) -> Path | None:
@@ -61,7 +58,7 @@ def data_build_cmd(
     ] = Path("data/gate/refusal_labels.csv"),
 ) -> None:
     """Build the gate's labelled (prompt, response) set from data/raw; see data/gate/README.md."""
-    from pipelines.gate_data import build_gate_dataset
+    from pipelines.gate.data import build_gate_dataset
 
     try:
         report = build_gate_dataset(raw, out, labels)
@@ -115,7 +112,7 @@ def train_cmd(
 ) -> None:
     """Train the learned gate (P(acceptable) + reason), calibrate its threshold, evaluate it against the
     string-match baselines on the test split, export an ONNX gate bundle, check parity, register it."""
-    from pipelines.gate_train import GateTrainConfig, train_gate
+    from pipelines.gate.train import GateTrainConfig, train_gate
 
     if precision not in ("fp32", "int8"):
         raise _fail(f"--precision must be fp32 or int8, got {precision!r}")
@@ -260,7 +257,7 @@ def bench_gate_cmd(
 ) -> None:
     """In-process latency, p50/p99: deterministic checks alone and the full gate (checks + model), one
     (prompt, response) per call. Targets: checks p99 <= 0.1 ms, gate p99 <= 30 ms."""
-    from pipelines.gate_bench import run_gate_bench
+    from pipelines.gate.bench import run_gate_bench
 
     try:
         lengths = [int(v) for v in response_tokens.split(",") if v.strip()]

@@ -4,11 +4,10 @@ Job: thin typer commands over `pipelines.registry`; MLflow is imported only when
 Exit codes: 0 done, 1 promotion refused (the comparison is printed), 2 registry or input error
 (unreachable server, unknown model/alias/version, bad URI, output folder in the way).
 
-Extension point: `pipelines` may not import `evals`, so evaluation-based promotion gates are
-plugged in from the other side: `evals` calls `set_eval_check_factory(f)` when the root app is
-built, and `tierroute promote --eval-set FILE` then adds the checks `f(EvalSetRequest)` returns
-(champion and candidate scored on each extra labelled set, overall and per required slice) to the
-metric comparison.
+`pipelines` may not import `evals`, so the evaluation-based promotion gate is passed in: the root
+app calls `register(root, bench, eval_checks=f)`, and `tierroute promote --eval-set FILE` then adds
+the checks `f(EvalSetRequest)` returns (champion and candidate scored on each extra labelled set,
+overall and per required slice) to the metric comparison.
 """
 
 from __future__ import annotations
@@ -21,6 +20,8 @@ from typing import TYPE_CHECKING, Annotated
 import typer
 from rich.console import Console
 from rich.table import Table
+
+from serving.cli.errors import fail as _fail
 
 if TYPE_CHECKING:
     from pipelines.registry import PromotionCheck, PromotionResult, VersionInfo
@@ -44,13 +45,6 @@ class EvalSetRequest:
 
 EvalCheckFactory = Callable[[EvalSetRequest], "Sequence[PromotionCheck]"]
 """Builds the promotion checks for extra labelled sets; provided by the evals package."""
-_eval_check_factory: EvalCheckFactory | None = None
-
-
-def set_eval_check_factory(factory: EvalCheckFactory | None) -> None:
-    """Called by `evals` at app build time so `promote --eval-set` can evaluate on extra sets."""
-    global _eval_check_factory
-    _eval_check_factory = factory
 
 
 def _out() -> Console:
@@ -73,11 +67,6 @@ TrackingUriOpt = Annotated[
     ),
 ]
 ModelNameOpt = Annotated[str, typer.Option("--model-name", help="Registered model name.")]
-
-
-def _fail(message: str) -> typer.Exit:
-    err.print(f"[red]error:[/red] {message}", highlight=False, soft_wrap=True)
-    return typer.Exit(EXIT_ERROR)
 
 
 def _fmt(value: float | None) -> str:
@@ -105,112 +94,124 @@ def comparison_table(result: PromotionResult, champion_alias: str, candidate_ali
     return table
 
 
-def promote_cmd(
-    model_name: ModelNameOpt = "tierroute-classifier",
-    tolerance: Annotated[
-        float,
-        typer.Option(
-            help="Largest allowed drop of any key metric (absolute, e.g. 0.01 = one macro-F1 point).", min=0.0
-        ),
-    ] = 0.01,
-    force: Annotated[
-        bool,
-        typer.Option("--force", help="Promote even if checks fail; recorded as tag promoted_by_force=true."),
-    ] = False,
-    candidate_alias: Annotated[str, typer.Option(help="Alias of the version to promote.")] = "candidate",
-    champion_alias: Annotated[
-        str, typer.Option(help="Alias to move when the candidate passes.")
-    ] = "champion",
-    metric: Annotated[
-        list[str] | None,
-        typer.Option(
-            "--metric",
-            help="Key metric to compare (repeatable). Default: test_tier_macro_f1 and test_task_macro_f1.",
-            show_default=False,
-        ),
-    ] = None,
-    eval_set: Annotated[
-        list[Path] | None,
-        typer.Option(
-            "--eval-set",
-            help="Labelled file (CSV/JSONL/Parquet with text + head columns) to score champion and candidate "
-            "on, row for row (repeatable). The candidate's macro-F1 may not be lower than the champion's by "
-            "more than --tolerance overall or on any --required-slice. E.g. the shipped "
-            "data/labelled/requests.parquet (its test split) or this week's labelled traffic.",
-            show_default=False,
-        ),
-    ] = None,
-    slice_column: Annotated[
-        str,
-        typer.Option("--slice", help="Column of the --eval-set files whose values are slices (''=none)."),
-    ] = "source",
-    required_slice: Annotated[
-        list[str] | None,
-        typer.Option(
-            "--required-slice",
-            help="Slice value that must not regress (repeatable; '*' = every slice with >= 30 labelled "
-            "rows). Other slices are printed for information only.",
-            show_default=False,
-        ),
-    ] = None,
-    eval_split: Annotated[
-        str,
-        typer.Option(
-            "--eval-split",
-            help="Score only rows with this value in the 'split' column; 'auto' = 'test' when the file has "
-            "test rows, else all rows; 'all' = every row.",
-        ),
-    ] = "auto",
-    tracking_uri: TrackingUriOpt = None,
-) -> None:
-    """Move alias `champion` to the `candidate` version if its test metrics hold up.
+def promote_command(eval_checks: EvalCheckFactory | None) -> Callable[..., None]:
+    """`tierroute promote`, using `eval_checks` for `--eval-set` (None: `--eval-set` is refused)."""
 
-    No key metric may be worse than the champion's by more than --tolerance (absolute; losses and ECE
-    count lower as better). Prints the comparison; exits 1 when refused, 2 on registry errors.
-    --force promotes anyway and records promoted_by_force=true on the version."""
-    from pipelines.registry import KEY_METRICS, RegistryError, promote
+    def promote_cmd(
+        model_name: ModelNameOpt = "tierroute-classifier",
+        tolerance: Annotated[
+            float,
+            typer.Option(
+                help="Largest allowed drop of any key metric (absolute, e.g. 0.01 = one macro-F1 point).",
+                min=0.0,
+            ),
+        ] = 0.01,
+        force: Annotated[
+            bool,
+            typer.Option(
+                "--force", help="Promote even if checks fail; recorded as tag promoted_by_force=true."
+            ),
+        ] = False,
+        candidate_alias: Annotated[str, typer.Option(help="Alias of the version to promote.")] = "candidate",
+        champion_alias: Annotated[
+            str, typer.Option(help="Alias to move when the candidate passes.")
+        ] = "champion",
+        metric: Annotated[
+            list[str] | None,
+            typer.Option(
+                "--metric",
+                help="Key metric to compare (repeatable). "
+                "Default: test_tier_macro_f1 and test_task_macro_f1.",
+                show_default=False,
+            ),
+        ] = None,
+        eval_set: Annotated[
+            list[Path] | None,
+            typer.Option(
+                "--eval-set",
+                help="Labelled file (CSV/JSONL/Parquet with text + head columns) to score champion and "
+                "candidate on, row for row (repeatable). The candidate's macro-F1 may not be lower than "
+                "the champion's by "
+                "more than --tolerance overall or on any --required-slice. E.g. the shipped "
+                "data/labelled/requests.parquet (its test split) or this week's labelled traffic.",
+                show_default=False,
+            ),
+        ] = None,
+        slice_column: Annotated[
+            str,
+            typer.Option("--slice", help="Column of the --eval-set files whose values are slices (''=none)."),
+        ] = "source",
+        required_slice: Annotated[
+            list[str] | None,
+            typer.Option(
+                "--required-slice",
+                help="Slice value that must not regress (repeatable; '*' = every slice with >= 30 labelled "
+                "rows). Other slices are printed for information only.",
+                show_default=False,
+            ),
+        ] = None,
+        eval_split: Annotated[
+            str,
+            typer.Option(
+                "--eval-split",
+                help="Score only rows with this value in the 'split' column; 'auto' = 'test' when the file "
+                "has test rows, else all rows; 'all' = every row.",
+            ),
+        ] = "auto",
+        tracking_uri: TrackingUriOpt = None,
+    ) -> None:
+        """Move alias `champion` to the `candidate` version if its test metrics hold up.
 
-    checks: Sequence[PromotionCheck] = ()
-    if eval_set:
-        if _eval_check_factory is None:
-            raise _fail("--eval-set needs the evaluation gate from the evals package, which is not wired in")
-        missing = [str(p) for p in eval_set if not p.is_file()]
-        if missing:
-            raise _fail(f"--eval-set file(s) not found: {', '.join(missing)}")
-        try:
-            checks = _eval_check_factory(
-                EvalSetRequest(
-                    files=list(eval_set),
-                    tolerance=tolerance,
-                    slice_column=slice_column or None,
-                    required_slices=list(required_slice or []),
-                    split=None if eval_split == "all" else eval_split,
+        No key metric may be worse than the champion's by more than --tolerance (absolute; losses and ECE
+        count lower as better). Prints the comparison; exits 1 when refused, 2 on registry errors.
+        --force promotes anyway and records promoted_by_force=true on the version."""
+        from pipelines.registry import KEY_METRICS, RegistryError, promote
+
+        checks: Sequence[PromotionCheck] = ()
+        if eval_set:
+            if eval_checks is None:
+                raise _fail(
+                    "--eval-set needs the evaluation gate from the evals package, which is not wired in"
                 )
+            missing = [str(p) for p in eval_set if not p.is_file()]
+            if missing:
+                raise _fail(f"--eval-set file(s) not found: {', '.join(missing)}")
+            try:
+                checks = eval_checks(
+                    EvalSetRequest(
+                        files=list(eval_set),
+                        tolerance=tolerance,
+                        slice_column=slice_column or None,
+                        required_slices=list(required_slice or []),
+                        split=None if eval_split == "all" else eval_split,
+                    )
+                )
+            except ValueError as exc:
+                raise _fail(str(exc)) from None
+        elif required_slice:
+            raise _fail("--required-slice applies to --eval-set files: pass at least one --eval-set")
+        try:
+            result = promote(
+                model_name,
+                candidate_alias=candidate_alias,
+                champion_alias=champion_alias,
+                tolerance=tolerance,
+                metric_keys=tuple(metric) if metric else KEY_METRICS,
+                force=force,
+                extra_checks=checks,
+                tracking_uri=tracking_uri,
             )
-        except ValueError as exc:
+        except RegistryError as exc:
             raise _fail(str(exc)) from None
-    elif required_slice:
-        raise _fail("--required-slice applies to --eval-set files: pass at least one --eval-set")
-    try:
-        result = promote(
-            model_name,
-            candidate_alias=candidate_alias,
-            champion_alias=champion_alias,
-            tolerance=tolerance,
-            metric_keys=tuple(metric) if metric else KEY_METRICS,
-            force=force,
-            extra_checks=checks,
-            tracking_uri=tracking_uri,
-        )
-    except RegistryError as exc:
-        raise _fail(str(exc)) from None
-    if result.rows:
-        _out().print(comparison_table(result, champion_alias, candidate_alias))
-    if not result.promoted:
-        err.print(f"[red]not promoted:[/red] {result.reason}", highlight=False, soft_wrap=True)
-        raise typer.Exit(EXIT_REFUSED)
-    color = "yellow" if result.forced else "green"
-    _out().print(f"[{color}]{result.reason}[/{color}]", highlight=False, soft_wrap=True)
+        if result.rows:
+            _out().print(comparison_table(result, champion_alias, candidate_alias))
+        if not result.promoted:
+            err.print(f"[red]not promoted:[/red] {result.reason}", highlight=False, soft_wrap=True)
+            raise typer.Exit(EXIT_REFUSED)
+        color = "yellow" if result.forced else "green"
+        _out().print(f"[{color}]{result.reason}[/{color}]", highlight=False, soft_wrap=True)
+
+    return promote_cmd
 
 
 def _versions_table(model_name: str, versions: list[VersionInfo], keys: tuple[str, ...]) -> Table:
@@ -285,9 +286,9 @@ def export_cmd(
     )
 
 
-def register(root: typer.Typer, bench: typer.Typer) -> None:
-    """Mount `promote`, `export` and the `models` group on the root app."""
-    root.command("promote")(promote_cmd)
+def register(root: typer.Typer, bench: typer.Typer, *, eval_checks: EvalCheckFactory | None = None) -> None:
+    """Mount `promote` (with the eval-set gate it is given), `export` and the `models` group."""
+    root.command("promote")(promote_command(eval_checks))
     root.command("export")(export_cmd)
     models = typer.Typer(help="Inspect registered classifier versions.", no_args_is_help=True)
     models.command("list")(list_cmd)

@@ -1,4 +1,4 @@
-"""Registers the training-side commands (data, train, demo, promote, models, export, bench classify).
+"""Training commands: `tierroute train`, `tierroute demo`, `tierroute bench classify|variants`.
 
 Job: thin typer commands over `pipelines.*`; heavy imports happen inside command bodies so the
 root `--help` stays fast and a serving-only install can still run `tierroute serve`.
@@ -12,6 +12,8 @@ from typing import Annotated
 import typer
 from rich.console import Console
 from rich.table import Table
+
+from serving.cli.errors import fail
 
 console = Console(stderr=False)
 err = Console(stderr=True)
@@ -72,8 +74,8 @@ def train_cmd(
 
     The data file is validated before anything runs; a bad file exits with code 2 and writes nothing.
     """
-    from pipelines.dataset import DataValidationError
-    from pipelines.train import TrainConfig, train
+    from pipelines.data.dataset import DataValidationError
+    from pipelines.train.classifier import TrainConfig, train
     from serving.textprep import TruncationSpec
 
     try:
@@ -94,8 +96,7 @@ def train_cmd(
             raise ValueError(f"precision must be fp32 or int8, got {precision!r}")
         result = train(config, progress=progress, echo=console.print)
     except (DataValidationError, ValueError) as exc:
-        err.print(f"[red]error:[/red] {exc}")
-        raise typer.Exit(2) from exc
+        raise fail(exc) from exc
     _print_metrics(result.metrics, config.label_columns)
 
 
@@ -130,12 +131,11 @@ def bench_classify_cmd(
     embedding throughput (texts/s, fp32 encoder, <= 128 tokens). No timed assertions: read the table."""
     import platform
 
-    from pipelines.bench import bench_bundle, bench_embedding_throughput, latest_bundle
+    from pipelines.bench.classify import bench_bundle, bench_embedding_throughput, latest_bundle
 
     path = bundle or latest_bundle()
     if path is None:
-        err.print("[red]error:[/red] no bundle found; run `tierroute train` or pass --bundle")
-        raise typer.Exit(2)
+        raise fail("no bundle found; run `tierroute train` or pass --bundle")
     sizes = [int(x) for x in tokens.split(",") if x.strip()]
     rows = bench_bundle(path, token_sizes=sizes, repeats=repeats)
     table = Table(title=f"bundle latency, {path.name} ({platform.processor() or platform.machine()})")
@@ -174,7 +174,7 @@ def _sample_texts(n: int) -> list[str]:
 
         df = pd.read_parquet(data)
         return df["text"].sample(n=min(n, len(df)), random_state=0).tolist()
-    from pipelines.bench import PARAGRAPH
+    from pipelines.bench.classify import PARAGRAPH
 
     return [PARAGRAPH[: 40 + (i * 37) % 400] for i in range(n)]
 
@@ -188,7 +188,7 @@ def bench_variants_cmd(
     macro-F1 (as trained, and as served one text at a time), the bundle/training parity and p50/p99
     latency at 64 and 1,024 tokens: the evidence behind the defaults. Slow (one embedding pass per
     variant, cached afterwards)."""
-    from pipelines.experiments import run_variants
+    from pipelines.bench.variants import run_variants
 
     rows = run_variants(data)
     table = Table(title="truncation / precision variants (2 threads, batch 1)")
@@ -214,13 +214,10 @@ def bench_variants_cmd(
 
 
 def register(root: typer.Typer, bench: typer.Typer) -> None:
-    from pipelines import demo as demo_mod
-    from pipelines import registry_cli
-    from pipelines.data_cli import register as register_data
+    """Mount `train`, `demo` and `bench classify|variants`."""
+    from pipelines.cli.demo import demo_cmd
 
     root.command("train")(train_cmd)
-    root.command("demo")(demo_mod.demo_cmd)
+    root.command("demo")(demo_cmd)
     bench.command("classify")(bench_classify_cmd)
     bench.command("variants")(bench_variants_cmd)
-    register_data(root, bench)
-    registry_cli.register(root, bench)

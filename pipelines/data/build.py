@@ -1,6 +1,6 @@
 """Build the default labelled request set: data/raw/ -> data/labelled/requests.parquet + summary.json.
 
-Job: run every label map of `pipelines.sources`, drop exact duplicates (normalised text), sample each
+Job: run every label map of `pipelines.data.sources`, drop exact duplicates (normalised text), sample each
 source down to its caps, group near-duplicates and assign train/validation/test per group, then write a
 compact, byte-for-byte reproducible Parquet file and a summary the data card is generated from.
 
@@ -44,9 +44,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from pipelines.dataset import dataset_digest
-from pipelines.labels import TASKS, TIERS
-from pipelines.sources import SOURCES, RowLabel, SourceSpec
+from pipelines.data.dataset import dataset_digest
+from pipelines.data.labels import TASKS, TIERS
+from pipelines.data.sources import SOURCES, RowLabel, SourceSpec
 
 if TYPE_CHECKING:
     import pandas as pd

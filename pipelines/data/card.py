@@ -12,7 +12,7 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-from pipelines.labels import TASKS, TIERS
+from pipelines.data.labels import TASKS, TIERS
 
 BEGIN = "<!-- BEGIN GENERATED TABLES: `tierroute data build` rewrites this block from summary.json -->"
 END = "<!-- END GENERATED TABLES -->"

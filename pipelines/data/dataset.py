@@ -29,7 +29,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from pipelines.labels import DEFAULT_LABEL_SETS
+from pipelines.data.labels import DEFAULT_LABEL_SETS
 
 if TYPE_CHECKING:
     import pandas as pd

@@ -3,7 +3,7 @@
 Job: a rerunnable benchmark (never a timed test) printing p50/p99 for one (prompt, response) per
 call: a `prompt_tokens`-token prompt with each response length, through (a) `check_response` alone
 and (b) `GateModel.decide` (checks + tokenisation + signals + one ONNX call). Texts are real
-English cut to an exact token count with the bundle's tokenizer (`pipelines.bench.text_of_tokens`),
+English cut to an exact token count with the bundle's tokenizer (`pipelines.bench.classify.text_of_tokens`),
 and end with a full stop so the checks pass and the model always runs. Timings on a shared 2-core
 box drift 20-30% between runs: compare rows of one run.
 """
@@ -17,7 +17,7 @@ from pathlib import Path
 
 import numpy as np
 
-from pipelines.bench import measure, text_of_tokens
+from pipelines.bench.classify import measure, text_of_tokens
 from serving.gate.checks import check_response
 
 
@@ -34,7 +34,7 @@ class GateLatencyRow:
 def _tokenizer_json(bundle: Path | None) -> Path:
     if bundle is not None:
         return bundle / "tokenizer.json"
-    from pipelines.encoder_export import source_model_dir
+    from pipelines.train.encoder_export import source_model_dir
 
     return source_model_dir() / "tokenizer.json"
 

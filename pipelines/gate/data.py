@@ -48,7 +48,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from pipelines.data_build import assign_split, near_duplicate_groups, normalise_text
+from pipelines.data.build import assign_split, near_duplicate_groups, normalise_text
 from serving.gate.refusals import is_refusal
 
 if TYPE_CHECKING:
@@ -361,7 +361,7 @@ def build_gate_dataset(
     raw_dir: Path = RAW_DIR, out: Path = OUT_PATH, labels_csv: Path = REFUSAL_LABELS
 ) -> GateBuildReport:
     """Build, write (atomically) and summarise the gate dataset."""
-    from pipelines.dataset import dataset_digest
+    from pipelines.data.dataset import dataset_digest
 
     rows, dropped = build_rows(raw_dir, labels_csv)
     df = to_frame(rows)

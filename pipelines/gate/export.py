@@ -31,9 +31,9 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from pipelines.bundle_build import publish_dir
-from pipelines.encoder_export import EMBED_DIM, EncoderArtifact
-from pipelines.heads import FittedHead
+from pipelines.train.bundle_build import publish_dir
+from pipelines.train.encoder_export import EMBED_DIM, EncoderArtifact
+from pipelines.train.heads import FittedHead
 from serving.bundle import BUNDLE_SCHEMA_VERSION, MANIFEST, MODEL_FILE, TOKENIZER_FILE, sha256_file
 from serving.gate.model import GATE_KIND, INPUT_SIDES, SIGNALS_INPUT
 from serving.gate.signals import SIGNAL_NAMES, SIGNALS_VERSION

@@ -30,9 +30,9 @@ from typing import Any
 
 import numpy as np
 
-from pipelines.embed import Embedder
-from pipelines.encoder_export import EncoderArtifact, Precision, export_encoder
-from pipelines.heads import FittedHead, fit_head
+from pipelines.train.embed import Embedder
+from pipelines.train.encoder_export import EncoderArtifact, Precision, export_encoder
+from pipelines.train.heads import FittedHead, fit_head
 from serving.gate.checks import check_response
 from serving.gate.refusals import is_refusal
 from serving.gate.signals import signals_batch
@@ -250,10 +250,10 @@ def _plot_roc(curves: dict[str, tuple[np.ndarray, np.ndarray]], path: Path) -> P
 def train_gate(
     config: GateTrainConfig, *, progress: bool = True, echo: Callable[[str], None] = print
 ) -> GateTrainResult:
-    from pipelines.dataset import dataset_digest
-    from pipelines.gate_data import load_gate_dataset
-    from pipelines.gate_export import build_gate_bundle
-    from pipelines.metrics import classification_metrics, plot_confusion_matrix, plot_reliability
+    from pipelines.data.dataset import dataset_digest
+    from pipelines.gate.data import load_gate_dataset
+    from pipelines.gate.export import build_gate_bundle
+    from pipelines.train.metrics import classification_metrics, plot_confusion_matrix, plot_reliability
 
     timings: dict[str, float] = {}
     t0 = time.perf_counter()

@@ -3,11 +3,11 @@
 Job: wrap `serving.bundle.Bundle` so a registered version can be scored through MLflow's generic
 interface (pyfunc, `mlflow.evaluate`, `mlflow models serve`). The bundle files travel as the
 model artifact named "bundle" (`artifacts={"bundle": <bundle dir>}`), so a downloaded model folder
-holds exactly one `bundle.json`; serving and `pipelines.registry.download_bundle` find the bundle by
+holds exactly one `bundle.json`; serving and `pipelines.registry.export.download_bundle` find the bundle by
 looking for that file, not by a hard-coded path.
 
 Trade-offs:
-- The class is pickled by reference (`pipelines.pyfunc_model.BundlePyfunc`): loading needs the
+- The class is pickled by reference (`pipelines.registry.pyfunc.BundlePyfunc`): loading needs the
   `tierroute` package installed (it is, editable, in the project venv). We do not ship the code
   with `code_paths`: MLflow prepends such a copy to `sys.path` for the rest of the process, which
   would shadow the live `serving` package with a stale copy inside our own services.
@@ -62,7 +62,7 @@ class BundlePyfunc(PythonModel):
     """Runs the ONNX bundle logged under the model artifact "bundle"; one result row per text."""
 
     def load_context(self, context: Any) -> None:
-        from pipelines.registry import find_bundle_dir
+        from pipelines.registry.hashing import find_bundle_dir
         from serving.bundle import Bundle
 
         config = dict(getattr(context, "model_config", None) or {})

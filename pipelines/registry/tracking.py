@@ -1,4 +1,4 @@
-"""MLflow logging for eval, drift and calibrate runs: the only evals module that imports mlflow.
+"""MLflow logging for eval, drift and calibrate runs (evals call it; mlflow stays in this subpackage).
 
 Job: log one run per command (params, metrics, tags, the report folder as artifacts) in the
 `tierroute-evals` experiment of the same store the registry uses, and link it to the model version
@@ -8,7 +8,7 @@ version's logged model (MLflow 3 `model_id`), and a tag on the version pointing 
 
 Trade-offs: mlflow is imported inside the functions (it costs ~1 s and is not needed for the
 numbers), and the store URI, experiment placement and telemetry settings come from
-`pipelines.registry` so eval runs sit next to the training runs. Logging failures are reported to
+`pipelines.registry.store` so eval runs sit next to the training runs. Logging failures are reported to
 the caller as `TrackingError`; the commands print them as warnings, because a report on disk is
 still useful when the tracking server is down.
 """
@@ -20,6 +20,8 @@ import os
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
+
+from pipelines.registry import store as registry
 
 EVAL_EXPERIMENT = "tierroute-evals"
 
@@ -60,10 +62,6 @@ def log_run(
     tracking_uri: str | None = None,
 ) -> str:
     """Log one run; returns its run id. Raises TrackingError (never an MLflow exception)."""
-    try:
-        from pipelines import registry
-    except ImportError as exc:  # pragma: no cover - depends on the install
-        raise TrackingError(f"MLflow logging needs the training extra ({exc})") from exc
     for k, v in {**registry.QUIET_ENV, **registry.HTTP_ENV}.items():
         os.environ.setdefault(k, v)
     uri = tracking_uri or registry.default_tracking_uri()
@@ -125,8 +123,6 @@ def set_version_tags(
     model_name: str, model_version: str, tags: Mapping[str, str], tracking_uri: str | None = None
 ) -> None:
     """Set tags on a registered model version (used by `tierroute calibrate` for thresholds)."""
-    from pipelines import registry
-
     uri = tracking_uri or registry.default_tracking_uri()
     try:
         import mlflow
@@ -144,8 +140,6 @@ def download_run_artifact(
     run_id: str, artifact_path: str, dst: Path, tracking_uri: str | None = None
 ) -> Path | None:
     """A run artifact downloaded to `dst`, or None when the run has no such artifact."""
-    from pipelines import registry
-
     uri = tracking_uri or registry.default_tracking_uri()
     try:
         import mlflow

@@ -26,8 +26,8 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from pipelines.encoder_export import EMBED_DIM, EncoderArtifact
-from pipelines.heads import FittedHead
+from pipelines.train.encoder_export import EMBED_DIM, EncoderArtifact
+from pipelines.train.heads import FittedHead
 from serving.bundle import BUNDLE_SCHEMA_VERSION, MANIFEST, MODEL_FILE, TOKENIZER_FILE, sha256_file
 from serving.textprep import TruncationSpec
 

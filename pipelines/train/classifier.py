@@ -23,11 +23,11 @@ from typing import Any
 
 import numpy as np
 
-from pipelines.bundle_build import build_bundle
-from pipelines.embed import Embedder
-from pipelines.encoder_export import EncoderArtifact, Precision, export_encoder
-from pipelines.heads import FittedHead, fit_head
-from pipelines.metrics import classification_metrics, plot_confusion_matrix, plot_reliability
+from pipelines.train.bundle_build import build_bundle
+from pipelines.train.embed import Embedder
+from pipelines.train.encoder_export import EncoderArtifact, Precision, export_encoder
+from pipelines.train.heads import FittedHead, fit_head
+from pipelines.train.metrics import classification_metrics, plot_confusion_matrix, plot_reliability
 from serving.bundle import Bundle
 from serving.textprep import TruncationSpec
 
@@ -112,7 +112,7 @@ def train(
     progress: bool = True,
     echo: Callable[[str], None] = print,
 ) -> TrainResult:
-    from pipelines.dataset import load_labelled_file
+    from pipelines.data.dataset import load_labelled_file
 
     timings: dict[str, float] = {}
     t0 = time.perf_counter()
@@ -251,7 +251,7 @@ def _attach_reference_stats(
     Probabilities come from the training-time heads (the parity check has just shown the bundle
     gives the same), token counts from the bundle's own tokenizer, so reference and current sets
     are measured the same way."""
-    from pipelines.reference_stats import attach_to_bundle, compute_stats
+    from pipelines.train.reference_stats import attach_to_bundle, compute_stats
     from serving.bundle import TOKENIZER_FILE
     from serving.textprep import TextTokenizer
 

@@ -23,7 +23,7 @@ from pathlib import Path
 
 import numpy as np
 
-from pipelines.encoder_export import EMBED_DIM, EncoderArtifact
+from pipelines.train.encoder_export import EMBED_DIM, EncoderArtifact
 from serving.onnx_session import make_session
 from serving.textprep import TextTokenizer, TruncationSpec
 

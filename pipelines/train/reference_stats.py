@@ -31,7 +31,7 @@ from typing import Any
 
 import numpy as np
 
-from pipelines.language import BUCKETS, language_counts
+from pipelines.data.language import BUCKETS, language_counts
 
 FORMAT = "tierroute-reference-stats"
 FORMAT_VERSION = 1

@@ -1,9 +1,4 @@
-"""Registers the runtime commands (serve, route, policy, bench http) on the root app."""
-
-from __future__ import annotations
-
-import typer
-
-
-def register(root: typer.Typer, bench: typer.Typer) -> None:
-    """Runtime commands are added here as they land."""
+"""Command-line area of `serving`: `tierroute serve` and `tierroute bench http` (`serve`), and the
+error helper every package's commands share (`errors.fail`). The router's commands still live in
+`serving/router/cli.py`; every area is mounted on the root app by its `register(root, bench)`.
+"""

@@ -22,13 +22,9 @@ from typing import Annotated, Any
 import typer
 
 from serving import loadgen
+from serving.cli.errors import fail as _fail
 
 log = logging.getLogger("tierroute.serving")
-
-
-def _fail(message: str, code: int = 2) -> typer.Exit:
-    typer.echo(f"error: {message}", err=True)
-    return typer.Exit(code)
 
 
 def serve(
@@ -242,7 +238,7 @@ def register(root: typer.Typer, bench: typer.Typer) -> None:
 
 
 def main() -> None:
-    """`python -m serving.serve_cli ...` without the root app (used by tests and containers)."""
+    """`python -m serving.cli.serve ...` without the root app (used by tests and containers)."""
     app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False)
     bench = typer.Typer(no_args_is_help=True)
     register(app, bench)

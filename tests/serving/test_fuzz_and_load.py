@@ -13,7 +13,7 @@ from schemathesis import GenerationMode
 from schemathesis.checks import not_a_server_error
 from schemathesis.config import SchemathesisConfig
 
-from tests.serving.server import Server
+from tests.support.server import Server
 
 # The contract answers too many texts/characters with 413 (issue 3), which schemathesis does not count
 # as a rejection of invalid data by default; everything else is its default policy.

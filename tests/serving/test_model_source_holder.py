@@ -16,7 +16,7 @@ from serving.model_source import (
     parse_models_uri,
     seed_cache,
 )
-from tests.serving.server import free_port
+from tests.support.server import free_port
 
 
 @pytest.mark.parametrize(

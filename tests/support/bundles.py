@@ -37,11 +37,11 @@ FILLERS = ["France", "penicillin", "Rust", "the moon", "tea", "Kubernetes"]
 
 def build_small_bundle(out_dir: Path, encoder_cache: Path, precision: str = "fp32") -> Path:
     """Export the encoder into `encoder_cache` (cached) and write a bundle to `out_dir`."""
-    from pipelines.bundle_build import build_bundle
-    from pipelines.embed import Embedder
-    from pipelines.encoder_export import export_encoder
-    from pipelines.heads import fit_head
-    from pipelines.labels import TASKS, TIERS
+    from pipelines.data.labels import TASKS, TIERS
+    from pipelines.train.bundle_build import build_bundle
+    from pipelines.train.embed import Embedder
+    from pipelines.train.encoder_export import export_encoder
+    from pipelines.train.heads import fit_head
     from serving.textprep import TruncationSpec
 
     texts: list[str] = []

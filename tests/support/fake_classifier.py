@@ -15,7 +15,7 @@ from typing import Any
 from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse, Response
 
-from tests.router.fake_provider import ThreadedServer
+from tests.support.fake_provider import ThreadedServer
 
 
 class FakeClassifier:

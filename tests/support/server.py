@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import os
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -14,26 +13,17 @@ from pathlib import Path
 
 import httpx
 
+from tests.support.env import OFFLINE_ENV
+from tests.support.ports import free_port
+
+__all__ = ["REPO", "Server", "free_port", "serve_command", "server_env", "start_server"]
+
 REPO = Path(__file__).resolve().parents[2]
-OFFLINE = {
-    "HF_HUB_OFFLINE": "1",
-    "TRANSFORMERS_OFFLINE": "1",
-    "ORT_DISABLE_TELEMETRY": "1",
-    "MLFLOW_DISABLE_TELEMETRY": "true",
-    "DO_NOT_TRACK": "true",
-    "TOKENIZERS_PARALLELISM": "false",
-}
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 def server_env(extra: dict[str, str] | None = None) -> dict[str, str]:
     env = {k: v for k, v in os.environ.items() if not k.startswith("TIERROUTE_")}
-    env.update(OFFLINE)
+    env.update(OFFLINE_ENV)
     env["PYTHONPATH"] = str(REPO) + os.pathsep + env.get("PYTHONPATH", "")
     env.update(extra or {})
     return env
@@ -62,7 +52,7 @@ def serve_command(model: str | Path, port: int, args: Sequence[str] = ()) -> lis
     return [
         sys.executable,
         "-m",
-        "serving.serve_cli",
+        "serving.cli.serve",
         "serve",
         "--model",
         str(model),

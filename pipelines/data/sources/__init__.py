@@ -9,10 +9,10 @@ that no source dominates and every tier keeps >= 15% of rows; the data card repo
 
 from __future__ import annotations
 
-from pipelines.sources import benchmarks as bm
-from pipelines.sources import instructions as ins
-from pipelines.sources import p3
-from pipelines.sources.base import LabelResult, RawRow, RowLabel, Skip, SourceSpec
+from pipelines.data.sources import benchmarks as bm
+from pipelines.data.sources import instructions as ins
+from pipelines.data.sources import p3
+from pipelines.data.sources.base import LabelResult, RawRow, RowLabel, Skip, SourceSpec
 
 SOURCES: tuple[SourceSpec, ...] = (
     SourceSpec(

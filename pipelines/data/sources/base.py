@@ -16,7 +16,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from pipelines.labels import TASKS, TIERS
+from pipelines.data.labels import TASKS, TIERS
 
 RawRow = dict[str, Any]
 

@@ -14,7 +14,15 @@ import re
 from collections.abc import Iterator
 from pathlib import Path
 
-from pipelines.sources.base import LabelResult, RawRow, RowLabel, Skip, read_csv, read_json_list, read_jsonl
+from pipelines.data.sources.base import (
+    LabelResult,
+    RawRow,
+    RowLabel,
+    Skip,
+    read_csv,
+    read_json_list,
+    read_jsonl,
+)
 
 # --------------------------------------------------------------------------------------------- MMLU
 

@@ -14,7 +14,7 @@ import re
 from collections.abc import Iterator
 from pathlib import Path
 
-from pipelines.sources.base import LabelResult, RawRow, RowLabel, Skip, read_jsonl
+from pipelines.data.sources.base import LabelResult, RawRow, RowLabel, Skip, read_jsonl
 
 _CODE = re.compile(
     r"\b(python|javascript|typescript|java|c\+\+|c#|sql|html|css|bash|regex|regular expression|leetcode"

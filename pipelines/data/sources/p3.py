@@ -13,7 +13,7 @@ import hashlib
 from collections.abc import Iterator
 from pathlib import Path
 
-from pipelines.sources.base import LabelResult, RawRow, RowLabel, Skip, read_jsonl
+from pipelines.data.sources.base import LabelResult, RawRow, RowLabel, Skip, read_jsonl
 
 P3_FILES = ("p3_t0_sample_part00.jsonl", "p3_t0_sample_part01.jsonl", "p3_t0_sample_part02.jsonl")
 

@@ -7,7 +7,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from evals.thresholds import (
+from evals.calibrate.thresholds import (
     choose_threshold,
     share_for_budget,
     threshold_for_quality,

@@ -86,7 +86,7 @@ def test_drift_against_itself_is_clean_and_shifted_set_drifts(
     assert res.exit_code == 0, res.output
     assert json.loads((tmp_path / "same" / "summary.json").read_text())["drift"] is False
 
-    from evals.synthetic_drift import to_other_script, truncate_words
+    from evals.drift.synthetic import to_other_script, truncate_words
 
     shifted = truncate_words(to_other_script(heldout_df.sample(150, random_state=3), 0.5, seed=3), 5)
     cur = tmp_path / "shifted.jsonl"
@@ -115,7 +115,7 @@ def test_training_stores_reference_stats_that_drift_reads(
     trained_bundle: Path, small_labelled_file: Path, tmp_path: Path
 ) -> None:
     """`train` summarises its test split into the bundle; `drift --reference BUNDLE` needs nothing else."""
-    from pipelines.reference_stats import ReferenceStats
+    from pipelines.train.reference_stats import ReferenceStats
     from serving.bundle import read_manifest
 
     manifest = read_manifest(trained_bundle)  # verifies the new file's sha256 too
@@ -144,7 +144,7 @@ def test_training_stores_reference_stats_that_drift_reads(
     )
     assert res.exit_code == 0, res.output
 
-    from evals.synthetic_drift import to_other_script
+    from evals.drift.synthetic import to_other_script
 
     shifted = tmp_path / "shifted.csv"
     to_other_script(test_rows, 1.0).to_csv(shifted, index=False)
@@ -206,8 +206,8 @@ def test_drift_missing_files_exit_2(trained_bundle: Path, tmp_path: Path) -> Non
 def test_prediction_log_as_unlabelled_current(
     trained_bundle: Path, small_test_set: Path, eval_bundle: Any, tmp_path: Path
 ) -> None:
-    from evals.model_io import predict_in_batches
-    from pipelines.reference_stats import compute_reference_stats
+    from evals.io.models import predict_in_batches
+    from pipelines.train.reference_stats import compute_reference_stats
     from serving.prediction_log import PredictionLog
 
     df = pd.read_csv(small_test_set)

@@ -56,7 +56,7 @@ def test_eval_drift_calibrate_on_registered_version(
     assert "report/report.html" in artifacts and "report/summary.json" in artifacts
 
     # drift: the reference statistics come from the registered bundle; the model defaults to it
-    from evals.synthetic_drift import to_other_script
+    from evals.drift.synthetic import to_other_script
 
     shifted = tmp_path / "shifted.csv"
     to_other_script(pd.read_parquet(data), 1.0).to_csv(shifted, index=False)

@@ -7,9 +7,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from evals.drift import DriftConfig, compare
-from evals.drift_report import write_drift_report
-from pipelines.reference_stats import ReferenceStats, compute_stats
+from evals.drift.checks import DriftConfig, compare
+from evals.drift.report import write_drift_report
+from pipelines.train.reference_stats import ReferenceStats, compute_stats
 
 HEADS = {"tier": ("simple", "complex", "reasoning")}
 FAST = DriftConfig(n_permutations=300, n_boot=200, domain_auc=False)

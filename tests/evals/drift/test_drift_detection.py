@@ -10,8 +10,8 @@ from typing import Any
 
 import pytest
 
-from evals.drift import DriftConfig
-from evals.drift_bench import false_alarms, injected
+from evals.drift.bench import false_alarms, injected
+from evals.drift.checks import DriftConfig
 
 pytestmark = pytest.mark.slow
 
@@ -48,7 +48,7 @@ def test_injected_drift_is_detected(scored_pool: Any, eval_bundle: Any) -> None:
 def test_unlabelled_current_still_detects_input_drift(scored_pool: Any, eval_bundle: Any) -> None:
     import numpy as np
 
-    from evals.drift import compare
+    from evals.drift.checks import compare
 
     rng = np.random.default_rng(5)
     perm = rng.permutation(len(scored_pool.df))

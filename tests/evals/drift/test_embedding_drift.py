@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from evals.embedding_drift import domain_classifier_auc, mmd_permutation_test
+from evals.drift.embedding import domain_classifier_auc, mmd_permutation_test
 
 
 def _unit(x: np.ndarray) -> np.ndarray:

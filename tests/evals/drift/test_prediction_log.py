@@ -9,7 +9,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from evals.inputs import InputError, is_log, read_logged_predictions
+from evals.io.tables import InputError, is_log, read_logged_predictions
 from serving.prediction_log import PredictionLog, PredictionLogError, read_prediction_log
 
 MODEL = {"name": "tierroute-classifier", "version": "3", "alias": "champion"}

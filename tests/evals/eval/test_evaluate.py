@@ -6,7 +6,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from evals.evaluate import evaluate_head, evaluate_routing, evaluate_slices, outcome_arrays, router_score
+from evals.eval.evaluate import evaluate_head, evaluate_routing, evaluate_slices, outcome_arrays, router_score
 
 
 def _data(n: int = 600, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
@@ -18,7 +18,7 @@ def _data(n: int = 600, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
 
 
 def test_head_metrics_match_training_metrics() -> None:
-    metrics = pytest.importorskip("pipelines.metrics")
+    metrics = pytest.importorskip("pipelines.train.metrics")
     y, p = _data()
     labels = ("simple", "complex", "reasoning")
     ev = evaluate_head("tier", labels, y, p, n_boot=200)

@@ -10,7 +10,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-import evals.promotion as promotion
+import evals.eval.promotion as promotion
 
 HEADS = {"tier": ("simple", "complex", "reasoning")}
 
@@ -82,7 +82,7 @@ def test_identical_models_pass_and_no_champion_records_only(
 
 def test_promotion_checks_validate_files_before_promotion(tmp_path: Path) -> None:
     """Bad `--eval-set` input is an error (exit 2 upstream), not a check that refuses later."""
-    from pipelines.registry_cli import EvalSetRequest
+    from pipelines.cli.registry import EvalSetRequest
 
     df = pd.DataFrame(
         {

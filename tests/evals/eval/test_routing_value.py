@@ -7,7 +7,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from evals.routing_value import apgr, evaluate_router, oracle_score, routing_curve, share_for_gap
+from evals.eval.routing_value import apgr, evaluate_router, oracle_score, routing_curve, share_for_gap
 
 rows = st.lists(st.tuples(st.integers(0, 5), st.booleans(), st.booleans()), min_size=2, max_size=60)
 

@@ -8,7 +8,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from sklearn.metrics import accuracy_score, f1_score
 
-from evals.bootstrap import (
+from evals.stats.bootstrap import (
     bootstrap_classification,
     confusion_matrix,
     f1_from_confusion,

@@ -8,7 +8,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from hypothesis.extra.numpy import arrays
 
-from evals.calibration import bootstrap_ece, expected_calibration_error, reliability_bins, top_label
+from evals.stats.calibration import bootstrap_ece, expected_calibration_error, reliability_bins, top_label
 
 
 @given(
@@ -27,7 +27,7 @@ def test_ece_bounds_and_equals_bin_formula(conf: np.ndarray, seed: int) -> None:
 
 
 def test_matches_pipelines_metrics_implementation() -> None:
-    metrics = pytest.importorskip("pipelines.metrics")
+    metrics = pytest.importorskip("pipelines.train.metrics")
     rng = np.random.default_rng(0)
     logits = rng.normal(size=(500, 4)) * 2
     proba = np.exp(logits) / np.exp(logits).sum(axis=1, keepdims=True)

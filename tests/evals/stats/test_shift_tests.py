@@ -7,8 +7,8 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from evals.shift_tests import bonferroni, chi2_homogeneity, holm, ks_two_sample, pool_sparse, psi
-from pipelines.reference_stats import histogram
+from evals.stats.shift_tests import bonferroni, chi2_homogeneity, holm, ks_two_sample, pool_sparse, psi
+from pipelines.train.reference_stats import histogram
 
 counts = st.lists(st.integers(0, 500), min_size=2, max_size=10)
 

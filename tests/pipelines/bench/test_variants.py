@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from pipelines.experiments import run_variants
+from pipelines.bench.variants import run_variants
 from serving.textprep import TruncationSpec
 
 pytestmark = pytest.mark.slow

@@ -10,10 +10,10 @@ import pytest
 import typer
 from typer.testing import CliRunner, Result
 
-from pipelines.data_build import BuildReport, build_dataset, load_built
-from pipelines.data_cli import register
+from pipelines.cli.data import register
+from pipelines.data.build import BuildReport, build_dataset, load_built
 
-REPO = Path(__file__).resolve().parents[2]
+REPO = Path(__file__).resolve().parents[3]
 RAW = REPO / "data" / "raw"
 CARD = REPO / "data" / "README.md"
 LABELLED = REPO / "data" / "labelled"

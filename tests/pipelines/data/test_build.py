@@ -12,7 +12,7 @@ import pandas as pd
 import pytest
 from typer.testing import Result
 
-from pipelines.data_build import (
+from pipelines.data.build import (
     COLUMNS,
     BuildReport,
     assign_split,
@@ -22,10 +22,10 @@ from pipelines.data_build import (
     near_duplicate_groups,
     normalise_text,
 )
-from pipelines.data_card import BEGIN, END, render_tables, update_card
-from pipelines.labels import TASKS, TIERS
-from pipelines.sources import RowLabel, Skip, SourceSpec
-from tests.data.conftest import CARD, LABELLED, RAW
+from pipelines.data.card import BEGIN, END, render_tables, update_card
+from pipelines.data.labels import TASKS, TIERS
+from pipelines.data.sources import RowLabel, Skip, SourceSpec
+from tests.pipelines.data.conftest import CARD, LABELLED, RAW
 
 # ------------------------------------------------------------------------------------ unit pieces
 
@@ -326,6 +326,6 @@ def test_raw_folder_has_source_and_licence_notes() -> None:
 
 
 def test_pipelines_never_read_the_shared_folder() -> None:
-    code = Path(__file__).resolve().parents[2] / "pipelines"
+    code = Path(__file__).resolve().parents[3] / "pipelines"
     for path in code.rglob("*.py"):
         assert "../shared" not in path.read_text(encoding="utf-8"), path

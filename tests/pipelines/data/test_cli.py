@@ -8,9 +8,9 @@ from pathlib import Path
 import pandas as pd
 from typer.testing import CliRunner, Result
 
-from pipelines.data_card import render_tables
-from pipelines.labels import TASKS, TIERS
-from tests.data.conftest import RAW, make_app
+from pipelines.data.card import render_tables
+from pipelines.data.labels import TASKS, TIERS
+from tests.pipelines.data.conftest import RAW, make_app
 
 runner = CliRunner()
 

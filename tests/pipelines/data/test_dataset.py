@@ -10,8 +10,8 @@ from typing import Any
 import pandas as pd
 import pytest
 
-from pipelines.dataset import DataValidationError, LabelledData, dataset_digest, load_labelled_file
-from pipelines.labels import TASKS, TIERS
+from pipelines.data.dataset import DataValidationError, LabelledData, dataset_digest, load_labelled_file
+from pipelines.data.labels import TASKS, TIERS
 
 TIER_TASK = ["tier", "task"]
 
@@ -121,7 +121,7 @@ def test_missing_labels_allowed_on_request(tmp_path: Path) -> None:
 
 
 def test_shipped_labelled_set_validates() -> None:
-    path = Path(__file__).resolve().parents[2] / "data" / "labelled" / "requests.parquet"
+    path = Path(__file__).resolve().parents[3] / "data" / "labelled" / "requests.parquet"
     data = load_labelled_file(path, ["tier", "task"])
     shipped = pd.read_parquet(path)
     assert data.df["split"].tolist() == shipped["split"].tolist()  # the shipped split is kept

@@ -6,7 +6,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from pipelines.language import BUCKETS, language_counts, script_bucket
+from pipelines.data.language import BUCKETS, language_counts, script_bucket
 
 
 @pytest.mark.parametrize(

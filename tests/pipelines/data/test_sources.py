@@ -9,11 +9,11 @@ from typing import Any
 
 import pytest
 
-from pipelines.labels import TASKS, TIERS
-from pipelines.sources import SOURCES, SOURCES_BY_NAME, RowLabel, Skip, p3
-from pipelines.sources import benchmarks as bm
-from pipelines.sources import instructions as ins
-from tests.data.conftest import RAW
+from pipelines.data.labels import TASKS, TIERS
+from pipelines.data.sources import SOURCES, SOURCES_BY_NAME, RowLabel, Skip, p3
+from pipelines.data.sources import benchmarks as bm
+from pipelines.data.sources import instructions as ins
+from tests.pipelines.data.conftest import RAW
 
 
 @functools.cache

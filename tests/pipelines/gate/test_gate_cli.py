@@ -9,7 +9,7 @@ import pytest
 import typer
 from typer.testing import CliRunner
 
-from pipelines.gate_cli import register
+from pipelines.cli.gate import register
 
 runner = CliRunner(env={"COLUMNS": "200"})
 
@@ -56,7 +56,7 @@ def test_check_json_schema_inline_file_and_invalid(tmp_path: Path) -> None:
 
 
 def test_data_build_writes_parquet(tmp_path: Path) -> None:
-    raw = Path(__file__).resolve().parents[2] / "data" / "raw"
+    raw = Path(__file__).resolve().parents[3] / "data" / "raw"
     if not (raw / "coconot").is_dir():
         pytest.skip("no raw data")
     out = tmp_path / "g" / "gate.parquet"

@@ -7,9 +7,9 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from pipelines.gate_data import REASONS, build_rows, load_gate_dataset, truncate_mid_sentence
+from pipelines.gate.data import REASONS, build_rows, load_gate_dataset, truncate_mid_sentence
 
-REPO = Path(__file__).resolve().parents[2]
+REPO = Path(__file__).resolve().parents[3]
 
 
 @pytest.fixture(scope="module")

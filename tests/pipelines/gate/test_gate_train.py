@@ -10,7 +10,7 @@ from typing import Any
 import numpy as np
 import pytest
 
-from pipelines.gate_train import choose_threshold, decision_metrics, per_reason_reject_rate, score_metrics
+from pipelines.gate.train import choose_threshold, decision_metrics, per_reason_reject_rate, score_metrics
 from serving.bundle import BundleError
 from serving.gate.model import GateItem, GateModel, decide_without_model
 
@@ -66,9 +66,9 @@ def test_threshold_was_calibrated_on_validation(trained_gate: Any) -> None:
 
 
 def test_onnx_parity_with_training_heads(trained_gate: Any, gate_bundle: Path) -> None:
-    from pipelines.embed import Embedder
-    from pipelines.encoder_export import EncoderArtifact
-    from pipelines.gate_train import build_features
+    from pipelines.gate.train import build_features
+    from pipelines.train.embed import Embedder
+    from pipelines.train.encoder_export import EncoderArtifact
 
     assert trained_gate.metrics["parity_max_abs_diff"] < 1e-4
     # independent re-check on new texts, through the training feature path

@@ -35,7 +35,7 @@ def bench_registry(model_onnx: Path | None, root: Path) -> None:
     import pandas as pd
 
     from pipelines.registry import TrainingRecord, download_bundle, log_and_register, promote
-    from tests.registry.conftest import build_tiny_bundle
+    from tests.pipelines.registry.conftest import build_tiny_bundle
 
     bundle = build_tiny_bundle(root / "bundle")
     if model_onnx is not None:

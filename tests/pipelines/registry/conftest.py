@@ -14,7 +14,6 @@ import json
 import os
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -25,7 +24,8 @@ from typing import Any
 
 import pytest
 
-from pipelines.labels import TASKS, TIERS
+from pipelines.data.labels import TASKS, TIERS
+from tests.support.ports import free_port
 
 DIM = 384
 
@@ -170,12 +170,6 @@ def make_record(tmp_path: Path) -> Callable[..., Any]:
         return TrainingRecord(**fields)
 
     return make
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 @pytest.fixture(scope="module")

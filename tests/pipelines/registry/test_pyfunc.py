@@ -15,7 +15,7 @@ import pytest
 from pipelines.registry import log_and_register
 
 NAME = "tierroute-classifier"
-REPO = Path(__file__).resolve().parents[2]
+REPO = Path(__file__).resolve().parents[3]
 TEXTS = [
     "What is the capital of France?",
     "Prove that there are infinitely many primes, then generalise the argument to primes of the form 4k+3.",

@@ -10,7 +10,7 @@ import pytest
 import typer
 from typer.testing import CliRunner
 
-from pipelines import registry_cli
+from pipelines.cli import registry as registry_cli
 from pipelines.registry import log_and_register, promote, resolve
 
 NAME = "tierroute-classifier"
@@ -153,7 +153,7 @@ def test_clear_errors_and_exit_code_2(
 
 
 def test_unreachable_registry_exits_2(app: typer.Typer, monkeypatch: pytest.MonkeyPatch) -> None:
-    from tests.registry.conftest import free_port
+    from tests.support.ports import free_port
 
     uri = f"http://127.0.0.1:{free_port()}"
     for args in (["models", "list"], ["promote"], ["export", "--out", "x"]):
@@ -162,7 +162,7 @@ def test_unreachable_registry_exits_2(app: typer.Typer, monkeypatch: pytest.Monk
         assert f"MLflow tracking server {uri} is unreachable" in result.stderr
 
 
-def test_eval_set_checks_plug_in_through_the_factory(
+def test_eval_set_checks_are_passed_to_promote(
     app: typer.Typer,
     tracking_uri: str,
     tiny_bundle: Path,
@@ -176,7 +176,7 @@ def test_eval_set_checks_plug_in_through_the_factory(
     extra = tmp_path / "this_week.jsonl"
     extra.write_text('{"text": "hi", "tier": "simple"}\n')
 
-    monkeypatch.setattr(registry_cli, "_eval_check_factory", None)  # pipelines alone: no evals gate
+    # `app` mounts the registry commands without an evaluation gate: --eval-set is refused
     not_wired = run(app, "promote", "--eval-set", str(extra))
     assert not_wired.exit_code == 2 and "not wired in" in not_wired.stderr
 
@@ -193,7 +193,8 @@ def test_eval_set_checks_plug_in_through_the_factory(
 
         return [on_extra_set]
 
-    monkeypatch.setattr(registry_cli, "_eval_check_factory", factory)
+    app = typer.Typer()
+    registry_cli.register(app, typer.Typer(), eval_checks=factory)
     refused = run(app, "promote", "--eval-set", str(extra), "--tolerance", "0.05", "--required-slice", "*")
     assert refused.exit_code == 1, refused.output
     assert calls == [registry_cli.EvalSetRequest([extra], 0.05, "source", ["*"], "auto")]

@@ -314,7 +314,7 @@ def test_download_detects_modified_stored_artifacts(
 def test_unreachable_registry_fails_fast_with_a_clear_error(
     tiny_bundle: Path, make_record: Callable[..., Any], monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    from tests.registry.conftest import free_port
+    from tests.support.ports import free_port
 
     uri = f"http://127.0.0.1:{free_port()}"  # nothing listens there
     monkeypatch.setenv("MLFLOW_TRACKING_URI", uri)
@@ -329,7 +329,7 @@ def test_unreachable_registry_fails_fast_with_a_clear_error(
 
 
 def test_credentials_are_not_echoed(monkeypatch: pytest.MonkeyPatch) -> None:
-    from tests.registry.conftest import free_port
+    from tests.support.ports import free_port
 
     port = free_port()
     with pytest.raises(RegistryError) as info:

@@ -132,7 +132,7 @@ def test_texts_from_input_accepts_the_documented_shapes() -> None:
     import numpy as np
     import pandas as pd
 
-    from pipelines.pyfunc_model import texts_from_input
+    from pipelines.registry.pyfunc import texts_from_input
 
     assert texts_from_input(["a", "b"]) == ["a", "b"]
     assert texts_from_input(pd.DataFrame({"id": [1, 2], "text": ["a", "b"]})) == ["a", "b"]

@@ -24,7 +24,7 @@ def _torch_embeddings(texts: list[str], bundle: Bundle) -> np.ndarray:
     """The training-time encoder in torch (not ONNX), fed the same token ids."""
     import torch
 
-    from pipelines.encoder_export import load_torch_encoder
+    from pipelines.train.encoder_export import load_torch_encoder
 
     model = load_torch_encoder()
     out = []

@@ -7,7 +7,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from pipelines.embed import Embedder
+from pipelines.train.embed import Embedder
 from serving.textprep import TruncationSpec
 
 
@@ -39,7 +39,7 @@ def test_corrupt_cache_shard_is_a_miss(encoder_artifact, tmp_path: Path) -> None
 
 
 def test_build_bundle_failure_leaves_nothing(trained, encoder_artifact, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
-    from pipelines.bundle_build import build_bundle
+    from pipelines.train.bundle_build import build_bundle
 
     head = trained.heads[0]
     with pytest.raises(ValueError, match="duplicate head names"):

@@ -7,8 +7,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from pipelines.heads import encode_labels, fit_head, fit_temperature
-from pipelines.metrics import (
+from pipelines.train.heads import encode_labels, fit_head, fit_temperature
+from pipelines.train.metrics import (
     classification_metrics,
     expected_calibration_error,
     plot_confusion_matrix,

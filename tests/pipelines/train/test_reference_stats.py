@@ -7,7 +7,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from pipelines.reference_stats import FILENAME, ReferenceStats, ReferenceStatsError, compute_stats
+from pipelines.train.reference_stats import FILENAME, ReferenceStats, ReferenceStatsError, compute_stats
 
 HEADS = {"tier": ("simple", "complex", "reasoning"), "task": ("code", "math", "chat")}
 

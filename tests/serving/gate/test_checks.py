@@ -18,7 +18,7 @@ from serving.gate.checks import (
 )
 from serving.gate.refusals import is_refusal, refusal_match
 
-ROOT = Path(__file__).resolve().parents[2]
+ROOT = Path(__file__).resolve().parents[3]
 
 REFUSALS = [
     "I'm sorry, but I can't help with that request.",

@@ -13,8 +13,8 @@ from prometheus_client import REGISTRY
 from serving.router import Router, RouteRequest, answered_by, decision_of
 from serving.router.decision import CascadePlanned, GateChecked
 from serving.router.policy import Policy
-from tests.router.fake_classifier import FakeClassifier
-from tests.router.fake_provider import FakeProvider, Step
+from tests.support.fake_classifier import FakeClassifier
+from tests.support.fake_provider import FakeProvider, Step
 
 MakePolicy = Callable[..., Policy]
 FAQ = {"use_case": "faq"}

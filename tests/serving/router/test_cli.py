@@ -10,11 +10,11 @@ import yaml
 from typer.testing import CliRunner
 
 from serving.router.cli import register
-from tests.router.conftest import policy_dict, write_policy
-from tests.router.fake_classifier import FakeClassifier
-from tests.router.fake_provider import FakeProvider
+from tests.support.fake_classifier import FakeClassifier
+from tests.support.fake_provider import FakeProvider
+from tests.support.policies import policy_dict, write_policy
 
-REPO = Path(__file__).resolve().parents[2]
+REPO = Path(__file__).resolve().parents[3]
 DEFAULT = REPO / "serving" / "policies" / "default.yaml"
 SUPPORT = REPO / "serving" / "policies" / "customer_support.yaml"
 

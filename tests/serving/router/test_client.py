@@ -20,7 +20,7 @@ from serving.client import (
     ClassifierUnavailable,
 )
 from serving.schemas import ClassifyResponse
-from tests.router.fake_classifier import FakeClassifier
+from tests.support.fake_classifier import FakeClassifier
 
 
 def _closed_port() -> int:

@@ -23,7 +23,7 @@ from serving.router.bench import StubClassifier
 from serving.router.decision import BudgetApplied, ClassifierConsulted, Decision, ModelFiltered
 from serving.router.policy import Policy
 from serving.schemas import ClassifyResponse
-from tests.router.fake_classifier import FakeClassifier
+from tests.support.fake_classifier import FakeClassifier
 
 MakePolicy = Callable[..., Policy]
 

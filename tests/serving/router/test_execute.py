@@ -12,7 +12,7 @@ from serving.router import AllProvidersFailed, Router, answered_by, decision_of
 from serving.router.decision import CooldownApplied, Executed, ExecutionFailed
 from serving.router.execute import ProviderRejected
 from serving.router.policy import Policy
-from tests.router.fake_provider import FakeProvider, Step
+from tests.support.fake_provider import FakeProvider, Step
 
 MakePolicy = Callable[..., Policy]
 CODE = {"requires_code_execution": True}  # -> rule code-or-long -> sonnet (anthropic)

@@ -12,7 +12,7 @@ from fastapi import FastAPI
 from serving.router import Router
 from serving.router.http import build_chat_router
 from serving.router.policy import Policy
-from tests.router.fake_provider import FakeProvider, Step, ThreadedServer
+from tests.support.fake_provider import FakeProvider, Step, ThreadedServer
 
 MakePolicy = Callable[..., Policy]
 

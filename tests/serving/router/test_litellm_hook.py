@@ -13,10 +13,10 @@ import yaml
 from serving.router.litellm_config import AUTO_GROUP, to_litellm_config
 from serving.router.litellm_hook import TierrouteClassifierPlugin
 from serving.router.policy import load_policy
-from tests.router.fake_classifier import FakeClassifier
-from tests.router.fake_provider import FakeProvider
+from tests.support.fake_classifier import FakeClassifier
+from tests.support.fake_provider import FakeProvider
 
-EXAMPLE = Path(__file__).resolve().parents[2] / "serving" / "router" / "examples" / "litellm_config.yaml"
+EXAMPLE = Path(__file__).resolve().parents[3] / "serving" / "router" / "examples" / "litellm_config.yaml"
 
 
 def _point_at_fakes(config: dict[str, Any], provider: FakeProvider) -> list[dict[str, Any]]:
@@ -103,7 +103,7 @@ def test_plugin_applies_the_calibrated_threshold(classifier_server: FakeClassifi
 def test_policy_to_litellm_builds_a_working_router(tmp_path: Path) -> None:
     from litellm import Router
 
-    policy = load_policy(Path(__file__).resolve().parents[2] / "serving" / "policies" / "default.yaml")
+    policy = load_policy(Path(__file__).resolve().parents[3] / "serving" / "policies" / "default.yaml")
     config = to_litellm_config(policy)
     groups = {d["model_name"] for d in config["model_list"]}
     assert set(policy.models) <= groups and AUTO_GROUP in groups

@@ -11,9 +11,9 @@ import pytest
 from serving.router import Router
 from serving.router.policy import PolicyError, load_policy, parse_policy
 from serving.router.request import RouteRequest
-from tests.router.conftest import policy_dict, write_policy
+from tests.support.policies import policy_dict, write_policy
 
-REPO = Path(__file__).resolve().parents[2]
+REPO = Path(__file__).resolve().parents[3]
 SHIPPED = [
     REPO / "serving" / "policies" / "default.yaml",
     REPO / "serving" / "policies" / "customer_support.yaml",

@@ -23,10 +23,10 @@ from tests.support.server import free_port
     ("uri", "expected"),
     [
         ("models:/tierroute-classifier@champion", ("tierroute-classifier", "champion", None)),
-        ("models:/m/3", ("m", None, "3")),
+        ("models:/m/3", ("m", None, 3)),
     ],
 )
-def test_parse_models_uri(uri: str, expected: tuple[str, str | None, str | None]) -> None:
+def test_parse_models_uri(uri: str, expected: tuple[str, str | None, int | None]) -> None:
     assert parse_models_uri(uri) == expected
 
 

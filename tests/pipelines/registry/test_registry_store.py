@@ -3,7 +3,10 @@
 from __future__ import annotations
 
 import json
+import os
 import shutil
+import subprocess
+import sys
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -335,3 +338,50 @@ def test_credentials_are_not_echoed(monkeypatch: pytest.MonkeyPatch) -> None:
     with pytest.raises(RegistryError) as info:
         list_versions(NAME, tracking_uri=f"http://alice:s3cret@127.0.0.1:{port}")
     assert "s3cret" not in str(info.value) and f"***@127.0.0.1:{port}" in str(info.value)
+
+
+def test_serving_and_pipelines_use_one_default_store(
+    tiny_bundle: Path,
+    make_record: Callable[..., Any],
+    _template_store: Path,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Without MLFLOW_TRACKING_URI both sides resolve `<cwd>/mlruns/mlflow.db`: what `train` registers
+    there, `serve` finds there, and serving's download creates no other store (no `./mlflow.db`)."""
+    from pipelines.registry import store
+    from serving.model_source import RegistrySource
+
+    monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
+    monkeypatch.delenv("MLFLOW_REGISTRY_URI", raising=False)
+    monkeypatch.chdir(tmp_path)
+    expected = f"sqlite:///{tmp_path.resolve() / 'mlruns' / 'mlflow.db'}"
+    source = RegistrySource(
+        "models:/tierroute-classifier@candidate", tracking_uri=None, cache_dir=tmp_path / "c"
+    )
+    assert source.store_uris() == (expected, expected)
+    assert registry.default_tracking_uri() == expected
+
+    (tmp_path / "mlruns").mkdir()
+    shutil.copyfile(_template_store, tmp_path / "mlruns" / "mlflow.db")
+    registered = registry.log_and_register(make_record(), tiny_bundle)
+    assert store._connect(None)[2] == expected
+    # serving resolves in a fresh process, as `tierroute serve` does (no MLflow state from training)
+    script = (
+        "import json, pathlib; from serving.model_source import RegistrySource; "
+        "r = RegistrySource('models:/tierroute-classifier@candidate', tracking_uri=None, "
+        "cache_dir=pathlib.Path('c')).resolve(); print(json.dumps([r.origin, r.version, str(r.path)]))"
+    )
+    env = {
+        k: v for k, v in os.environ.items() if not k.startswith("MLFLOW_") or k == "MLFLOW_DISABLE_TELEMETRY"
+    }
+    env["PYTHONPATH"] = str(Path(__file__).resolve().parents[3])
+    done = subprocess.run(
+        [sys.executable, "-c", script], cwd=tmp_path, env=env, capture_output=True, text=True, timeout=300
+    )
+    assert done.returncode == 0, done.stderr
+    origin, version, path = json.loads(done.stdout.strip().splitlines()[-1])
+    assert origin == "registry" and version == str(registered.version)
+    assert registry.bundle_digest(Path(path)) == registry.bundle_digest(tiny_bundle)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["c", "confusion_tier.png", "mlruns", "report.json"]
+    assert (tmp_path / "mlruns" / "artifacts").is_dir()

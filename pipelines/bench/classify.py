@@ -3,7 +3,7 @@
 Job: a rerunnable benchmark (never a timed test) that prints p50/p99 tables. Inputs are built
 to an exact token count by cutting a fixed English paragraph with the bundle's own tokenizer,
 so runs are comparable across machines and bundles. Timings on a 2-core box drift 20-30% from
-run to run (NOTES.md): compare numbers from one run.
+run to run: compare numbers from one run.
 """
 
 from __future__ import annotations

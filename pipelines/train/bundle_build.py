@@ -8,7 +8,7 @@ and write `bundle.json` with everything serving needs to use and verify it (see
 Trade-offs: splicing by hand (prefixing each head's names and appending its nodes) is used
 instead of `onnx.compose.merge_models` because merging several heads onto one shared input
 needs repeated merges with output bookkeeping, and the optimizer's opset declarations clash
-with skl2onnx's (NOTES.md); opset imports are reconciled explicitly here. One merged graph runs
+with skl2onnx's; opset imports are reconciled explicitly here. One merged graph runs
 at the same speed as encoder + heads called separately; its value is one hash-checked file.
 
 Writes are atomic: the bundle is assembled in a temporary sibling folder and renamed into place,

@@ -3,7 +3,7 @@
 Job: produce the encoder graph that both training (embeddings) and serving run, cached on disk
 by the source model's hash so the slow torch export happens once per machine.
 
-How (measured in NOTES.md): load the BERT body with eager attention (SDPA exports fuse nothing),
+How: load the BERT body with eager attention (SDPA exports fuse nothing),
 wrap mean pooling + L2 normalisation, export with the TorchScript exporter at opset 17 (max abs
 diff to torch ~2e-7), then fuse with onnxruntime's transformer optimizer. The int8 variant uses
 per-channel dynamic quantisation with reduced range (cosine ~0.99 to fp32); plain per-tensor

@@ -28,6 +28,7 @@ if TYPE_CHECKING:
     from pipelines.cli.registry import EvalSetRequest
     from pipelines.registry import PromotionCheck
 
+
 def promotion_checks(request: EvalSetRequest) -> Sequence[PromotionCheck]:
     """The evaluation gate of `promote --eval-set` (imported when used: it needs numpy/pandas)."""
     from evals.eval.promotion import promotion_checks as checks

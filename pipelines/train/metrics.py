@@ -21,21 +21,7 @@ from sklearn.metrics import (
     precision_recall_fscore_support,
 )
 
-
-def expected_calibration_error(y_idx: np.ndarray, proba: np.ndarray, n_bins: int = 15) -> float:
-    """Top-label ECE: mean |accuracy - confidence| over equal-width confidence bins, weighted by count."""
-    if len(y_idx) == 0:
-        return 0.0
-    conf = proba.max(axis=1)
-    correct = (proba.argmax(axis=1) == y_idx).astype(np.float64)
-    edges = np.linspace(0.0, 1.0, n_bins + 1)
-    bins = np.clip(np.digitize(conf, edges[1:-1], right=True), 0, n_bins - 1)
-    ece = 0.0
-    for b in range(n_bins):
-        m = bins == b
-        if m.any():
-            ece += m.mean() * abs(correct[m].mean() - conf[m].mean())
-    return float(ece)
+from pipelines.train.calibration import expected_calibration_error, top_label
 
 
 def classification_metrics(
@@ -51,7 +37,7 @@ def classification_metrics(
         "accuracy": float(accuracy_score(y_idx, pred)),
         "macro_f1": float(f1_score(y_idx, pred, labels=ks, average="macro", zero_division=0)),
         "log_loss": float(log_loss(y_idx, _renormalised(proba), labels=ks)),
-        "ece": expected_calibration_error(y_idx, proba),
+        "ece": expected_calibration_error(*top_label(proba, y_idx)),
         "n": float(len(y_idx)),
     }
     p, r, f, s = precision_recall_fscore_support(y_idx, pred, labels=ks, zero_division=0)
@@ -116,7 +102,7 @@ def plot_reliability(
             counts.append(int(m.sum()))
     fig, ax = plt.subplots(figsize=(4.5, 4.5))
     ax.plot([0, 1], [0, 1], "--", color="grey", label="perfect")
-    ax.plot(mids, accs, "o-", label=f"ECE={expected_calibration_error(y_idx, proba):.3f}")
+    ax.plot(mids, accs, "o-", label=f"ECE={expected_calibration_error(*top_label(proba, y_idx)):.3f}")
     for x, y, c in zip(mids, accs, counts, strict=True):
         ax.annotate(str(c), (x, y), fontsize=7, textcoords="offset points", xytext=(3, -9))
     ax.set_xlabel("confidence (max probability)")

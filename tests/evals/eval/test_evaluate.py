@@ -18,7 +18,8 @@ def _data(n: int = 600, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
 
 
 def test_head_metrics_match_training_metrics() -> None:
-    metrics = pytest.importorskip("pipelines.train.metrics")
+    from pipelines.train import metrics
+
     y, p = _data()
     labels = ("simple", "complex", "reasoning")
     ev = evaluate_head("tier", labels, y, p, n_boot=200)

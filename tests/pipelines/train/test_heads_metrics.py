@@ -7,13 +7,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from pipelines.train.calibration import expected_calibration_error, top_label
 from pipelines.train.heads import encode_labels, fit_head, fit_temperature
-from pipelines.train.metrics import (
-    classification_metrics,
-    expected_calibration_error,
-    plot_confusion_matrix,
-    plot_reliability,
-)
+from pipelines.train.metrics import classification_metrics, plot_confusion_matrix, plot_reliability
 
 LABELS = ("simple", "complex", "reasoning")
 
@@ -65,9 +61,9 @@ def test_missing_class_in_train_is_refused() -> None:
 def test_ece_zero_for_perfect_calibration_and_large_for_overconfidence() -> None:
     y = np.array([0, 1, 0, 1])
     confident_right = np.array([[1.0, 0.0], [0.0, 1.0], [1.0, 0.0], [0.0, 1.0]])
-    assert expected_calibration_error(y, confident_right) == pytest.approx(0.0)
+    assert expected_calibration_error(*top_label(confident_right, y)) == pytest.approx(0.0)
     confident_wrong = confident_right[:, ::-1]
-    assert expected_calibration_error(y, confident_wrong) == pytest.approx(1.0)
+    assert expected_calibration_error(*top_label(confident_wrong, y)) == pytest.approx(1.0)
 
 
 def test_per_class_metrics_and_plots(tmp_path: Path) -> None:

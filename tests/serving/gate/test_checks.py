@@ -87,8 +87,9 @@ def test_refusal_phrase_list_on_labelled_coconot_sample() -> None:
     """Regression guard: precision/recall of the phrase list on the hand-labelled CoCoNoT responses."""
     labels_path = ROOT / "data" / "gate" / "refusal_labels.csv"
     pref_path = ROOT / "data" / "raw" / "coconot" / "data_coconot_pref.jsonl"
-    if not (labels_path.exists() and pref_path.exists()):
-        pytest.skip("labelled CoCoNoT sample not present")
+    assert labels_path.exists() and pref_path.exists(), (
+        "the labelled CoCoNoT sample ships with the repository"
+    )
     rows = {}
     with pref_path.open() as fh:
         for line in fh:

@@ -21,10 +21,11 @@ from typing import Any
 
 import numpy as np
 
+from pipelines.data.dataset import SUPPORTED_SUFFIXES, DataValidationError, read_frame
 from pipelines.train.reference_stats import is_missing
 from serving.prediction_log import PredictionLogError, is_prediction_log, read_prediction_log
 
-TABLE_SUFFIXES = (".csv", ".tsv", ".jsonl", ".json", ".parquet")
+TABLE_SUFFIXES = SUPPORTED_SUFFIXES
 
 
 class InputError(Exception):
@@ -32,32 +33,13 @@ class InputError(Exception):
 
 
 def read_table(path: Path) -> Any:
-    """A pandas DataFrame from a CSV/TSV/JSONL/JSON/Parquet file with a non-empty string `text` column."""
-    import pandas as pd
-
+    """A pandas DataFrame from a CSV/TSV/JSONL/JSON/Parquet file with a non-empty string `text` column
+    (read by `pipelines.data.dataset.read_frame`, the reader `train --data` uses too)."""
     path = Path(path)
-    if not path.is_file():
-        raise InputError(f"data file not found: {path}")
-    suffix = path.suffix.lower()
-    if suffix not in TABLE_SUFFIXES:
-        raise InputError(f"{path}: unsupported file type {suffix!r}; use one of {', '.join(TABLE_SUFFIXES)}")
     try:
-        if suffix == ".csv":
-            df = pd.read_csv(path, keep_default_na=True)
-        elif suffix == ".tsv":
-            df = pd.read_csv(path, sep="\t")
-        elif suffix == ".jsonl":
-            df = pd.read_json(path, lines=True)
-        elif suffix == ".json":
-            df = pd.read_json(path)
-        else:
-            df = pd.read_parquet(path)
-    except Exception as exc:
-        raise InputError(
-            f"{path}: cannot read it as {suffix[1:]} ({str(exc).splitlines()[0][:200]})"
-        ) from exc
-    if len(df) == 0:
-        raise InputError(f"{path}: no rows")
+        df = read_frame(path)
+    except DataValidationError as exc:
+        raise InputError(str(exc)) from exc
     if "text" not in df.columns:
         raise InputError(f"{path}: no 'text' column (columns: {', '.join(map(str, df.columns))})")
     bad = [i for i, t in enumerate(df["text"].tolist()) if not isinstance(t, str) or not t.strip()]

@@ -1,4 +1,4 @@
-"""Load and validate a user's labelled file (CSV, JSONL or Parquet) before anything else runs.
+"""Read and validate a user's labelled file (CSV, TSV, JSONL, JSON or Parquet) before anything else runs.
 
 Job: `load_labelled_file` is the trainer's first call. It reads the file itself (csv module, line-by-line
 JSON, pyarrow) so every error can name the file, the column, the row/line number and the bad value, and
@@ -6,6 +6,8 @@ raises `DataValidationError` for: unreadable/corrupt files or unknown extensions
 columns (with close-match suggestions), empty or non-string text, missing labels, labels outside the
 declared set, classes with too few rows to split, duplicate ids and bad split values. Only a file that
 passes everything becomes a `LabelledData` (DataFrame with `id`, `text`, label columns, `split`).
+`read_rows` / `read_frame` are the project's one labelled-file reader: train, eval, drift,
+calibrate, promote --eval-set and data validate all accept the same formats with the same errors.
 
 Trade-offs: the whole file is held in memory (fine for the tens of thousands of rows a classifier
 needs). Label values are compared as strings (`1` and `"1"` are the same label) so CSV and JSONL
@@ -36,7 +38,7 @@ if TYPE_CHECKING:
 
 SPLITS = ("train", "validation", "test")
 RESERVED_COLUMNS = ("id", "text", "split", "group")
-SUPPORTED_SUFFIXES = (".csv", ".jsonl", ".ndjson", ".parquet", ".pq")
+SUPPORTED_SUFFIXES = (".csv", ".tsv", ".jsonl", ".ndjson", ".json", ".parquet", ".pq")
 MAX_LISTED = 5
 """How many offending rows an error message lists before saying "and N more"."""
 
@@ -106,10 +108,10 @@ class _Table:
     where: list[str]  # "line 7" / "row 7": where each row is in the file
 
 
-def _read_csv(path: Path) -> _Table:
+def _read_csv(path: Path, delimiter: str = ",") -> _Table:
     try:
         with path.open(encoding="utf-8-sig", newline="") as fh:
-            reader = csv.DictReader(fh)
+            reader = csv.DictReader(fh, delimiter=delimiter)
             columns = list(reader.fieldnames or [])
             rows: list[dict[str, Any]] = []
             where: list[str] = []
@@ -127,6 +129,34 @@ def _read_csv(path: Path) -> _Table:
     except csv.Error as exc:
         raise DataValidationError(f"{path}: unreadable CSV: {exc}") from exc
     return _Table(columns, rows, where)
+
+
+def _read_json(path: Path) -> _Table:
+    """A JSON array of objects, or an object of columns (`{"text": [...], "tier": [...]}`)."""
+    try:
+        data = json.loads(path.read_text(encoding="utf-8-sig"))
+    except UnicodeDecodeError as exc:
+        raise DataValidationError(f"{path}: not UTF-8 text ({exc.reason} at byte {exc.start})") from exc
+    except json.JSONDecodeError as exc:
+        raise DataValidationError(
+            f"{path}: line {exc.lineno}: invalid JSON ({exc.msg} at column {exc.colno})"
+        ) from exc
+    if isinstance(data, dict) and all(isinstance(v, list | dict) for v in data.values()):
+        cols = {k: list(v.values()) if isinstance(v, dict) else v for k, v in data.items()}
+        if len({len(v) for v in cols.values()}) > 1:
+            raise DataValidationError(f"{path}: columns of different lengths")
+        n = len(next(iter(cols.values()), []))
+        data = [{k: v[i] for k, v in cols.items()} for i in range(n)]
+    if not isinstance(data, list):
+        raise DataValidationError(f"{path}: expected a JSON array of objects, got {type(data).__name__}")
+    columns: dict[str, None] = {}
+    for number, record in enumerate(data, start=1):
+        if not isinstance(record, dict):
+            raise DataValidationError(
+                f"{path}: item {number}: expected a JSON object, got {type(record).__name__}"
+            )
+        columns.update(dict.fromkeys(record))
+    return _Table(list(columns), list(data), [f"item {i}" for i in range(1, len(data) + 1)])
 
 
 def _read_jsonl(path: Path) -> _Table:
@@ -168,7 +198,10 @@ def _read_parquet(path: Path) -> _Table:
     return _Table(list(table.column_names), rows, [f"row {i}" for i in range(1, len(rows) + 1)])
 
 
-def _read(path: Path) -> _Table:
+def read_rows(path: Path) -> _Table:
+    """Rows of a CSV/TSV/JSONL/JSON/Parquet file, each with where it is in the file; raises
+    DataValidationError naming the file (and the line) for anything unreadable or empty."""
+    path = Path(path)
     if not path.exists():
         raise DataValidationError(f"{path}: file not found")
     if not path.is_file():
@@ -176,6 +209,10 @@ def _read(path: Path) -> _Table:
     suffix = path.suffix.lower()
     if suffix == ".csv":
         table = _read_csv(path)
+    elif suffix == ".tsv":
+        table = _read_csv(path, delimiter="\t")
+    elif suffix == ".json":
+        table = _read_json(path)
     elif suffix in (".jsonl", ".ndjson"):
         table = _read_jsonl(path)
     elif suffix in (".parquet", ".pq"):
@@ -188,6 +225,23 @@ def _read(path: Path) -> _Table:
     if not table.rows:
         raise DataValidationError(f"{path}: no data rows")
     return table
+
+
+def read_frame(path: Path) -> pd.DataFrame:
+    """The file as a DataFrame, read by `read_rows` (same formats, same errors). Text formats carry
+    no types: in CSV/TSV columns an empty cell is missing and a column whose every value is a number
+    becomes numeric, as pandas' CSV reader would make it."""
+    import pandas as pd
+
+    path = Path(path)
+    table = read_rows(path)
+    df = pd.DataFrame(table.rows, columns=table.columns)
+    if path.suffix.lower() in (".csv", ".tsv"):
+        for col in df.columns:
+            values = df[col].mask(df[col] == "")
+            numeric = pd.to_numeric(values, errors="coerce")
+            df[col] = numeric if numeric.notna().sum() == values.notna().sum() else values
+    return df
 
 
 # --------------------------------------------------------------------------------------- validation
@@ -301,7 +355,7 @@ def load_labelled_file(
 
     path = Path(path)
     label_columns = tuple(label_columns)
-    table = _read(path)
+    table = read_rows(path)
     _check_columns(path, table, label_columns)
     _check_text(path, table)
 

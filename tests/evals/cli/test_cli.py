@@ -234,7 +234,7 @@ def test_prediction_log_as_unlabelled_current(
         "--bootstrap",
         "200",
     )
-    assert res.exit_code in (0, 1), res.output
+    assert res.exit_code == 0, res.output  # 80 rows of the reference set itself: no drift
     summary = json.loads((tmp_path / "r" / "summary.json").read_text())
     ran = {c["name"] for c in summary["checks"]}
     assert {"prediction_mix/tier", "confidence/task", "token_length"} <= ran

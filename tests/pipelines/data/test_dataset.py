@@ -309,3 +309,38 @@ def test_group_column_is_kept_and_filled(tmp_path: Path) -> None:
     assert data.df["group"].iloc[20] == data.df["id"].iloc[20]
     assert "cannot be a label column" in error(tmp_path / "d.csv", ["group"])
     assert "group" not in load_labelled_file(write(tmp_path / "e.jsonl", good_rows()), TIER_TASK).df.columns
+
+
+def test_one_reader_for_train_and_evals_in_every_format(tmp_path: Path) -> None:
+    """CSV, TSV, JSONL, JSON and Parquet give the same rows to `train`/`data validate` and to `eval`."""
+    from evals.io.tables import InputError, read_table
+    from pipelines.data.dataset import read_frame
+
+    df = pd.DataFrame(
+        {
+            "text": ["hello there", "prove that 2+2=4", "fix my code"],
+            "tier": ["simple", "reasoning", "complex"],
+        }
+    )
+    df["weak_ok"] = [1, 0, 1]
+    paths = {
+        "csv": lambda p: df.to_csv(p, index=False),
+        "tsv": lambda p: df.to_csv(p, index=False, sep="\t"),
+        "jsonl": lambda p: df.to_json(p, orient="records", lines=True),
+        "json": lambda p: df.to_json(p, orient="records"),
+        "parquet": lambda p: df.to_parquet(p),
+    }
+    for suffix, write in paths.items():
+        path = tmp_path / f"rows.{suffix}"
+        write(path)
+        for read in (read_frame, read_table):
+            got = read(path)
+            assert got["text"].tolist() == df["text"].tolist(), (suffix, read)
+            assert got["tier"].tolist() == df["tier"].tolist(), (suffix, read)
+            assert [int(v) for v in got["weak_ok"]] == [1, 0, 1], (suffix, read)
+    broken = tmp_path / "broken.json"
+    broken.write_text('[{"text": "a"},\n {"text": ]')
+    with pytest.raises(DataValidationError, match=r"broken\.json: line 2: invalid JSON"):
+        read_frame(broken)
+    with pytest.raises(InputError, match=r"broken\.json: line 2: invalid JSON"):
+        read_table(broken)

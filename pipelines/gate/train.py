@@ -498,30 +498,21 @@ def gate_parity(
 
 
 def _register(config: GateTrainConfig, df: Any, digest: str, result: GateTrainResult) -> None:
-    from pipelines.registry import TrainingRecord, log_and_register
+    from pipelines.train.register import register_bundle
 
-    record = TrainingRecord(
-        experiment=config.experiment,
-        run_name=result.bundle_dir.name,
+    registered = register_bundle(
+        bundle_dir=result.bundle_dir,
+        data_path=config.data,
+        dataset_df=df,
+        dataset_digest=digest,
         params=config.params(),
         metrics=result.metrics,
         artifacts=result.artifacts,
-        dataset_df=df,
-        dataset_name=Path(config.data).name,
-        dataset_digest=digest[:32],  # MLflow caps dataset digests at 36 characters
-        tags={
-            "bundle_dir": str(result.bundle_dir),
-            "tierroute.kind": "gate",
-            "tierroute.dataset_sha256": digest,
-        },
-        dataset_source=str(config.data),
-    )
-    registered = log_and_register(
-        record,
-        result.bundle_dir,
+        experiment=config.experiment,
         model_name=config.model_name,
         alias=config.alias,
         tracking_uri=config.tracking_uri,
+        tags={"tierroute.kind": "gate", "tierroute.dataset_sha256": digest},
     )
     result.version = str(registered.version)
     result.model_uri = registered.model_uri

@@ -285,20 +285,20 @@ def _attach_reference_stats(
 
 
 def _register(config: TrainConfig, data: Any, result: TrainResult) -> None:
-    from pipelines.registry import TrainingRecord, log_and_register
+    from pipelines.train.register import register_bundle
 
-    record = TrainingRecord(
-        experiment=config.experiment,
-        run_name=result.bundle_dir.name,
+    registered = register_bundle(
+        bundle_dir=result.bundle_dir,
+        data_path=config.data,
+        dataset_df=data.df,
+        dataset_digest=data.digest,
         params=config.params(),
         metrics=result.metrics,
         artifacts=result.artifacts,
-        dataset_df=data.df,
-        dataset_name=Path(config.data).name,
-        dataset_digest=data.digest,
-        tags={"bundle_dir": str(result.bundle_dir)},
+        experiment=config.experiment,
+        model_name=config.model_name,
+        alias=config.alias,
     )
-    registered = log_and_register(record, result.bundle_dir, model_name=config.model_name, alias=config.alias)
     result.version = str(registered.version)
     result.run_id = registered.run_id
     result.model_uri = registered.model_uri

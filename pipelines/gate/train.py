@@ -467,11 +467,7 @@ def train_gate(
     result = GateTrainResult(bundle_dir, threshold, metrics, heads, artifacts, report, timings=timings)
     if config.register:
         t = time.perf_counter()
-        try:
-            _register(config, df, digest, result)
-        except BaseException:
-            shutil.rmtree(bundle_dir, ignore_errors=True)
-            raise
+        _register(config, df, digest, result)  # removes the bundle folder if registration fails
         timings["register_s"] = time.perf_counter() - t
         echo(f"registered {config.model_name} v{result.version} as @{config.alias} ({result.model_uri})")
     timings["total_s"] = time.perf_counter() - t0

@@ -225,11 +225,7 @@ def train(
     result = TrainResult(bundle_dir, metrics, heads, artifacts, timings=timings)
     if config.register:
         t = time.perf_counter()
-        try:
-            _register(config, data, result)
-        except BaseException:
-            shutil.rmtree(bundle_dir, ignore_errors=True)
-            raise
+        _register(config, data, result)  # removes the bundle folder if registration fails
         timings["register_s"] = time.perf_counter() - t
         echo(f"registered {config.model_name} v{result.version} as @{config.alias} ({result.model_uri})")
     timings["total_s"] = time.perf_counter() - t0

@@ -7,6 +7,7 @@ model with the config's alias. Only the tags differ (the gate marks itself `tier
 
 from __future__ import annotations
 
+import shutil
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -29,7 +30,8 @@ def register_bundle(
     tracking_uri: str | None = None,
     tags: Mapping[str, str] | None = None,
 ) -> RegisteredVersion:
-    """Log the run (run name = bundle folder name) and register `bundle_dir` as `model_name@alias`."""
+    """Log the run (run name = bundle folder name) and register `bundle_dir` as `model_name@alias`.
+    If that fails, the bundle folder is removed too: a trainer leaves a registered bundle or none."""
     from pipelines.registry import TrainingRecord, log_and_register
 
     record = TrainingRecord(
@@ -44,4 +46,10 @@ def register_bundle(
         tags={"bundle_dir": str(bundle_dir), **(tags or {})},
         dataset_source=str(data_path),
     )
-    return log_and_register(record, bundle_dir, model_name=model_name, alias=alias, tracking_uri=tracking_uri)
+    try:
+        return log_and_register(
+            record, bundle_dir, model_name=model_name, alias=alias, tracking_uri=tracking_uri
+        )
+    except BaseException:
+        shutil.rmtree(bundle_dir, ignore_errors=True)
+        raise

@@ -80,8 +80,9 @@ class RegisteredVersion:
 
 @contextlib.contextmanager
 def _quiet_model_logging() -> Iterator[None]:
-    """Silence two expected MLflow warnings: cloudpickle (by design, see pyfunc_model) and 'no signature'
-    (a DataFrame type hint cannot carry one; a column signature would reject list-of-str input)."""
+    """Silence two expected MLflow warnings: cloudpickle (by design, see pipelines.registry.pyfunc) and
+    'no signature' (a DataFrame type hint cannot carry one; a column signature would reject list-of-str
+    input)."""
     logger = logging.getLogger("mlflow.pyfunc")
     old = logger.level
     logger.setLevel(logging.ERROR)

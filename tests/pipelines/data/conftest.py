@@ -20,7 +20,7 @@ LABELLED = REPO / "data" / "labelled"
 
 
 def make_app() -> typer.Typer:
-    """A root app with only the data commands, mounted the way evals/cli.py mounts them."""
+    """A root app with only the data commands, mounted the way evals/cli/root.py mounts them."""
     root = typer.Typer(no_args_is_help=True)
     bench = typer.Typer()
     register(root, bench)

@@ -126,3 +126,28 @@ def trained_gate(gate_dataset: Path, session_cache: Path, tmp_path_factory: pyte
 @pytest.fixture(scope="session")
 def gate_bundle(trained_gate: Any) -> Path:
     return Path(trained_gate.bundle_dir)
+
+
+# Fixtures that train a model, export the encoder or start a server: a test using any of them is
+# `slow` (so `make test-fast` leaves it out) whether or not its module says so.
+SLOW_FIXTURES = frozenset(
+    {
+        "encoder_artifact",
+        "trained",
+        "trained_bundle",
+        "trained_gate",
+        "gate_bundle",
+        "gate_dataset",
+        "serving_bundle",
+        "server",
+        "mlflow_server",
+        "eval_bundle",
+        "scored_pool",
+    }
+)
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    for item in items:
+        if SLOW_FIXTURES.intersection(getattr(item, "fixturenames", ())):
+            item.add_marker(pytest.mark.slow)

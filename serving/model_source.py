@@ -84,7 +84,8 @@ def parse_models_uri(uri: str) -> tuple[str, str | None, int | None]:
     m = MODELS_URI.match(uri.strip())
     if not m:
         raise ModelSourceError(
-            f"not a registered-model URI: {uri!r}; expected models:/<name>@<alias> or models:/<name>/<version>"
+            f"not a registered-model URI: {uri!r}; "
+            "expected models:/<name>@<alias> or models:/<name>/<version>"
         )
     return m["name"], m["alias"], int(m["version"]) if m["version"] else None
 

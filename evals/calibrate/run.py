@@ -116,6 +116,7 @@ def run_calibrate(
     cache_dir: Path | None = None,
     echo: Callable[[str], None] = print,
 ) -> CalibrationRun:
+    # Over 60 lines: the command's steps in order (read, score, choose, report, store), each a named call.
     data = Path(data)
     handle = resolve_model(model, cache_dir=cache_dir)
     bundle = load_bundle(handle)

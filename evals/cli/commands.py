@@ -93,6 +93,7 @@ def drift_cmd(
 
     Writes report.md, report.html, summary.json and plots. Exit status: 0 no drift, 1 drift, 2 bad input.
     """
+    # Over 60 lines: mostly typer option declarations; the body is parse -> run_drift -> print.
     from evals.drift.checks import DriftConfig
     from evals.drift.run import BAD_INPUT, run_drift
 
@@ -178,6 +179,7 @@ def eval_cmd(
     """Score a model on a labelled set: per-head accuracy, macro-F1, per-class metrics and calibration
     error with bootstrap 95% intervals, per-slice tables, confusion/reliability plots, and routing
     value (APGR) when the set carries per-model outcomes. Exit status 2 on bad input."""
+    # Over 60 lines: mostly typer option declarations; the body is parse -> run_eval -> print.
     from evals.eval.run import run_eval
     from evals.io.models import ModelError
     from evals.io.tables import InputError
@@ -271,6 +273,7 @@ def calibrate_cmd(
     """Pick the routing threshold for a target strong-model share, a quality floor or a cost budget;
     report the expected share, quality and cost with 95% intervals; store it as an MLflow version tag
     and in a new bundle copy (bundle.json thresholds.routing). Exit status 2 on bad input."""
+    # Over 60 lines: mostly typer option declarations; the body is parse -> run_calibrate -> print.
     from evals.calibrate.run import run_calibrate
     from evals.calibrate.thresholds import Objective
     from evals.io.models import ModelError
@@ -342,6 +345,7 @@ def bench_drift_cmd(
 ) -> None:
     """Measure the drift checks: family-wise false-alarm rate over clean re-splits of held-out data,
     and which checks fire on injected drift (source mix, another script, flipped labels, truncation)."""
+    # Over 60 lines: option declarations plus the two printed tables of one benchmark.
     import json
 
     from evals.drift.bench import false_alarms, injected, make_pool

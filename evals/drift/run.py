@@ -183,6 +183,8 @@ def run_drift(
     echo: Callable[[str], None] = print,
 ) -> DriftRun:
     """Everything `tierroute drift` does; raises DriftInputError / InputError / ModelError on bad input."""
+    # Over 60 lines: the command's steps in order (reference, current, compare, report, log), each a named
+    # call.
     from evals.drift.report import write_drift_report
 
     config = config or DriftConfig()

@@ -95,6 +95,7 @@ def eval_gate(
 
     required_slices: values of `slice_column` that must not regress (`"*"` = every slice with at
     least `min_rows` labelled rows). tolerance: defaults to the gate's own tolerance."""
+    # Over 60 lines: one scoring pass per eval set whose rows feed every slice; kept with its loop.
     from pipelines.registry import ComparisonRow
 
     def check(ctx: Any) -> list[Any]:

@@ -95,6 +95,7 @@ def _routing_plot(routing: RoutingEvaluation, path: Path) -> None:
 def _blocks(
     run: EvalRun, out_dir: Path, probs: dict[str, np.ndarray], labels: dict[str, list[Any]]
 ) -> list[Block]:
+    # Over 60 lines: the report's sections in reading order, each built inline where it is printed.
     from pipelines.train.metrics import plot_confusion_matrix, plot_reliability
 
     plots = out_dir / "plots"
@@ -203,6 +204,7 @@ def run_eval(
     echo: Callable[[str], None] = print,
 ) -> EvalRun:
     """Everything `tierroute eval` does; raises InputError / ModelError / ValueError on bad input."""
+    # Over 60 lines: the command's steps in order (read, predict, score, report, log), each a named call.
     data = Path(data)
     df = select_split(read_table(data), split, data)
     handle = resolve_model(model, cache_dir=cache_dir)

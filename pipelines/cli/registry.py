@@ -96,6 +96,7 @@ def comparison_table(result: PromotionResult, champion_alias: str, candidate_ali
 
 def promote_command(eval_checks: EvalCheckFactory | None) -> Callable[..., None]:
     """`tierroute promote`, using `eval_checks` for `--eval-set` (None: `--eval-set` is refused)."""
+    # Over 60 lines: long only because of the typer option declarations of the command it wraps.
 
     def promote_cmd(
         model_name: ModelNameOpt = "tierroute-classifier",
@@ -165,6 +166,7 @@ def promote_command(eval_checks: EvalCheckFactory | None) -> Callable[..., None]
         No key metric may be worse than the champion's by more than --tolerance (absolute; losses and ECE
         count lower as better). Prints the comparison; exits 1 when refused, 2 on registry errors.
         --force promotes anyway and records promoted_by_force=true on the version."""
+        # Over 60 lines: mostly typer option declarations; the body is parse -> promote -> print.
         from pipelines.registry import KEY_METRICS, RegistryError, promote
 
         checks: Sequence[PromotionCheck] = ()

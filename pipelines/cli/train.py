@@ -74,6 +74,7 @@ def train_cmd(
 
     The data file is validated before anything runs; a bad file exits with code 2 and writes nothing.
     """
+    # Over 60 lines: mostly typer option declarations; the body is config -> train -> print.
     from pipelines.data.dataset import DataValidationError
     from pipelines.train.classifier import TrainConfig, train
     from serving.textprep import TruncationSpec

@@ -165,6 +165,7 @@ def near_duplicate_groups(
     are always linked. Groups are connected components of these links. `pre_normalised=True` says
     `texts` already went through `normalise_text` (the build normalises once for dedup and grouping).
     """
+    # Over 60 lines: one union-find pass over the shingle index; its phases share the same index arrays.
     import numpy as np
     from scipy.sparse import coo_matrix
     from scipy.sparse.csgraph import connected_components
@@ -368,6 +369,7 @@ def build_dataset(
     `raw_dir`; raises FileNotFoundError naming the missing file when a raw source is absent.
     Both outputs are written atomically (temp file + rename).
     """
+    # Over 60 lines: the build's steps in order (read, label, dedup, split, write), each a named call.
     import pandas as pd
 
     started = time.perf_counter()

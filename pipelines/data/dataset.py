@@ -351,6 +351,8 @@ def load_labelled_file(
     - `allow_missing_labels`: keep rows whose label is missing (as NA) instead of failing; for heads
       that only some rows have (e.g. `weak_ok`).
     """
+    # Over 60 lines: one validation pass in the order its errors are reported; each check needs the previous
+    # ones' results.
     import pandas as pd
 
     path = Path(path)

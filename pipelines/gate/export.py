@@ -88,6 +88,7 @@ def head_to_onnx(head: FittedHead) -> Any:
 
 def build_gate_graph(encoder_path: Path, heads: Sequence[FittedHead]) -> Any:
     """The full gate graph (see the module docstring)."""
+    # Over 60 lines: one ONNX graph assembled node by node; the nodes reference each other by name.
     import onnx
     from onnx import TensorProto, helper
 

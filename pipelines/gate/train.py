@@ -250,10 +250,11 @@ def _plot_roc(curves: dict[str, tuple[np.ndarray, np.ndarray]], path: Path) -> P
 def train_gate(
     config: GateTrainConfig, *, progress: bool = True, echo: Callable[[str], None] = print
 ) -> GateTrainResult:
+    # Over 60 lines: the gate pipeline read top to bottom; features, heads, evaluation and plots are named
+    # steps.
     from pipelines.data.dataset import dataset_digest
     from pipelines.gate.data import load_gate_dataset
     from pipelines.gate.export import build_gate_bundle
-    from pipelines.train.metrics import classification_metrics, plot_confusion_matrix, plot_reliability
 
     timings: dict[str, float] = {}
     t0 = time.perf_counter()
@@ -267,6 +268,89 @@ def train_gate(
 
     t = time.perf_counter()
     encoder: EncoderArtifact = export_encoder(config.encoder_cache, config.precision)
+    prompts = df["prompt"].astype(str).tolist()
+    responses = df["response"].astype(str).tolist()
+    X = _features(config, encoder, prompts, responses, progress)
+    timings["features_s"] = time.perf_counter() - t
+    echo(f"features: {X.shape[1]} per row ({timings['features_s']:.0f}s)")
+
+    y = df["acceptable"].to_numpy().astype(int)
+    fine = df["reason"].astype(str).to_numpy()
+    coarse = np.array([COARSE_REASON.get(r, "low_quality") for r in fine])
+    split = df["split"].to_numpy()
+    m = {s: split == s for s in SPLITS}
+
+    t = time.perf_counter()
+    acc_labels = [ACCEPT_LABELS[v] for v in y]
+    heads = _fit_heads(config, X, acc_labels, coarse, m, echo)
+    head = heads[0]
+    timings["heads_s"] = time.perf_counter() - t
+
+    p_model = head.predict_proba(X)[:, 1]
+    fails = check_fails(prompts, responses)
+    served = np.where(fails, 0.0, p_model)  # checks short-circuit to "unacceptable"
+    threshold = choose_threshold(served[m["validation"]], y[m["validation"]], config.target_false_accept)
+    refusal = np.array([is_refusal(r) for r in responses])
+    metrics, report = _evaluate(
+        config, df, heads, X, y, coarse, m, served, p_model, fails, refusal, threshold
+    )
+    report["encoder_path"] = str(encoder.path)
+    echo(_summary_line(metrics))
+
+    stamp = time.strftime("%Y%m%d-%H%M%S")
+    plots_dir = Path(config.out_dir) / ".plots" / f"{config.model_name}-{stamp}"
+    mt = m["test"]
+    artifacts = _plots(plots_dir, heads, X, y, coarse, acc_labels, mt, served, p_model, fails, refusal)
+
+    t = time.perf_counter()
+    bundle_dir = build_gate_bundle(
+        Path(config.out_dir) / f"{config.model_name}-{stamp}",
+        encoder,
+        heads,
+        config.prompt_spec,
+        config.response_spec,
+        threshold=threshold,
+        target_false_accept_rate=config.target_false_accept,
+        name=config.model_name,
+        metadata={
+            "training_data": {"digest": digest, "rows": len(df), "path": str(config.data)},
+            "metrics": {
+                k: round(v, 6) for k, v in metrics.items() if k.startswith("test_gate") or k == "threshold"
+            },
+        },
+    )
+    timings["export_s"] = time.perf_counter() - t
+    parity = gate_parity(bundle_dir, heads, prompts, responses, X, np.flatnonzero(mt)[:PARITY_ROWS])
+    metrics["parity_max_abs_diff"] = parity
+    if parity > PARITY_TOLERANCE:
+        shutil.rmtree(bundle_dir, ignore_errors=True)
+        raise RuntimeError(f"ONNX gate bundle disagrees with the training-time heads (max diff {parity:.2e})")
+    echo(f"bundle: {bundle_dir} (threshold {threshold:.3f}, parity max |diff| {parity:.1e})")
+    report["metrics"] = metrics
+    report["timings"] = timings
+    report_path = plots_dir / "gate_metrics.json"
+    report_path.parent.mkdir(parents=True, exist_ok=True)
+    report_path.write_text(json.dumps(report, indent=2, default=float))
+    artifacts.append(report_path)
+
+    result = GateTrainResult(bundle_dir, threshold, metrics, heads, artifacts, report, timings=timings)
+    if config.register:
+        t = time.perf_counter()
+        _register(config, df, digest, result)  # removes the bundle folder if registration fails
+        timings["register_s"] = time.perf_counter() - t
+        echo(f"registered {config.model_name} v{result.version} as @{config.alias} ({result.model_uri})")
+    timings["total_s"] = time.perf_counter() - t0
+    return result
+
+
+def _features(
+    config: GateTrainConfig,
+    encoder: EncoderArtifact,
+    prompts: list[str],
+    responses: list[str],
+    progress: bool,
+) -> np.ndarray:
+    """Prompt and response embeddings (each with its own truncation) plus signals, one row per pair."""
     # int8 encoders quantise activations dynamically per BATCH (DynamicQuantizeLinear): an embedding
     # then depends on its batch-mates and their padding. Serving scores int8 gates one item at a
     # time, so training embeds one text at a time too (fp32 is batch-invariant to ~1e-7).
@@ -285,21 +369,19 @@ def train_gate(
         threads=config.threads,
         batch_size=batch,
     )
-    prompts = df["prompt"].astype(str).tolist()
-    responses = df["response"].astype(str).tolist()
-    X = build_features(emb_p, emb_r, prompts, responses, progress)
-    timings["features_s"] = time.perf_counter() - t
-    echo(f"features: {X.shape[1]} per row ({timings['features_s']:.0f}s)")
+    return build_features(emb_p, emb_r, prompts, responses, progress)
 
-    y = df["acceptable"].to_numpy().astype(int)
-    fine = df["reason"].astype(str).to_numpy()
-    coarse = np.array([COARSE_REASON.get(r, "low_quality") for r in fine])
-    split = df["split"].to_numpy()
-    m = {s: split == s for s in SPLITS}
 
-    t = time.perf_counter()
+def _fit_heads(
+    config: GateTrainConfig,
+    X: np.ndarray,
+    acc_labels: list[str],
+    coarse: np.ndarray,
+    m: dict[str, np.ndarray],
+    echo: Callable[[str], None],
+) -> list[FittedHead]:
+    """The `acceptable` head, plus the coarse `reason` head when enabled and >= 3 reasons are present."""
     heads: list[FittedHead] = []
-    acc_labels = [ACCEPT_LABELS[v] for v in y]
     head = fit_head(
         "acceptable",
         X[m["train"]],
@@ -328,19 +410,35 @@ def train_gate(
             )
         else:
             echo("reason head skipped: fewer than 3 reasons in the training split")
-    timings["heads_s"] = time.perf_counter() - t
+    return heads
 
-    p_model = head.predict_proba(X)[:, 1]
-    fails = check_fails(prompts, responses)
-    served = np.where(fails, 0.0, p_model)  # checks short-circuit to "unacceptable"
-    threshold = choose_threshold(served[m["validation"]], y[m["validation"]], config.target_false_accept)
-    refusal = np.array([is_refusal(r) for r in responses])
 
+def _evaluate(
+    config: GateTrainConfig,
+    df: Any,
+    heads: list[FittedHead],
+    X: np.ndarray,
+    y: np.ndarray,
+    coarse: np.ndarray,
+    m: dict[str, np.ndarray],
+    served: np.ndarray,
+    p_model: np.ndarray,
+    fails: np.ndarray,
+    refusal: np.ndarray,
+    threshold: float,
+) -> tuple[dict[str, float], dict[str, Any]]:
+    """Validation and test metrics of the gate, the model alone and the two baselines (overall, per
+    reason, per source) and of the reason head: (flat metrics for MLflow, nested report)."""
+    # Over 60 lines: one table of systems x splits filled in two nested loops over the same masks.
+    from pipelines.train.metrics import classification_metrics
+
+    head = heads[0]
+    acc_labels = [ACCEPT_LABELS[v] for v in y]
+    fine = df["reason"].astype(str).to_numpy()
     metrics: dict[str, float] = {"threshold": threshold}
     report: dict[str, Any] = {
         "threshold": threshold,
         "target_false_accept": config.target_false_accept,
-        "encoder_path": str(encoder.path),
     }
     systems = {
         "gate": (served, served >= threshold),
@@ -384,7 +482,11 @@ def train_gate(
         [acc_labels[i] for i in np.flatnonzero(m["test"])], head.predict_proba(X[m["test"]]), ACCEPT_LABELS
     )
     metrics.update({f"test_acceptable_{k}": v for k, v in head_cm.items()})
-    echo(
+    return metrics, report
+
+
+def _summary_line(metrics: dict[str, float]) -> str:
+    return (
         "test: gate ROC-AUC {a:.3f} FAR {f:.3f} reject-recall {r:.3f} | refusal baseline ROC-AUC {b:.3f} "
         "reject-recall {br:.3f} | checks baseline ROC-AUC {c:.3f} reject-recall {cr:.3f}".format(
             a=metrics["test_gate_roc_auc"],
@@ -397,10 +499,25 @@ def train_gate(
         )
     )
 
-    stamp = time.strftime("%Y%m%d-%H%M%S")
-    plots_dir = Path(config.out_dir) / ".plots" / f"{config.model_name}-{stamp}"
+
+def _plots(
+    plots_dir: Path,
+    heads: list[FittedHead],
+    X: np.ndarray,
+    y: np.ndarray,
+    coarse: np.ndarray,
+    acc_labels: list[str],
+    mt: np.ndarray,
+    served: np.ndarray,
+    p_model: np.ndarray,
+    fails: np.ndarray,
+    refusal: np.ndarray,
+) -> list[Path]:
+    """ROC of the gate vs its baselines, reliability of P(acceptable), confusion of the reason head."""
+    from pipelines.train.metrics import plot_confusion_matrix, plot_reliability
+
+    head = heads[0]
     artifacts: list[Path] = []
-    mt = m["test"]
     artifacts.append(
         _plot_roc(
             {
@@ -432,46 +549,7 @@ def train_gate(
                 "reason (test)",
             )
         )
-
-    t = time.perf_counter()
-    bundle_dir = build_gate_bundle(
-        Path(config.out_dir) / f"{config.model_name}-{stamp}",
-        encoder,
-        heads,
-        config.prompt_spec,
-        config.response_spec,
-        threshold=threshold,
-        target_false_accept_rate=config.target_false_accept,
-        name=config.model_name,
-        metadata={
-            "training_data": {"digest": digest, "rows": len(df), "path": str(config.data)},
-            "metrics": {
-                k: round(v, 6) for k, v in metrics.items() if k.startswith("test_gate") or k == "threshold"
-            },
-        },
-    )
-    timings["export_s"] = time.perf_counter() - t
-    parity = gate_parity(bundle_dir, heads, prompts, responses, X, np.flatnonzero(mt)[:PARITY_ROWS])
-    metrics["parity_max_abs_diff"] = parity
-    if parity > PARITY_TOLERANCE:
-        shutil.rmtree(bundle_dir, ignore_errors=True)
-        raise RuntimeError(f"ONNX gate bundle disagrees with the training-time heads (max diff {parity:.2e})")
-    echo(f"bundle: {bundle_dir} (threshold {threshold:.3f}, parity max |diff| {parity:.1e})")
-    report["metrics"] = metrics
-    report["timings"] = timings
-    report_path = plots_dir / "gate_metrics.json"
-    report_path.parent.mkdir(parents=True, exist_ok=True)
-    report_path.write_text(json.dumps(report, indent=2, default=float))
-    artifacts.append(report_path)
-
-    result = GateTrainResult(bundle_dir, threshold, metrics, heads, artifacts, report, timings=timings)
-    if config.register:
-        t = time.perf_counter()
-        _register(config, df, digest, result)  # removes the bundle folder if registration fails
-        timings["register_s"] = time.perf_counter() - t
-        echo(f"registered {config.model_name} v{result.version} as @{config.alias} ({result.model_uri})")
-    timings["total_s"] = time.perf_counter() - t0
-    return result
+    return artifacts
 
 
 def gate_parity(

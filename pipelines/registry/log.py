@@ -142,6 +142,7 @@ def log_and_register(
     """Log one training run and register its bundle as a new version of `model_name` with `alias`.
 
     All-or-nothing: on any failure the run ends FAILED, no version is left behind, RegistryError."""
+    # Over 60 lines: one MLflow run with rollback around all of it: the try block must hold every step.
     bundle_dir = Path(bundle_dir)
     manifest = _verify_bundle(bundle_dir)
     missing = [str(p) for p in record.artifacts if not p.exists()]

@@ -129,6 +129,7 @@ def promote(
     (absolute); then every `extra_checks` callable adds rows. A first promotion (no champion)
     passes when the candidate carries at least one key metric. Tags written on the candidate:
     `promoted_at`, `promoted_from`, `promoted_by_force`, `promotion_comparison` (JSON)."""
+    # Over 60 lines: read, compare, then move the alias with tag rollback: one transaction, kept in one place.
     if not (tolerance >= 0 and math.isfinite(tolerance)):
         raise RegistryError(f"tolerance must be a finite number >= 0, got {tolerance}")
     if candidate_alias == champion_alias:

@@ -62,6 +62,7 @@ def log_run(
     tracking_uri: str | None = None,
 ) -> str:
     """Log one run; returns its run id. Raises TrackingError (never an MLflow exception)."""
+    # Over 60 lines: one MLflow run with error translation around all of it.
     for k, v in {**registry.QUIET_ENV, **registry.HTTP_ENV}.items():
         os.environ.setdefault(k, v)
     uri = tracking_uri or registry.default_tracking_uri()

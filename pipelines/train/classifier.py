@@ -112,6 +112,8 @@ def train(
     progress: bool = True,
     echo: Callable[[str], None] = print,
 ) -> TrainResult:
+    # Over 60 lines: the pipeline read top to bottom (data, embed, heads, metrics, bundle, parity,
+    # register); each step is a named call.
     from pipelines.data.dataset import load_labelled_file
 
     timings: dict[str, float] = {}

@@ -225,6 +225,7 @@ def compute_stats(
     probs: head -> [n, K] probabilities, columns in `heads[head]` order. labels: head -> n label
     strings (None/NaN = unlabelled row). Heads in `labels` but not in `probs` are ignored.
     """
+    # Over 60 lines: one statistic per block over the same arrays; splitting would only pass them around.
     if not probs:
         raise ValueError("need probabilities for at least one head")
     n = next(iter(probs.values())).shape[0]

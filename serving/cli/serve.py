@@ -100,6 +100,7 @@ def serve(
     The API key, size limits and the other settings come from TIERROUTE_* environment variables
     (TIERROUTE_API_KEY, TIERROUTE_MAX_TEXTS, TIERROUTE_MAX_CHARS, TIERROUTE_LOG_TEXTS, ...).
     """
+    # Over 60 lines: mostly typer option declarations; the body builds the settings and calls run_server.
     from pydantic import ValidationError
 
     from serving.settings import ServeSettings

@@ -121,6 +121,7 @@ class GateTrainResult:
     version: str | None = None
     model_uri: str | None = None
     timings: dict[str, float] = field(default_factory=dict)
+    run_id: str | None = None
 
 
 # --------------------------------------------------------------------------------- pure metric code
@@ -334,11 +335,8 @@ def train_gate(
     artifacts.append(report_path)
 
     result = GateTrainResult(bundle_dir, threshold, metrics, heads, artifacts, report, timings=timings)
-    if config.register:
-        t = time.perf_counter()
-        _register(config, df, digest, result)  # removes the bundle folder if registration fails
-        timings["register_s"] = time.perf_counter() - t
-        echo(f"registered {config.model_name} v{result.version} as @{config.alias} ({result.model_uri})")
+    if config.register:  # removes the bundle folder if registration fails
+        _register(config, df, digest, result, echo)
     timings["total_s"] = time.perf_counter() - t0
     return result
 
@@ -571,22 +569,22 @@ def gate_parity(
     return max(diffs)
 
 
-def _register(config: GateTrainConfig, df: Any, digest: str, result: GateTrainResult) -> None:
-    from pipelines.train.register import register_bundle
+def _register(
+    config: GateTrainConfig, df: Any, digest: str, result: GateTrainResult, echo: Callable[[str], None]
+) -> None:
+    from pipelines.train.register import register_result
 
-    registered = register_bundle(
-        bundle_dir=result.bundle_dir,
+    register_result(
+        result,
+        result.timings,
+        echo,
+        model_name=config.model_name,
+        alias=config.alias,
         data_path=config.data,
         dataset_df=df,
         dataset_digest=digest,
         params=config.params(),
-        metrics=result.metrics,
-        artifacts=result.artifacts,
         experiment=config.experiment,
-        model_name=config.model_name,
-        alias=config.alias,
         tracking_uri=config.tracking_uri,
         tags={"tierroute.kind": "gate", "tierroute.dataset_sha256": digest},
     )
-    result.version = str(registered.version)
-    result.model_uri = registered.model_uri

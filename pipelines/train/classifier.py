@@ -225,11 +225,8 @@ def train(
     artifacts.append(report)
 
     result = TrainResult(bundle_dir, metrics, heads, artifacts, timings=timings)
-    if config.register:
-        t = time.perf_counter()
-        _register(config, data, result)  # removes the bundle folder if registration fails
-        timings["register_s"] = time.perf_counter() - t
-        echo(f"registered {config.model_name} v{result.version} as @{config.alias} ({result.model_uri})")
+    if config.register:  # removes the bundle folder if registration fails
+        _register(config, data, result, echo)
     timings["total_s"] = time.perf_counter() - t0
     return result
 
@@ -282,21 +279,18 @@ def _attach_reference_stats(
     return int(mask.sum())
 
 
-def _register(config: TrainConfig, data: Any, result: TrainResult) -> None:
-    from pipelines.train.register import register_bundle
+def _register(config: TrainConfig, data: Any, result: TrainResult, echo: Callable[[str], None]) -> None:
+    from pipelines.train.register import register_result
 
-    registered = register_bundle(
-        bundle_dir=result.bundle_dir,
+    register_result(
+        result,
+        result.timings,
+        echo,
+        model_name=config.model_name,
+        alias=config.alias,
         data_path=config.data,
         dataset_df=data.df,
         dataset_digest=data.digest,
         params=config.params(),
-        metrics=result.metrics,
-        artifacts=result.artifacts,
         experiment=config.experiment,
-        model_name=config.model_name,
-        alias=config.alias,
     )
-    result.version = str(registered.version)
-    result.run_id = registered.run_id
-    result.model_uri = registered.model_uri

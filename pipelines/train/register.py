@@ -8,9 +8,10 @@ model with the config's alias. Only the tags differ (the gate marks itself `tier
 from __future__ import annotations
 
 import shutil
-from collections.abc import Mapping, Sequence
+import time
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 from pipelines.registry import RegisteredVersion
 
@@ -53,3 +54,41 @@ def register_bundle(
     except BaseException:
         shutil.rmtree(bundle_dir, ignore_errors=True)
         raise
+
+
+class TrainedBundle(Protocol):
+    """What both trainers return: a bundle folder, its metrics and artifacts, and registry fields."""
+
+    bundle_dir: Path
+    metrics: dict[str, float]
+    artifacts: list[Path]
+    version: str | None
+    run_id: str | None
+    model_uri: str | None
+
+
+def register_result(
+    result: TrainedBundle,
+    timings: dict[str, float],
+    echo: Callable[[str], None],
+    *,
+    model_name: str,
+    alias: str,
+    **bundle_fields: Any,
+) -> None:
+    """`register_bundle` for a trainer's result: records version, run and URI on `result`, the time
+    taken in `timings["register_s"]`, and says what was registered."""
+    t = time.perf_counter()
+    registered = register_bundle(
+        bundle_dir=result.bundle_dir,
+        metrics=result.metrics,
+        artifacts=result.artifacts,
+        model_name=model_name,
+        alias=alias,
+        **bundle_fields,
+    )
+    result.version = str(registered.version)
+    result.run_id = registered.run_id
+    result.model_uri = registered.model_uri
+    timings["register_s"] = time.perf_counter() - t
+    echo(f"registered {model_name} v{result.version} as @{alias} ({result.model_uri})")

@@ -91,7 +91,9 @@ def classify_over_http(
         try:
             os.killpg(proc.pid, signal.SIGTERM)
             proc.wait(timeout=15)
-        except (ProcessLookupError, subprocess.TimeoutExpired):
+        except ProcessLookupError:
+            pass  # the service already exited (its error is on stderr above)
+        except subprocess.TimeoutExpired:
             os.killpg(proc.pid, signal.SIGKILL)
 
 

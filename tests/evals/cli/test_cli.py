@@ -296,3 +296,15 @@ def test_calibrate_writes_new_bundle_and_keeps_source(
         "0.5",
     )
     assert res.exit_code == 2 and "exactly one objective" in res.output
+
+
+def test_python_dash_m_runs_the_root_app() -> None:
+    """`tierroute demo` starts the service as `python -m evals.cli serve`: that entry must exist."""
+    import subprocess
+    import sys
+
+    done = subprocess.run(
+        [sys.executable, "-m", "evals.cli", "serve", "--help"], capture_output=True, text=True, timeout=120
+    )
+    assert done.returncode == 0, done.stderr
+    assert "--model" in done.stdout and "--reload-interval" in done.stdout

@@ -1,4 +1,5 @@
-"""Registry timings (a script, not a test): `python -m tests.registry.bench_registry [--model-onnx PATH]`.
+"""Registry timings (a script, not a test):
+`python -m tests.pipelines.registry.bench_registry [--model-onnx PATH]`.
 
 Prints: log_and_register on a fresh embedded sqlite store (schema creation included) and on a warm
 one (p50/max of 5), promote, download_bundle, and `mlflow server --workers 1` start-up to a healthy

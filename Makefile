@@ -14,7 +14,7 @@ export DO_NOT_TRACK := true
 export TOKENIZERS_PARALLELISM := false
 export PIP_DISABLE_PIP_VERSION_CHECK := 1
 
-.PHONY: venv demo test lint typecheck clean serve bench
+.PHONY: venv demo test test-fast lint typecheck clean serve bench
 
 $(BIN)/python:
 	@command -v $(PY) >/dev/null || { echo "need $(PY) on PATH"; exit 1; }
@@ -36,6 +36,10 @@ demo: $(STAMP)
 
 test: $(STAMP)
 	$(BIN)/python -m pytest -q -p no:cacheprovider tests
+
+# inner loop: everything except the tests marked slow (model training, servers)
+test-fast: $(STAMP)
+	$(BIN)/python -m pytest -q -p no:cacheprovider -m "not slow" tests
 
 lint: $(STAMP)
 	$(BIN)/ruff check serving pipelines evals tests

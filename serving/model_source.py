@@ -12,16 +12,20 @@ Trade-offs:
   (env defaults set before the import) and start-up falls back to the cache quickly.
 - Any registry failure (unreachable, unknown model or alias, download error) falls back to the cache:
   the service keeps answering with a bundle that passed its self-check, and says so in /readyz.
-- The bundle is found inside the downloaded MLflow model by its `bundle.json` (shallowest wins), so
-  this module does not depend on how the training side lays out its pyfunc artifacts.
+- The bundle is found inside the downloaded MLflow model by its `bundle.json` (exactly one must be
+  there), so this module does not depend on how the training side lays out its pyfunc artifacts.
 - Change detection is the sha256 of `bundle.json`, which lists every file's sha256: cheap to poll.
 - Integrity: a registry bundle must match its version's `bundle_digest` tag (recorded at
   registration: a digest of every file, bundle.json included), both when downloaded and when a
   cached copy is reused; a mismatch is a registry failure (the last good bundle keeps serving).
   The last-good pointer records the same digest, so a cached bundle edited on disk is not served.
+- This is the one module that knows how a registry is addressed: `models:/` URI parsing, the default
+  store (`default_tracking_uri`, `store_uris`), bundle lookup in a downloaded model
+  (`find_bundle_dir`) and the download itself (`fetch_registered_bundle`). `pipelines.registry`
+  reuses these, so training and serving cannot disagree about where the store is or what a URI means.
 - The store defaults to what `tierroute train` writes to (`MLFLOW_TRACKING_URI`, else the embedded
-  `sqlite:///<cwd>/mlruns/mlflow.db`); a missing sqlite file counts as unreachable instead of
-  letting MLflow create an empty store.
+  `sqlite:///<cwd>/mlruns/mlflow.db` with artifacts in `<cwd>/mlruns/artifacts`); a missing sqlite
+  file counts as unreachable instead of letting MLflow create an empty store.
 """
 
 from __future__ import annotations
@@ -43,7 +47,7 @@ from serving.schemas import RoutingThreshold
 
 log = logging.getLogger("tierroute.serving")
 
-MODELS_URI = re.compile(r"^models:/(?P<name>[^/@]+)(?:@(?P<alias>[^/]+)|/(?P<version>[^/]+))$")
+MODELS_URI = re.compile(r"^models:/(?P<name>[^/@]+)(?:@(?P<alias>[^/@]+)|/(?P<version>\d+))/?$")
 Origin = Literal["local", "registry", "cache"]
 
 
@@ -81,12 +85,49 @@ class ModelSource(Protocol):
         """Called once a resolved bundle loaded and passed its self-check."""
 
 
-def parse_models_uri(uri: str) -> tuple[str, str | None, str | None]:
-    """`models:/name@alias` -> (name, alias, None); `models:/name/3` -> (name, None, "3")."""
+def parse_models_uri(uri: str) -> tuple[str, str | None, int | None]:
+    """`models:/name@alias` -> (name, alias, None); `models:/name/3` -> (name, None, 3)."""
     m = MODELS_URI.match(uri.strip())
     if not m:
-        raise ModelSourceError(f"{uri!r}: expected models:/<name>@<alias> or models:/<name>/<version>")
-    return m["name"], m["alias"], m["version"]
+        raise ModelSourceError(
+            f"not a registered-model URI: {uri!r}; "
+            "expected models:/<name>@<alias> or models:/<name>/<version>"
+        )
+    return m["name"], m["alias"], int(m["version"]) if m["version"] else None
+
+
+def default_tracking_uri(project_root: Path | None = None) -> str:
+    """`$MLFLOW_TRACKING_URI` if set, else the embedded sqlite store `<root>/mlruns/mlflow.db`, where
+    `root` is the current directory at call time unless given (the one default of the whole project)."""
+    env = os.environ.get("MLFLOW_TRACKING_URI", "").strip()
+    if env:
+        return env
+    root = Path(project_root if project_root is not None else Path.cwd()).resolve()
+    return f"sqlite:///{root / 'mlruns' / 'mlflow.db'}"
+
+
+def store_uris(tracking_uri: str | None = None) -> tuple[str, str]:
+    """(tracking, registry) URIs: the explicit tracking URI (then also the registry), else
+    `default_tracking_uri()` with `$MLFLOW_REGISTRY_URI` as the registry when set."""
+    tracking = tracking_uri or default_tracking_uri()
+    registry = (None if tracking_uri else os.environ.get("MLFLOW_REGISTRY_URI", "").strip()) or tracking
+    return tracking, registry
+
+
+def sqlite_db_path(uri: str) -> Path | None:
+    """The database file of a `sqlite:///` URI (relative paths resolve against the cwd), else None."""
+    if not uri.startswith("sqlite:///"):
+        return None
+    raw = uri[len("sqlite:///") :].split("?", 1)[0]
+    if not raw or raw == ":memory:":
+        return None
+    return Path(raw).resolve()
+
+
+def artifact_root_for(uri: str) -> Path | None:
+    """Where experiments of an embedded sqlite store keep artifacts: `artifacts/` next to the db."""
+    db = sqlite_db_path(uri)
+    return db.parent / "artifacts" if db is not None else None
 
 
 def manifest_fingerprint(path: Path) -> str:
@@ -102,11 +143,37 @@ def _safe(part: str) -> str:
 
 
 def find_bundle_dir(root: Path) -> Path:
-    """The shallowest folder under `root` holding a bundle.json."""
-    candidates = sorted(root.rglob(MANIFEST), key=lambda p: (len(p.parts), str(p)))
-    if not candidates:
-        raise ModelSourceError(f"{root}: the registered model holds no {MANIFEST}; not a tierroute bundle")
-    return candidates[0].parent
+    """The one folder under `root` (itself included) holding a bundle.json."""
+    root = Path(root)
+    if (root / MANIFEST).is_file():
+        return root
+    found = sorted(p.parent for p in root.rglob(MANIFEST))
+    if not found:
+        raise ModelSourceError(f"no {MANIFEST} under {root}: this model holds no tierroute bundle")
+    if len(found) > 1:
+        raise ModelSourceError(f"several bundles under {root}: {[str(p) for p in found]}")
+    return found[0]
+
+
+def fetch_registered_bundle(
+    name: str, version: int | str, dst: Path, *, tracking: str, registry: str
+) -> Path:
+    """Download version `version` of registered model `name` into `dst` and return its bundle folder.
+
+    MLflow is imported here and only here on the serving side; the fluent API is pointed at the
+    same store first, so no part of MLflow falls back to its own default store in the cwd."""
+    import mlflow
+    import mlflow.artifacts
+
+    mlflow.set_tracking_uri(tracking)
+    mlflow.set_registry_uri(registry)
+    local = mlflow.artifacts.download_artifacts(
+        artifact_uri=f"models:/{name}/{version}",
+        dst_path=str(dst),
+        tracking_uri=tracking,
+        registry_uri=registry,
+    )
+    return find_bundle_dir(Path(local))
 
 
 def create_source(model: str, *, tracking_uri: str | None = None, cache_dir: Path) -> ModelSource:
@@ -176,27 +243,17 @@ class RegistrySource:
             return cached
 
     def store_uris(self) -> tuple[str, str]:
-        """(tracking, registry) URIs: explicit setting, else MLflow's env vars, else the project's
-        embedded store `sqlite:///<cwd>/mlruns/mlflow.db` (the same default `tierroute train` uses)."""
-        tracking = (
-            self.tracking_uri
-            or os.environ.get("MLFLOW_TRACKING_URI", "").strip()
-            or f"sqlite:///{Path.cwd().resolve() / 'mlruns' / 'mlflow.db'}"
-        )
-        registry = (
-            None if self.tracking_uri else os.environ.get("MLFLOW_REGISTRY_URI", "").strip()
-        ) or tracking
-        return tracking, registry
+        """(tracking, registry) URIs of this source; see the module's `store_uris`."""
+        return store_uris(self.tracking_uri)
 
     def _from_registry(self) -> ResolvedModel:
         tracking, registry = self.store_uris()
-        db = tracking[len("sqlite:///") :] if tracking.startswith("sqlite:///") else None
-        if db and not Path(db).is_file():  # MLflow would silently create an empty store here
+        db = sqlite_db_path(tracking)
+        if db is not None and not db.is_file():  # MLflow would silently create an empty store here
             raise ModelSourceError(f"no MLflow store at {db}")
         os.environ.setdefault("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "0")
         os.environ.setdefault("MLFLOW_HTTP_REQUEST_TIMEOUT", "5")
         os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
-        import mlflow.artifacts
         from mlflow import MlflowClient
 
         client = MlflowClient(tracking_uri=tracking, registry_uri=registry)
@@ -211,13 +268,9 @@ class RegistrySource:
         if not self._usable(target, expected):
             self.root.mkdir(parents=True, exist_ok=True)
             with tempfile.TemporaryDirectory(prefix=".download-", dir=self.root) as tmp:
-                local = mlflow.artifacts.download_artifacts(
-                    artifact_uri=f"models:/{self.name}/{version}",
-                    dst_path=tmp,
-                    tracking_uri=tracking,
-                    registry_uri=registry,
+                bundle = fetch_registered_bundle(
+                    self.name, version, Path(tmp), tracking=tracking, registry=registry
                 )
-                bundle = find_bundle_dir(Path(local))
                 digest = bundle_digest_of(bundle)
                 if expected is not None and digest != expected:
                     raise ModelSourceError(

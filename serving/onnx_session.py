@@ -2,8 +2,8 @@
 
 Job: one place that creates inference sessions. Trade-off: spinning intra-op threads make a
 single session a little faster but make several sessions in one process (classifier + gate,
-or the old and new model during a hot reload) fight for the cores (7 ms became 35 ms in
-NOTES.md), so spinning is off and the thread count is explicit.
+or the old and new model during a hot reload) fight for the cores (7 ms became 35 ms when measured on a
+2-core box), so spinning is off and the thread count is explicit.
 """
 
 from __future__ import annotations

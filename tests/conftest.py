@@ -1,4 +1,5 @@
-"""Shared fixtures: the real exported encoder, a real small trained bundle, a fresh MLflow store.
+"""Shared fixtures: the real exported encoder, a real small trained bundle and gate bundle, a fresh
+MLflow store.
 
 Everything here is real (the MiniLM encoder from site-packages, onnxruntime, sklearn, MLflow's
 sqlite store); fixtures are session-scoped so the suite pays for export and training once.
@@ -8,25 +9,23 @@ from __future__ import annotations
 
 import os
 
-for _k, _v in {
-    "HF_HUB_OFFLINE": "1",
-    "TRANSFORMERS_OFFLINE": "1",
-    "ORT_DISABLE_TELEMETRY": "1",
-    "MLFLOW_DISABLE_TELEMETRY": "true",
-    "DO_NOT_TRACK": "true",
-    "TOKENIZERS_PARALLELISM": "false",
-    "LITELLM_LOCAL_MODEL_COST_MAP": "True",
-}.items():
+from tests.support.env import OFFLINE_ENV
+
+for _k, _v in OFFLINE_ENV.items():
     os.environ.setdefault(_k, _v)
 
 from collections.abc import Iterator  # noqa: E402
 from pathlib import Path  # noqa: E402
+from typing import Any  # noqa: E402
 
 import pytest  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[1]
 LABELLED = REPO / "data" / "labelled" / "requests.parquet"
 SUBSET_PER_CLASS = 25  # rows per (tier, task) cell, capped; ~600 rows in all
+RAW = REPO / "data" / "raw"
+GATE_LABELS = REPO / "data" / "gate" / "refusal_labels.csv"
+GATE_TRAIN_ROWS = 700
 
 
 @pytest.fixture(scope="session")
@@ -42,7 +41,7 @@ def session_cache(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 @pytest.fixture(scope="session")
 def encoder_artifact(session_cache: Path):  # type: ignore[no-untyped-def]
-    from pipelines.encoder_export import export_encoder
+    from pipelines.train.encoder_export import export_encoder
 
     return export_encoder(session_cache / "encoder", "fp32")
 
@@ -65,7 +64,7 @@ def small_labelled_file(tmp_path_factory: pytest.TempPathFactory) -> Path:
 @pytest.fixture(scope="session")
 def trained(small_labelled_file: Path, session_cache: Path, tmp_path_factory: pytest.TempPathFactory):  # type: ignore[no-untyped-def]
     """A real TrainResult (no registry) on the small slice: heads, metrics, bundle folder."""
-    from pipelines.train import TrainConfig, train
+    from pipelines.train.classifier import TrainConfig, train
 
     config = TrainConfig(
         data=small_labelled_file,
@@ -91,3 +90,64 @@ def tracking_uri(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[st
     monkeypatch.setenv("MLFLOW_REGISTRY_URI", uri)
     monkeypatch.chdir(tmp_path)
     yield uri
+
+
+@pytest.fixture(scope="session")
+def gate_dataset(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """gate.parquet rebuilt from the shipped raw data into a temp folder (exercises the builder)."""
+    # the gate sources ship with the repository: their absence is a failure, not a skip
+    assert (RAW / "coconot").is_dir() and (RAW / "alpaca_eval_outputs").is_dir(), (
+        f"{RAW} lacks the gate sources"
+    )
+    from pipelines.gate.data import build_gate_dataset
+
+    out = tmp_path_factory.mktemp("gate-data") / "gate.parquet"
+    build_gate_dataset(RAW, out, GATE_LABELS)
+    return out
+
+
+@pytest.fixture(scope="session")
+def trained_gate(gate_dataset: Path, session_cache: Path, tmp_path_factory: pytest.TempPathFactory) -> Any:
+    """A real GateTrainResult on a ~700-row hash-stratified slice (no registry)."""
+    from pipelines.gate.train import GateTrainConfig, train_gate
+
+    config = GateTrainConfig(
+        data=gate_dataset,
+        out_dir=tmp_path_factory.mktemp("gate-bundles"),
+        encoder_cache=session_cache / "encoder",
+        embedding_cache=session_cache / "gate-embeddings",
+        limit=GATE_TRAIN_ROWS,
+        register=False,
+        threads=2,
+    )
+    return train_gate(config, progress=False, echo=lambda _: None)
+
+
+@pytest.fixture(scope="session")
+def gate_bundle(trained_gate: Any) -> Path:
+    return Path(trained_gate.bundle_dir)
+
+
+# Fixtures that train a model, export the encoder or start a server: a test using any of them is
+# `slow` (so `make test-fast` leaves it out) whether or not its module says so.
+SLOW_FIXTURES = frozenset(
+    {
+        "encoder_artifact",
+        "trained",
+        "trained_bundle",
+        "trained_gate",
+        "gate_bundle",
+        "gate_dataset",
+        "serving_bundle",
+        "server",
+        "mlflow_server",
+        "eval_bundle",
+        "scored_pool",
+    }
+)
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    for item in items:
+        if SLOW_FIXTURES.intersection(getattr(item, "fixturenames", ())):
+            item.add_marker(pytest.mark.slow)

@@ -29,6 +29,6 @@ def eval_bundle(trained_bundle: Path) -> Any:
 @pytest.fixture(scope="session")
 def scored_pool(eval_bundle: Any, heldout_df: Any) -> Any:
     """POOL_ROWS held-out rows scored once: probabilities, embeddings, token counts."""
-    from evals.drift_bench import make_pool
+    from evals.drift.bench import make_pool
 
     return make_pool(eval_bundle, heldout_df, POOL_ROWS, seed=0)

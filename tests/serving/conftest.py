@@ -9,14 +9,14 @@ from pathlib import Path
 
 import pytest
 
-from tests.serving.server import Server, start_server
+from tests.support.server import Server, start_server
 
 REPO = Path(__file__).resolve().parents[2]
 
 
 def _lead_pipeline_ready() -> bool:
     return (
-        importlib.util.find_spec("pipelines.train") is not None
+        importlib.util.find_spec("pipelines.train.classifier") is not None
         and (REPO / "data" / "labelled" / "requests.parquet").is_file()
     )
 
@@ -29,7 +29,7 @@ def serving_bundle(request: pytest.FixtureRequest, tmp_path_factory: pytest.Temp
             return Path(request.getfixturevalue("trained_bundle"))
         except Exception as exc:  # the serving tests need any real bundle, not that one
             warnings.warn(f"trained_bundle unavailable ({exc!r:.200}); using a small stand-in", stacklevel=1)
-    from tests.serving.bundle_factory import build_small_bundle
+    from tests.support.bundles import build_small_bundle
 
     cache: Path = request.getfixturevalue("session_cache")
     return build_small_bundle(tmp_path_factory.mktemp("serving-bundle") / "bundle", cache / "encoder")

@@ -8,7 +8,7 @@ from pathlib import Path
 import httpx
 import pytest
 
-from tests.serving.server import Server, start_server
+from tests.support.server import Server, start_server
 
 KEY = "s3cret-test-key"
 

@@ -9,8 +9,8 @@ import httpx
 
 from serving.client import BundleClassifier, ClassifierClient
 from serving.schemas import RoutingThreshold
-from tests.serving.server import start_server
 from tests.serving.test_reload import release
+from tests.support.server import start_server
 
 
 def calibrated(bundle: Path, root: Path, threshold: float) -> Path:

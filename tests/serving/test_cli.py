@@ -9,12 +9,12 @@ from pathlib import Path
 import typer
 from typer.testing import CliRunner
 
-from tests.serving.server import REPO, Server, free_port, server_env
+from tests.support.server import REPO, Server, free_port, server_env
 
 
 def cli(*args: str, cwd: Path = REPO, timeout: float = 180) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
-        [sys.executable, "-m", "serving.serve_cli", *args],
+        [sys.executable, "-m", "serving.cli.serve", *args],
         cwd=cwd,
         env=server_env(),
         capture_output=True,
@@ -69,7 +69,7 @@ def test_every_command_and_option_has_help() -> None:
 
 
 def _app() -> typer.Typer:
-    from serving.serve_cli import register
+    from serving.cli.serve import register
 
     app = typer.Typer()
     bench = typer.Typer()

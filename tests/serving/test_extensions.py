@@ -8,7 +8,7 @@ from pathlib import Path
 import httpx
 import yaml
 
-from tests.serving.server import start_server
+from tests.support.server import start_server
 
 
 def test_prediction_log_and_gate_without_a_gate_model(serving_bundle: Path, tmp_path: Path) -> None:
@@ -45,8 +45,8 @@ def test_prediction_log_and_gate_without_a_gate_model(serving_bundle: Path, tmp_
 def test_policy_mounts_chat_completions_with_the_served_classifier(
     serving_bundle: Path, tmp_path: Path
 ) -> None:
-    from tests.router.conftest import policy_dict
-    from tests.router.fake_provider import FakeProvider
+    from tests.support.fake_provider import FakeProvider
+    from tests.support.policies import policy_dict
 
     with FakeProvider() as provider:
         policy = policy_dict(provider, "http://127.0.0.1:9", tmp_path / "ledger.sqlite")  # URL never used

@@ -18,7 +18,7 @@ from schemathesis import GenerationMode
 from schemathesis.checks import not_a_server_error
 from schemathesis.config import SchemathesisConfig
 
-from tests.serving.server import Server, start_server
+from tests.support.server import Server, start_server
 
 # Schemathesis' default policy: whatever the schema forbids must be rejected with one of its
 # default statuses (422 here; 413 is only for what no schema keyword can say, which it never sends).
@@ -155,8 +155,8 @@ def test_chat_endpoint_fuzzing_finds_no_server_error(serving_bundle: Path, tmp_p
     contract belongs to the router (serving/router/http.py); the rest of the app must stay sound."""
     import yaml
 
-    from tests.router.conftest import policy_dict
-    from tests.router.fake_provider import FakeProvider
+    from tests.support.fake_provider import FakeProvider
+    from tests.support.policies import policy_dict
 
     with FakeProvider() as provider:
         policy = policy_dict(provider, "http://127.0.0.1:9", tmp_path / "ledger.sqlite")

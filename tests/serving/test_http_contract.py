@@ -10,7 +10,7 @@ import httpx
 import pytest
 
 from serving.schemas import ClassifyResponse
-from tests.serving.server import Server
+from tests.support.server import Server
 
 TEXTS = [
     "What is the capital of France?",

@@ -7,7 +7,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-from tests.serving.server import free_port, server_env
+from tests.support.server import free_port, server_env
 
 FORBIDDEN = (
     "torch",
@@ -44,7 +44,7 @@ def probe():
 
 threading.Thread(target=probe, daemon=True).start()
 sys.argv = ["serve", "serve", "--model", sys.argv[1], "--port", sys.argv[2], "--log-level", "warning"]
-from serving.serve_cli import main
+from serving.cli.serve import main
 main()
 """
 

@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 from serving.bundle import Bundle
-from tests.serving.bundle_factory import build_small_bundle
+from tests.support.bundles import build_small_bundle
 
 pytestmark = pytest.mark.slow
 

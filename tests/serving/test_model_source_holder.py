@@ -16,17 +16,17 @@ from serving.model_source import (
     parse_models_uri,
     seed_cache,
 )
-from tests.serving.server import free_port
+from tests.support.server import free_port
 
 
 @pytest.mark.parametrize(
     ("uri", "expected"),
     [
         ("models:/tierroute-classifier@champion", ("tierroute-classifier", "champion", None)),
-        ("models:/m/3", ("m", None, "3")),
+        ("models:/m/3", ("m", None, 3)),
     ],
 )
-def test_parse_models_uri(uri: str, expected: tuple[str, str | None, str | None]) -> None:
+def test_parse_models_uri(uri: str, expected: tuple[str, str | None, int | None]) -> None:
     assert parse_models_uri(uri) == expected
 
 

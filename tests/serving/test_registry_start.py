@@ -9,7 +9,7 @@ from pathlib import Path
 import httpx
 import pytest
 
-from tests.serving.server import free_port, serve_command, server_env, start_server
+from tests.support.server import free_port, serve_command, server_env, start_server
 
 URI = "models:/tierroute-classifier@champion"
 

@@ -12,7 +12,7 @@ from pathlib import Path
 import httpx
 import pytest
 
-from tests.serving.server import Server, start_server
+from tests.support.server import Server, start_server
 
 
 def release(bundle: Path, root: Path, version: str) -> Path:

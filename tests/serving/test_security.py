@@ -19,7 +19,8 @@ from pathlib import Path
 import httpx
 import pytest
 
-from tests.serving.server import Server, free_port, start_server
+from tests.support.ports import free_port
+from tests.support.server import Server, start_server
 
 pytestmark = pytest.mark.slow
 

@@ -1,0 +1,146 @@
+"""Promotion gate on labelled sets: candidate vs champion, paired, overall and per required slice.
+
+Job: `eval_gate(files, ...)` returns a `pipelines.registry.PromotionCheck` for
+`registry.promote(extra_checks=[...])`. For every file it scores the candidate and the champion on
+the same rows and emits one `ComparisonRow` per head (overall macro-F1) and per required slice
+(e.g. `source=routellm_mmlu`). A row fails when the candidate's macro-F1 is lower than the
+champion's by more than the tolerance (absolute), the same rule the registry applies to the
+stored test metrics; the note carries the paired-bootstrap 95% interval of the difference so a
+reviewer can tell a real regression from noise. With no champion yet, rows only record the
+candidate's numbers and pass.
+
+Trade-off: the point-estimate rule is simple and matches `tierroute promote`; a purely
+interval-based rule would let large regressions through on small slices. Slices smaller than
+`min_rows` are reported but never block (their estimates are too noisy to gate on).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from evals.io.models import head_labels, load_bundle, predict_in_batches, resolve_model
+from evals.io.tables import label_columns, read_table, select_split
+from evals.stats.bootstrap import paired_bootstrap_diff
+from pipelines.train.reference_stats import label_indices
+
+ALL_SLICES = "*"
+AUTO_SPLIT = "auto"
+
+
+def _predictions(uri: str, texts: list[str], tracking_uri: str | None) -> tuple[dict[str, np.ndarray], Any]:
+    bundle = load_bundle(resolve_model(uri, tracking_uri=tracking_uri))
+    out = predict_in_batches(bundle, texts)
+    return {h: p.argmax(axis=1) for h, p in out.probs.items()}, head_labels(bundle)
+
+
+def eval_rows(path: Path, split: str | None) -> Any:
+    """The rows of `path` the gate scores: one split, or with split "auto" the test split when the
+    file has test rows (e.g. the shipped labelled data) and every row otherwise."""
+    df = read_table(path)
+    if split == AUTO_SPLIT:
+        has_test = "split" in df.columns and bool((df["split"] == "test").any())
+        split = "test" if has_test else None
+    return select_split(df, split, path)
+
+
+def promotion_checks(request: Any) -> list[Callable[[Any], list[Any]]]:
+    """`pipelines.cli.registry.EvalCheckFactory`: validate the files now (bad input is exit 2, not
+    a refused promotion), then gate on them at promotion time."""
+    from evals.io.tables import InputError
+
+    for path in request.files:
+        try:
+            df = eval_rows(Path(path), request.split)
+        except InputError as exc:
+            raise ValueError(str(exc)) from None
+        if request.required_slices and request.slice_column and request.slice_column not in df.columns:
+            raise ValueError(f"{path}: --slice column {request.slice_column!r} is not in the file")
+        unknown = [
+            s
+            for s in request.required_slices
+            if s != ALL_SLICES
+            and request.slice_column in df.columns
+            and s not in set(df[request.slice_column].astype(str))
+        ]
+        if unknown:
+            raise ValueError(
+                f"{path}: required slice(s) {unknown} not found in column {request.slice_column!r}"
+            )
+    return [
+        eval_gate(
+            request.files,
+            slice_column=request.slice_column,
+            required_slices=request.required_slices,
+            tolerance=request.tolerance,
+            split=request.split,
+        )
+    ]
+
+
+def eval_gate(
+    files: Sequence[Path],
+    *,
+    slice_column: str | None = "source",
+    required_slices: Sequence[str] = (),
+    tolerance: float | None = None,
+    min_rows: int = 30,
+    split: str | None = None,
+    n_boot: int = 1000,
+) -> Callable[[Any], list[Any]]:
+    """A promotion check evaluating candidate and champion on `files`.
+
+    required_slices: values of `slice_column` that must not regress (`"*"` = every slice with at
+    least `min_rows` labelled rows). tolerance: defaults to the gate's own tolerance."""
+    # Over 60 lines: one scoring pass per eval set whose rows feed every slice; kept with its loop.
+    from pipelines.registry import ComparisonRow
+
+    def check(ctx: Any) -> list[Any]:
+        tol = ctx.tolerance if tolerance is None else tolerance
+        rows: list[Any] = []
+        for path in files:
+            df = eval_rows(Path(path), split)
+            texts = [str(t) for t in df["text"].tolist()]
+            cand_pred, heads = _predictions(ctx.candidate.uri, texts, ctx.tracking_uri)
+            champ_pred = None
+            if ctx.champion is not None:
+                champ_pred, champ_heads = _predictions(ctx.champion.uri, texts, ctx.tracking_uri)
+                heads = {h: labs for h, labs in heads.items() if champ_heads.get(h) == labs}
+            labels = label_columns(df, heads)
+            groups: list[tuple[str, np.ndarray, bool]] = [("all", np.ones(len(df), bool), True)]
+            if slice_column and slice_column in df.columns:
+                values = df[slice_column].astype(str).to_numpy()
+                for v in sorted(set(values.tolist())):
+                    required = ALL_SLICES in required_slices or v in required_slices
+                    if required or required_slices:
+                        groups.append((f"{slice_column}={v}", values == v, required))
+            for head, vals in labels.items():
+                y = label_indices(vals, heads[head], head)
+                k = len(heads[head])
+                for name, mask, required in groups:
+                    m = mask & (y >= 0)
+                    metric = f"{Path(path).name}:{name}:{head}_macro_f1"
+                    n = int(m.sum())
+                    if n == 0:
+                        continue
+                    if champ_pred is None:
+                        d = paired_bootstrap_diff(y[m], cand_pred[head][m], cand_pred[head][m], k, n_boot=100)
+                        rows.append(ComparisonRow(metric, None, d.current, None, True, f"no champion; n={n}"))
+                        continue
+                    d = paired_bootstrap_diff(y[m], champ_pred[head][m], cand_pred[head][m], k, n_boot=n_boot)
+                    worse = -d.delta.estimate
+                    gating = required and n >= min_rows
+                    ok = (not gating) or worse <= tol + 1e-12
+                    note = (
+                        f"n={n}, paired 95% CI of delta [{d.delta.low:+.3f}, {d.delta.high:+.3f}]"
+                        + ("" if gating else " (informational: not required or too small)")
+                        + ("" if ok else f"; worse by {worse:.3f} > tolerance {tol:g}")
+                    )
+                    rows.append(ComparisonRow(metric, d.reference, d.current, d.delta.estimate, ok, note))
+        return rows
+
+    check.__name__ = "eval_gate"
+    return check

@@ -1,0 +1,3 @@
+"""What the eval commands read and write: labelled or logged tables (`tables`), models from a folder
+or the registry (`models`), Markdown/HTML reports (`report`).
+"""

@@ -1,0 +1,192 @@
+"""`tierroute data ...`: build the default labelled set and validate a user's labelled file.
+
+Job: the `data` command group, mounted by `register(root, bench)`. `data build` turns data/raw/ into
+data/labelled/ (and refreshes the data card's tables); `data validate` runs exactly the validation the
+trainer runs first and prints a summary, or the error and exit code 1. Heavy imports (pandas, pyarrow,
+scipy) happen inside the commands so `tierroute --help` stays fast.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+
+from serving.cli.errors import fail
+
+data_app = typer.Typer(
+    help=(
+        "Labelled request data: build the default set from data/raw/ (public sources, see data/README.md) "
+        "or validate your own CSV/JSONL/Parquet file before training on it."
+    ),
+    no_args_is_help=True,
+)
+
+
+def _table(title: str, header: list[str], rows: list[list[str]]) -> Any:
+    from rich.table import Table
+
+    table = Table(title=title, title_justify="left")
+    for i, name in enumerate(header):
+        table.add_column(name, justify="left" if i == 0 else "right")
+    for row in rows:
+        table.add_row(*row)
+    return table
+
+
+def _cross_rows(by: dict[str, dict[str, int]], keys: list[str], columns: list[str]) -> list[list[str]]:
+    rows = [
+        [k, *(f"{by.get(k, {}).get(c, 0):,}" for c in columns), f"{sum(by.get(k, {}).values()):,}"]
+        for k in keys
+    ]
+    totals = [sum(by.get(k, {}).get(c, 0) for k in keys) for c in columns]
+    rows.append(["total", *(f"{t:,}" for t in totals), f"{sum(totals):,}"])
+    return rows
+
+
+@data_app.command("build")
+def build(
+    raw: Annotated[
+        Path,
+        typer.Option("--raw", help="Folder of raw sources (one sub-folder per source, each with SOURCE.md)."),
+    ] = Path("data/raw"),
+    out: Annotated[
+        Path, typer.Option("--out", help="Output folder for requests.parquet and summary.json.")
+    ] = Path("data/labelled"),
+    card: Annotated[
+        Path,
+        typer.Option(
+            "--card",
+            help="Data card whose generated count tables are refreshed from the new summary "
+            "(skipped if the file or its marker comments are missing).",
+        ),
+    ] = Path("data/README.md"),
+    update_card: Annotated[
+        bool, typer.Option("--update-card/--no-update-card", help="Refresh the data card's count tables.")
+    ] = True,
+) -> None:
+    """Build the default labelled set: label maps -> dedup -> sampling -> near-duplicate-safe split.
+
+    Writes OUT/requests.parquet (id, text, source, tier, task, weak_ok, split) and OUT/summary.json,
+    byte-for-byte identical on every rebuild from the same raw files, and prints rows per
+    source/tier/task/split.
+    """
+    # Over 60 lines: option declarations plus the printed summary tables of one build.
+    from rich.console import Console
+
+    from pipelines.data.build import build_dataset
+    from pipelines.data.card import update_card as refresh_card
+    from pipelines.data.labels import TASKS, TIERS
+
+    console = Console()
+    try:
+        report = build_dataset(raw, out)
+    except (FileNotFoundError, KeyError, ValueError) as exc:
+        raise fail(f"data build failed: {exc}", code=1) from exc
+    s = report.summary
+    sources = sorted(s["source_tier"])
+    console.print(
+        _table(
+            "Rows per source and tier",
+            ["source", *TIERS, "rows"],
+            _cross_rows(s["source_tier"], sources, list(TIERS)),
+        )
+    )
+    console.print(
+        _table(
+            "Rows per task and split",
+            ["task", "train", "validation", "test", "rows"],
+            _cross_rows(
+                {t: {sp: s["split_task"][sp].get(t, 0) for sp in s["split_task"]} for t in TASKS},
+                list(TASKS),
+                ["train", "validation", "test"],
+            ),
+        )
+    )
+    console.print(
+        _table(
+            "Rows per tier and split",
+            ["tier", "train", "validation", "test", "rows"],
+            _cross_rows(
+                {t: {sp: s["split_tier"][sp].get(t, 0) for sp in s["split_tier"]} for t in TIERS},
+                list(TIERS),
+                ["train", "validation", "test"],
+            ),
+        )
+    )
+    console.print(f"wrote {report.path} ({report.rows:,} rows) and {report.summary_path}")
+    console.print(f"digest {report.digest}  built in {report.seconds:.1f} s")
+    if update_card:
+        if refresh_card(card, s):
+            console.print(f"refreshed the count tables of {card}")
+        else:
+            console.print(
+                f"[yellow]data card {card} not found or has no generated-table markers; left alone[/]"
+            )
+
+
+@data_app.command("validate")
+def validate(
+    file: Annotated[
+        Path, typer.Argument(help="Labelled file: .csv, .jsonl or .parquet with a 'text' column.")
+    ],
+    label_columns: Annotated[
+        str,
+        typer.Option(
+            "--label-columns",
+            help="Comma-separated label columns, one classifier head each (e.g. tier,task). "
+            "tier and task must use the default label sets; other columns use the labels they contain.",
+        ),
+    ] = "tier,task",
+    min_rows_per_class: Annotated[
+        int,
+        typer.Option(
+            "--min-rows-per-class", min=1, help="Fewest rows a class may have (it must split three ways)."
+        ),
+    ] = 8,
+    allow_missing_labels: Annotated[
+        bool,
+        typer.Option(
+            "--allow-missing-labels", help="Keep rows with an empty label (that head ignores them)."
+        ),
+    ] = False,
+) -> None:
+    """Validate a labelled file exactly as `tierroute train` does first; exit 1 with the reason if unusable.
+
+    Checks: readable file of a known type, a 'text' column and every label column (close names are
+    suggested), non-empty string texts, labels inside the declared sets, >= MIN_ROWS_PER_CLASS rows per
+    class, unique ids (if an 'id' column exists) and split values (if a 'split' column exists).
+    """
+    from rich.console import Console
+
+    from pipelines.data.dataset import DataValidationError, load_labelled_file
+
+    columns = [c.strip() for c in label_columns.split(",") if c.strip()]
+    try:
+        data = load_labelled_file(
+            file, columns, min_rows_per_class=min_rows_per_class, allow_missing_labels=allow_missing_labels
+        )
+    except DataValidationError as exc:
+        raise fail(exc, code=1) from exc
+    console = Console()
+    df = data.df
+    split_counts = df["split"].value_counts()
+    console.print(
+        f"[green]OK[/] {file}: {len(df):,} rows; "
+        + ", ".join(f"{s} {int(split_counts.get(s, 0)):,}" for s in ("train", "validation", "test"))
+    )
+    for column in data.label_columns:
+        counts = df[column].value_counts(dropna=True)
+        rows = [[label, f"{int(counts.get(label, 0)):,}"] for label in data.label_sets[column]]
+        missing = int(df[column].isna().sum())
+        if missing:
+            rows.append(["(missing)", f"{missing:,}"])
+        console.print(_table(f"{column}", ["label", "rows"], rows))
+    console.print(f"digest {data.digest}")
+
+
+def register(root: typer.Typer, bench: typer.Typer) -> None:
+    """Mount the `data` command group on the root app (`bench` is unused: no data benchmarks)."""
+    del bench
+    root.add_typer(data_app, name="data")

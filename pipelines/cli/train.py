@@ -1,0 +1,224 @@
+"""Training commands: `tierroute train`, `tierroute demo`, `tierroute bench classify|variants`.
+
+Job: thin typer commands over `pipelines.*`; heavy imports happen inside command bodies so the
+root `--help` stays fast and a serving-only install can still run `tierroute serve`.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated
+
+import typer
+from rich.console import Console
+from rich.table import Table
+
+from serving.cli.errors import fail
+
+console = Console(stderr=False)
+err = Console(stderr=True)
+
+
+def _parse_label_sets(values: list[str] | None) -> dict[str, list[str]] | None:
+    if not values:
+        return None
+    out: dict[str, list[str]] = {}
+    for item in values:
+        head, sep, labels = item.partition("=")
+        if not sep or not head.strip() or not labels.strip():
+            raise typer.BadParameter(
+                f"expected HEAD=label1,label2,... got {item!r}", param_hint="--label-set"
+            )
+        out[head.strip()] = [v.strip() for v in labels.split(",") if v.strip()]
+    return out
+
+
+def train_cmd(
+    data: Annotated[
+        Path, typer.Option("--data", help="Labelled CSV, JSONL or Parquet with a `text` column.")
+    ] = Path("data/labelled/requests.parquet"),
+    label_columns: Annotated[
+        str,
+        typer.Option(
+            "--label-columns", help="Comma-separated label columns; one head is trained per column."
+        ),
+    ] = "tier,task",
+    label_set: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--label-set",
+            help="Declare a head's allowed labels: HEAD=a,b,c (repeatable). "
+            "tier/task default to the built-in sets; other heads default to the observed labels.",
+        ),
+    ] = None,
+    max_tokens: Annotated[int, typer.Option(help="Tokens the encoder sees per text (<= 512).")] = 128,
+    truncation: Annotated[
+        str, typer.Option(help="'head_tail' (keep start and end) or 'head'.")
+    ] = "head_tail",
+    head_tokens: Annotated[int, typer.Option(help="With head_tail: tokens kept from the start.")] = 32,
+    precision: Annotated[str, typer.Option(help="Encoder precision: fp32 or int8 (per-channel).")] = "fp32",
+    model_name: Annotated[str, typer.Option(help="Registered model name.")] = "tierroute-classifier",
+    out: Annotated[Path, typer.Option(help="Folder for exported bundles.")] = Path("models/bundles"),
+    register: Annotated[
+        bool, typer.Option(help="Log to MLflow and register a version with alias `candidate`.")
+    ] = True,
+    min_confidence: Annotated[
+        float, typer.Option(help="Tier confidence below which routers use rules.")
+    ] = 0.5,
+    seed: Annotated[int, typer.Option(help="Random seed for CV folds.")] = 0,
+    threads: Annotated[int, typer.Option(help="ONNX Runtime threads for embedding.")] = 2,
+    progress: Annotated[bool, typer.Option(help="Show progress bars.")] = True,
+) -> None:
+    """Train one calibrated head per label column on frozen MiniLM embeddings, export an ONNX bundle,
+    check ONNX/training parity, log everything to MLflow and register a new version as `candidate`.
+
+    The data file is validated before anything runs; a bad file exits with code 2 and writes nothing.
+    """
+    # Over 60 lines: mostly typer option declarations; the body is config -> train -> print.
+    from pipelines.data.dataset import DataValidationError
+    from pipelines.train.classifier import TrainConfig, train
+    from serving.textprep import TruncationSpec
+
+    try:
+        config = TrainConfig(
+            data=data,
+            label_columns=tuple(c.strip() for c in label_columns.split(",") if c.strip()),
+            label_sets=_parse_label_sets(label_set),
+            spec=TruncationSpec(max_tokens=max_tokens, strategy=truncation, head_tokens=head_tokens),  # type: ignore[arg-type]
+            precision=precision,  # type: ignore[arg-type]
+            model_name=model_name,
+            out_dir=out,
+            register=register,
+            min_confidence=min_confidence,
+            seed=seed,
+            threads=threads,
+        )
+        if precision not in ("fp32", "int8"):
+            raise ValueError(f"precision must be fp32 or int8, got {precision!r}")
+        result = train(config, progress=progress, echo=console.print)
+    except (DataValidationError, ValueError) as exc:
+        raise fail(exc) from exc
+    _print_metrics(result.metrics, config.label_columns)
+
+
+def _print_metrics(metrics: dict[str, float], heads: tuple[str, ...] | list[str]) -> None:
+    table = Table(title="test metrics")
+    for col in ("head", "accuracy", "macro-F1", "log-loss", "ECE", "n"):
+        table.add_column(col)
+    for h in heads:
+        g = lambda k, h=h: metrics.get(f"test_{h}_{k}", float("nan"))  # noqa: E731
+        table.add_row(
+            h,
+            f"{g('accuracy'):.3f}",
+            f"{g('macro_f1'):.3f}",
+            f"{g('log_loss'):.3f}",
+            f"{g('ece'):.3f}",
+            f"{g('n'):.0f}",
+        )
+    console.print(table)
+
+
+def bench_classify_cmd(
+    bundle: Annotated[
+        Path | None, typer.Option(help="Bundle folder (default: newest under models/bundles).")
+    ] = None,
+    repeats: Annotated[int, typer.Option(help="Timed calls per cell at batch 1.")] = 100,
+    tokens: Annotated[str, typer.Option(help="Comma-separated input sizes in tokens.")] = "16,64,256,1024",
+    embed_texts: Annotated[
+        int, typer.Option(help="Texts for the embedding-throughput row (0 to skip).")
+    ] = 512,
+) -> None:
+    """Print p50/p99 in-process bundle latency (batch 1 and 32, 1 and 2 threads) and training
+    embedding throughput (texts/s, fp32 encoder, <= 128 tokens). No timed assertions: read the table."""
+    import platform
+
+    from pipelines.bench.classify import bench_bundle, bench_embedding_throughput, latest_bundle
+
+    path = bundle or latest_bundle()
+    if path is None:
+        raise fail("no bundle found; run `tierroute train` or pass --bundle")
+    sizes = [int(x) for x in tokens.split(",") if x.strip()]
+    rows = bench_bundle(path, token_sizes=sizes, repeats=repeats)
+    table = Table(title=f"bundle latency, {path.name} ({platform.processor() or platform.machine()})")
+    for col in ("tokens", "batch", "threads", "p50 ms", "p99 ms", "ms/text"):
+        table.add_column(col, justify="right")
+    for r in rows:
+        table.add_row(
+            str(r.tokens),
+            str(r.batch),
+            str(r.threads),
+            f"{r.p50_ms:.2f}",
+            f"{r.p99_ms:.2f}",
+            f"{r.per_text_ms:.2f}",
+        )
+    console.print(table)
+    if embed_texts > 0:
+        import json
+
+        from serving.bundle import Bundle
+        from serving.textprep import TruncationSpec
+
+        spec = TruncationSpec.from_dict(json.loads((path / "bundle.json").read_text())["text"])
+        texts = _sample_texts(embed_texts)
+        rate = bench_embedding_throughput(texts, spec)
+        console.print(
+            f"embedding throughput: {rate:.0f} texts/s on {len(texts)} real texts "
+            f"(max {spec.max_tokens} tokens)"
+        )
+        del Bundle
+
+
+def _sample_texts(n: int) -> list[str]:
+    data = Path("data/labelled/requests.parquet")
+    if data.is_file():
+        import pandas as pd
+
+        df = pd.read_parquet(data)
+        return df["text"].sample(n=min(n, len(df)), random_state=0).tolist()
+    from pipelines.bench.classify import PARAGRAPH
+
+    return [PARAGRAPH[: 40 + (i * 37) % 400] for i in range(n)]
+
+
+def bench_variants_cmd(
+    data: Annotated[Path, typer.Option(help="Labelled data to train each variant on.")] = Path(
+        "data/labelled/requests.parquet"
+    ),
+) -> None:
+    """Train the default heads for several truncation/precision variants (no registry) and print test
+    macro-F1 (as trained, and as served one text at a time), the bundle/training parity and p50/p99
+    latency at 64 and 1,024 tokens: the evidence behind the defaults. Slow (one embedding pass per
+    variant, cached afterwards)."""
+    from pipelines.bench.variants import run_variants
+
+    rows = run_variants(data)
+    table = Table(title="truncation / precision variants (2 threads, batch 1)")
+    heads = list(rows[0].macro_f1) if rows else []
+    columns = [
+        "variant",
+        *[f"{h} macro-F1 (train-time / served)" for h in heads],
+        "parity",
+        "p50/p99 ms @64",
+        "p50/p99 ms @1024",
+    ]
+    for col in columns:
+        table.add_column(col)
+    for r in rows:
+        table.add_row(
+            r.name,
+            *[f"{r.macro_f1[h]:.3f} / {r.served_macro_f1[h]:.3f}" for h in heads],
+            f"{r.parity:.1e}",
+            f"{r.p50_64:.1f} / {r.p99_64:.1f}",
+            f"{r.p50_1024:.1f} / {r.p99_1024:.1f}",
+        )
+    console.print(table)
+
+
+def register(root: typer.Typer, bench: typer.Typer) -> None:
+    """Mount `train`, `demo` and `bench classify|variants`."""
+    from pipelines.cli.demo import demo_cmd
+
+    root.command("train")(train_cmd)
+    root.command("demo")(demo_cmd)
+    bench.command("classify")(bench_classify_cmd)
+    bench.command("variants")(bench_variants_cmd)

@@ -1,0 +1,590 @@
+"""Train, evaluate, export and register the learned response gate (`tierroute gate train`).
+
+Job: data/gate/gate.parquet -> embeddings of prompt and response (the same exported encoder and
+`serving.textprep` code as serving, each side with its own token budget) + `serving.gate.signals`
+-> a calibrated logistic head P(acceptable) and a reason head -> a threshold for the configured
+target false-accept rate -> test metrics next to the string-match baselines on the same rows ->
+one ONNX gate bundle (parity-checked against the sklearn heads) -> MLflow run + registered model
+`tierroute-gate` with alias `candidate`.
+
+Evaluation is of the SERVED decision: the deterministic checks run first and short-circuit, the
+model scores only what passes, so the threshold is calibrated (on validation) and reported (on
+test) for "checks, then model". The baselines on the same test rows are (a) the refusal phrase
+list alone and (b) all deterministic checks; the learned gate alone is reported too.
+
+Trade-offs: features are frozen sentence embeddings, so the gate learns "does this look like an
+acceptable answer to this kind of request" from ~10k labelled rows; it cannot verify facts. The
+acceptability labels are partly relative (judge preference, CoCoNoT pairs; see the data card),
+so the metrics measure agreement with those labels, not ground truth about helpfulness.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from pipelines.train.embed import Embedder
+from pipelines.train.encoder_export import EncoderArtifact, Precision, export_encoder
+from pipelines.train.heads import FittedHead, fit_head
+from serving.gate.checks import check_response
+from serving.gate.refusals import is_refusal
+from serving.gate.signals import signals_batch
+from serving.textprep import TruncationSpec
+
+COARSE_REASON = {
+    "ok": "ok",
+    "refusal": "refusal",
+    "clarification": "refusal",
+    "incorrect": "low_quality",
+    "dispreferred": "low_quality",
+    "low_quality": "low_quality",
+    "garbage": "garbage",
+    "truncated": "truncated",
+    "off_instruction": "off_instruction",
+}
+REASON_LABELS: tuple[str, ...] = ("ok", "refusal", "low_quality", "garbage", "truncated", "off_instruction")
+ACCEPT_LABELS: tuple[str, str] = ("unacceptable", "acceptable")
+PARITY_TOLERANCE = 1e-4
+PARITY_ROWS = 128
+SPLITS = ("train", "validation", "test")
+
+
+@dataclass
+class GateTrainConfig:
+    """Everything that shapes a gate training run; logged as MLflow params."""
+
+    data: Path = Path("data/gate/gate.parquet")
+    out_dir: Path = Path("models/bundles")
+    encoder_cache: Path = Path("models/encoder")
+    embedding_cache: Path | None = Path(".cache/embeddings")
+    precision: Precision = "int8"
+    prompt_tokens: int = 48
+    prompt_head_tokens: int = 16
+    response_tokens: int = 96
+    response_head_tokens: int = 48
+    target_false_accept: float = 0.10
+    reason_head: bool = True
+    model_name: str = "tierroute-gate"
+    experiment: str = "tierroute-gate"
+    register: bool = True
+    alias: str = "candidate"
+    tracking_uri: str | None = None
+    limit: int | None = None
+    """Use at most this many rows (hash-stratified by split and reason): quick runs and tests."""
+    seed: int = 0
+    threads: int = 2
+
+    def __post_init__(self) -> None:
+        if not 0.0 < self.target_false_accept < 1.0:
+            raise ValueError(f"target_false_accept must be in (0, 1), got {self.target_false_accept}")
+        for spec in (self.prompt_spec, self.response_spec):  # validates the token budgets early
+            assert spec.max_tokens > 0
+
+    @property
+    def prompt_spec(self) -> TruncationSpec:
+        return TruncationSpec(self.prompt_tokens, "head_tail", self.prompt_head_tokens)
+
+    @property
+    def response_spec(self) -> TruncationSpec:
+        return TruncationSpec(self.response_tokens, "head_tail", self.response_head_tokens)
+
+    def params(self) -> dict[str, Any]:
+        return {
+            "data": str(self.data),
+            "precision": self.precision,
+            "prompt_tokens": self.prompt_tokens,
+            "prompt_head_tokens": self.prompt_head_tokens,
+            "response_tokens": self.response_tokens,
+            "response_head_tokens": self.response_head_tokens,
+            "target_false_accept": self.target_false_accept,
+            "reason_head": self.reason_head,
+            "limit": self.limit,
+            "seed": self.seed,
+        }
+
+
+@dataclass
+class GateTrainResult:
+    bundle_dir: Path
+    threshold: float
+    metrics: dict[str, float]
+    heads: list[FittedHead]
+    artifacts: list[Path]
+    report: dict[str, Any]
+    version: str | None = None
+    model_uri: str | None = None
+    timings: dict[str, float] = field(default_factory=dict)
+    run_id: str | None = None
+
+
+# --------------------------------------------------------------------------------- pure metric code
+
+
+def choose_threshold(p: np.ndarray, y: np.ndarray, target_far: float) -> float:
+    """Smallest threshold t with false-accept rate mean(p[y == 0] >= t) <= target_far (accept iff p >= t)."""
+    neg = np.sort(np.asarray(p, dtype=np.float64)[np.asarray(y) == 0])[::-1]
+    if len(neg) == 0:
+        return 0.0
+    allowed = int(np.floor(target_far * len(neg) + 1e-9))
+    if allowed >= len(neg):
+        return 0.0
+    return float(np.nextafter(neg[allowed], np.inf))
+
+
+def decision_metrics(y: np.ndarray, accept: np.ndarray) -> dict[str, float]:
+    """Metrics of a hard accept/reject decision against labels (1 = acceptable)."""
+    y = np.asarray(y).astype(bool)
+    a = np.asarray(accept).astype(bool)
+    tp_acc = float(np.sum(a & y))
+    fa = float(np.sum(a & ~y))
+    tr = float(np.sum(~a & ~y))
+    fr = float(np.sum(~a & y))
+    n_neg, n_pos = float(np.sum(~y)), float(np.sum(y))
+    rej_recall = tr / n_neg if n_neg else 0.0
+    rej_precision = tr / (tr + fr) if tr + fr else 0.0
+    acc_recall = tp_acc / n_pos if n_pos else 0.0
+    return {
+        "false_accept_rate": fa / n_neg if n_neg else 0.0,
+        "accept_precision": tp_acc / (tp_acc + fa) if tp_acc + fa else 0.0,
+        "accept_recall": acc_recall,
+        "reject_precision": rej_precision,
+        "reject_recall": rej_recall,
+        "reject_f1": 2 * rej_precision * rej_recall / (rej_precision + rej_recall)
+        if rej_precision + rej_recall
+        else 0.0,
+        "balanced_accuracy": (rej_recall + acc_recall) / 2,
+        "accuracy": float(np.mean(a == y)) if len(y) else 0.0,
+        "accept_rate": float(np.mean(a)) if len(a) else 0.0,
+    }
+
+
+def score_metrics(y: np.ndarray, score: np.ndarray) -> dict[str, float]:
+    """Threshold-free metrics of an acceptability score (higher = more acceptable)."""
+    from sklearn.metrics import average_precision_score, roc_auc_score
+
+    y = np.asarray(y).astype(int)
+    if len(set(y.tolist())) < 2:
+        return {"roc_auc": float("nan"), "pr_auc_unacceptable": float("nan")}
+    return {
+        "roc_auc": float(roc_auc_score(y, score)),
+        "pr_auc_unacceptable": float(average_precision_score(1 - y, -np.asarray(score))),
+    }
+
+
+def per_reason_reject_rate(reasons: np.ndarray, accept: np.ndarray) -> dict[str, float]:
+    """Share of rows of each (fine) reason the decision rejects ("ok": the false-reject rate)."""
+    out = {}
+    for r in sorted(set(reasons.tolist())):
+        m = reasons == r
+        out[r] = float(np.mean(~accept[m])) if m.any() else float("nan")
+    return out
+
+
+# ------------------------------------------------------------------------------------- the pipeline
+
+
+def subsample(df: Any, limit: int | None) -> Any:
+    """At most `limit` rows, 70/15/15 over splits, hash-ordered within (split, reason) cells."""
+    if limit is None or len(df) <= limit:
+        return df
+    import hashlib
+
+    import pandas as pd
+
+    share = {"train": 0.7, "validation": 0.15, "test": 0.15}
+    parts = []
+    for split, frac in share.items():
+        sub = df[df["split"] == split]
+        n = max(1, int(limit * frac))
+        key = sub["id"].map(lambda s: hashlib.sha256(f"gate-sub:{s}".encode()).hexdigest())
+        sub = sub.assign(_k=key).sort_values("_k")
+        # round-robin over reasons so rare reasons survive the cut
+        sub = sub.assign(_r=sub.groupby("reason").cumcount()).sort_values(["_r", "_k"]).head(n)
+        parts.append(sub.drop(columns=["_k", "_r"]))
+    return pd.concat(parts).reset_index(drop=True)
+
+
+def build_features(
+    embedder_p: Embedder, embedder_r: Embedder, prompts: list[str], responses: list[str], progress: bool
+) -> np.ndarray:
+    """[N, 3*384 + S]: prompt emb, response emb, their product, signals (same order as the ONNX graph)."""
+    ep = embedder_p.embed(prompts, progress=progress, desc="embedding prompts")
+    er = embedder_r.embed(responses, progress=progress, desc="embedding responses")
+    return np.concatenate([ep, er, ep * er, signals_batch(prompts, responses)], axis=1).astype(np.float32)
+
+
+def check_fails(prompts: list[str], responses: list[str]) -> np.ndarray:
+    """True where the deterministic checks (no provider metadata) reject the response."""
+    return np.array([not check_response(p, r).ok for p, r in zip(prompts, responses, strict=True)])
+
+
+def _plot_roc(curves: dict[str, tuple[np.ndarray, np.ndarray]], path: Path) -> Path:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    from sklearn.metrics import roc_auc_score, roc_curve
+
+    fig, ax = plt.subplots(figsize=(5, 5))
+    for name, (y, s) in curves.items():
+        fpr, tpr, _ = roc_curve(y, s)
+        ax.plot(fpr, tpr, label=f"{name} (AUC {roc_auc_score(y, s):.3f})")
+    ax.plot([0, 1], [0, 1], "--", color="grey")
+    ax.set_xlabel("false-accept rate (unacceptable accepted)")
+    ax.set_ylabel("acceptable accepted")
+    ax.set_title("gate vs baselines (test)")
+    ax.legend(loc="lower right", fontsize=8)
+    fig.tight_layout()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return path
+
+
+def train_gate(
+    config: GateTrainConfig, *, progress: bool = True, echo: Callable[[str], None] = print
+) -> GateTrainResult:
+    # Over 60 lines: the gate pipeline read top to bottom; features, heads, evaluation and plots are named
+    # steps.
+    from pipelines.data.dataset import dataset_digest
+    from pipelines.gate.data import load_gate_dataset
+    from pipelines.gate.export import build_gate_bundle
+
+    timings: dict[str, float] = {}
+    t0 = time.perf_counter()
+    df = subsample(load_gate_dataset(config.data), config.limit).reset_index(drop=True)
+    digest = dataset_digest(df) if "id" in df.columns else ""
+    for split in SPLITS:
+        ys = df.loc[df["split"] == split, "acceptable"]
+        if ys.nunique() < 2:
+            raise ValueError(f"{config.data}: split {split!r} needs both acceptable and unacceptable rows")
+    echo(f"data: {len(df)} rows from {config.data} (digest {digest[:12]})")
+
+    t = time.perf_counter()
+    encoder: EncoderArtifact = export_encoder(config.encoder_cache, config.precision)
+    prompts = df["prompt"].astype(str).tolist()
+    responses = df["response"].astype(str).tolist()
+    X = _features(config, encoder, prompts, responses, progress)
+    timings["features_s"] = time.perf_counter() - t
+    echo(f"features: {X.shape[1]} per row ({timings['features_s']:.0f}s)")
+
+    y = df["acceptable"].to_numpy().astype(int)
+    fine = df["reason"].astype(str).to_numpy()
+    coarse = np.array([COARSE_REASON.get(r, "low_quality") for r in fine])
+    split = df["split"].to_numpy()
+    m = {s: split == s for s in SPLITS}
+
+    t = time.perf_counter()
+    acc_labels = [ACCEPT_LABELS[v] for v in y]
+    heads = _fit_heads(config, X, acc_labels, coarse, m, echo)
+    head = heads[0]
+    timings["heads_s"] = time.perf_counter() - t
+
+    p_model = head.predict_proba(X)[:, 1]
+    fails = check_fails(prompts, responses)
+    served = np.where(fails, 0.0, p_model)  # checks short-circuit to "unacceptable"
+    threshold = choose_threshold(served[m["validation"]], y[m["validation"]], config.target_false_accept)
+    refusal = np.array([is_refusal(r) for r in responses])
+    metrics, report = _evaluate(
+        config, df, heads, X, y, coarse, m, served, p_model, fails, refusal, threshold
+    )
+    report["encoder_path"] = str(encoder.path)
+    echo(_summary_line(metrics))
+
+    stamp = time.strftime("%Y%m%d-%H%M%S")
+    plots_dir = Path(config.out_dir) / ".plots" / f"{config.model_name}-{stamp}"
+    mt = m["test"]
+    artifacts = _plots(plots_dir, heads, X, y, coarse, acc_labels, mt, served, p_model, fails, refusal)
+
+    t = time.perf_counter()
+    bundle_dir = build_gate_bundle(
+        Path(config.out_dir) / f"{config.model_name}-{stamp}",
+        encoder,
+        heads,
+        config.prompt_spec,
+        config.response_spec,
+        threshold=threshold,
+        target_false_accept_rate=config.target_false_accept,
+        name=config.model_name,
+        metadata={
+            "training_data": {"digest": digest, "rows": len(df), "path": str(config.data)},
+            "metrics": {
+                k: round(v, 6) for k, v in metrics.items() if k.startswith("test_gate") or k == "threshold"
+            },
+        },
+    )
+    timings["export_s"] = time.perf_counter() - t
+    parity = gate_parity(bundle_dir, heads, prompts, responses, X, np.flatnonzero(mt)[:PARITY_ROWS])
+    metrics["parity_max_abs_diff"] = parity
+    if parity > PARITY_TOLERANCE:
+        shutil.rmtree(bundle_dir, ignore_errors=True)
+        raise RuntimeError(f"ONNX gate bundle disagrees with the training-time heads (max diff {parity:.2e})")
+    echo(f"bundle: {bundle_dir} (threshold {threshold:.3f}, parity max |diff| {parity:.1e})")
+    report["metrics"] = metrics
+    report["timings"] = timings
+    report_path = plots_dir / "gate_metrics.json"
+    report_path.parent.mkdir(parents=True, exist_ok=True)
+    report_path.write_text(json.dumps(report, indent=2, default=float))
+    artifacts.append(report_path)
+
+    result = GateTrainResult(bundle_dir, threshold, metrics, heads, artifacts, report, timings=timings)
+    if config.register:  # removes the bundle folder if registration fails
+        _register(config, df, digest, result, echo)
+    timings["total_s"] = time.perf_counter() - t0
+    return result
+
+
+def _features(
+    config: GateTrainConfig,
+    encoder: EncoderArtifact,
+    prompts: list[str],
+    responses: list[str],
+    progress: bool,
+) -> np.ndarray:
+    """Prompt and response embeddings (each with its own truncation) plus signals, one row per pair."""
+    # int8 encoders quantise activations dynamically per BATCH (DynamicQuantizeLinear): an embedding
+    # then depends on its batch-mates and their padding. Serving scores int8 gates one item at a
+    # time, so training embeds one text at a time too (fp32 is batch-invariant to ~1e-7).
+    batch = 1 if config.precision == "int8" else 16
+    emb_p = Embedder(
+        encoder,
+        config.prompt_spec,
+        cache_dir=config.embedding_cache,
+        threads=config.threads,
+        batch_size=batch,
+    )
+    emb_r = Embedder(
+        encoder,
+        config.response_spec,
+        cache_dir=config.embedding_cache,
+        threads=config.threads,
+        batch_size=batch,
+    )
+    return build_features(emb_p, emb_r, prompts, responses, progress)
+
+
+def _fit_heads(
+    config: GateTrainConfig,
+    X: np.ndarray,
+    acc_labels: list[str],
+    coarse: np.ndarray,
+    m: dict[str, np.ndarray],
+    echo: Callable[[str], None],
+) -> list[FittedHead]:
+    """The `acceptable` head, plus the coarse `reason` head when enabled and >= 3 reasons are present."""
+    heads: list[FittedHead] = []
+    head = fit_head(
+        "acceptable",
+        X[m["train"]],
+        [acc_labels[i] for i in np.flatnonzero(m["train"])],
+        X[m["validation"]],
+        [acc_labels[i] for i in np.flatnonzero(m["validation"])],
+        ACCEPT_LABELS,
+        seed=config.seed,
+    )
+    heads.append(head)
+    if config.reason_head:
+        present = set(coarse[m["train"]].tolist())
+        labels = [r for r in REASON_LABELS if r in present]
+        if len(labels) >= 3:
+            keep_v = np.isin(coarse, labels) & m["validation"]
+            heads.append(
+                fit_head(
+                    "reason",
+                    X[m["train"]],
+                    coarse[m["train"]].tolist(),
+                    X[keep_v],
+                    coarse[keep_v].tolist(),
+                    labels,
+                    seed=config.seed,
+                )
+            )
+        else:
+            echo("reason head skipped: fewer than 3 reasons in the training split")
+    return heads
+
+
+def _evaluate(
+    config: GateTrainConfig,
+    df: Any,
+    heads: list[FittedHead],
+    X: np.ndarray,
+    y: np.ndarray,
+    coarse: np.ndarray,
+    m: dict[str, np.ndarray],
+    served: np.ndarray,
+    p_model: np.ndarray,
+    fails: np.ndarray,
+    refusal: np.ndarray,
+    threshold: float,
+) -> tuple[dict[str, float], dict[str, Any]]:
+    """Validation and test metrics of the gate, the model alone and the two baselines (overall, per
+    reason, per source) and of the reason head: (flat metrics for MLflow, nested report)."""
+    # Over 60 lines: one table of systems x splits filled in two nested loops over the same masks.
+    from pipelines.train.metrics import classification_metrics
+
+    head = heads[0]
+    acc_labels = [ACCEPT_LABELS[v] for v in y]
+    fine = df["reason"].astype(str).to_numpy()
+    metrics: dict[str, float] = {"threshold": threshold}
+    report: dict[str, Any] = {
+        "threshold": threshold,
+        "target_false_accept": config.target_false_accept,
+    }
+    systems = {
+        "gate": (served, served >= threshold),
+        "model_only": (
+            p_model,
+            p_model
+            >= choose_threshold(p_model[m["validation"]], y[m["validation"]], config.target_false_accept),
+        ),
+        "baseline_refusal": ((~refusal).astype(float), ~refusal),
+        "baseline_checks": ((~fails).astype(float), ~fails),
+    }
+    for split_name in ("validation", "test"):
+        mm = m[split_name]
+        for name, (score, accept) in systems.items():
+            vals = {**score_metrics(y[mm], score[mm]), **decision_metrics(y[mm], accept[mm])}
+            metrics.update({f"{split_name}_{name}_{k}": v for k, v in vals.items()})
+            report.setdefault(split_name, {})[name] = vals
+            rr = per_reason_reject_rate(fine[mm], accept[mm])
+            report[split_name].setdefault("reject_rate_by_reason", {})[name] = rr
+            if split_name == "test":
+                metrics.update({f"test_{name}_reject_rate_{k}": v for k, v in rr.items()})
+        sources = df["source"].astype(str).to_numpy()
+        report[split_name]["by_source"] = {
+            src: {
+                "rows": int(np.sum(mm & (sources == src))),
+                **{
+                    name: decision_metrics(y[mm & (sources == src)], acc[mm & (sources == src)])["accuracy"]
+                    for name, (_, acc) in systems.items()
+                },
+            }
+            for src in sorted(set(sources[mm].tolist()))
+        }
+    if len(heads) > 1:
+        rh = heads[1]
+        for split_name in ("validation", "test"):
+            keep = m[split_name] & np.isin(coarse, rh.labels)
+            cm = classification_metrics(coarse[keep].tolist(), rh.predict_proba(X[keep]), rh.labels)
+            metrics.update({f"{split_name}_reason_{k}": v for k, v in cm.items()})
+            report[split_name]["reason_head"] = cm
+    head_cm = classification_metrics(
+        [acc_labels[i] for i in np.flatnonzero(m["test"])], head.predict_proba(X[m["test"]]), ACCEPT_LABELS
+    )
+    metrics.update({f"test_acceptable_{k}": v for k, v in head_cm.items()})
+    return metrics, report
+
+
+def _summary_line(metrics: dict[str, float]) -> str:
+    return (
+        "test: gate ROC-AUC {a:.3f} FAR {f:.3f} reject-recall {r:.3f} | refusal baseline ROC-AUC {b:.3f} "
+        "reject-recall {br:.3f} | checks baseline ROC-AUC {c:.3f} reject-recall {cr:.3f}".format(
+            a=metrics["test_gate_roc_auc"],
+            f=metrics["test_gate_false_accept_rate"],
+            r=metrics["test_gate_reject_recall"],
+            b=metrics["test_baseline_refusal_roc_auc"],
+            br=metrics["test_baseline_refusal_reject_recall"],
+            c=metrics["test_baseline_checks_roc_auc"],
+            cr=metrics["test_baseline_checks_reject_recall"],
+        )
+    )
+
+
+def _plots(
+    plots_dir: Path,
+    heads: list[FittedHead],
+    X: np.ndarray,
+    y: np.ndarray,
+    coarse: np.ndarray,
+    acc_labels: list[str],
+    mt: np.ndarray,
+    served: np.ndarray,
+    p_model: np.ndarray,
+    fails: np.ndarray,
+    refusal: np.ndarray,
+) -> list[Path]:
+    """ROC of the gate vs its baselines, reliability of P(acceptable), confusion of the reason head."""
+    from pipelines.train.metrics import plot_confusion_matrix, plot_reliability
+
+    head = heads[0]
+    artifacts: list[Path] = []
+    artifacts.append(
+        _plot_roc(
+            {
+                "gate (checks + model)": (y[mt], served[mt]),
+                "model only": (y[mt], p_model[mt]),
+                "refusal phrase baseline": (y[mt], (~refusal[mt]).astype(float)),
+                "deterministic checks": (y[mt], (~fails[mt]).astype(float)),
+            },
+            plots_dir / "roc_test.png",
+        )
+    )
+    artifacts.append(
+        plot_reliability(
+            [acc_labels[i] for i in np.flatnonzero(mt)],
+            head.predict_proba(X[mt]),
+            ACCEPT_LABELS,
+            plots_dir / "reliability_acceptable.png",
+            "P(acceptable) (test)",
+        )
+    )
+    if len(heads) > 1:
+        keep = mt & np.isin(coarse, heads[1].labels)
+        artifacts.append(
+            plot_confusion_matrix(
+                coarse[keep].tolist(),
+                heads[1].predict_proba(X[keep]),
+                heads[1].labels,
+                plots_dir / "confusion_reason.png",
+                "reason (test)",
+            )
+        )
+    return artifacts
+
+
+def gate_parity(
+    bundle_dir: Path,
+    heads: list[FittedHead],
+    prompts: list[str],
+    responses: list[str],
+    X: np.ndarray,
+    idx: np.ndarray,
+) -> float:
+    """Max |ONNX bundle probability - sklearn head probability| over rows `idx` (every head)."""
+    from serving.gate.model import GateModel
+
+    gate = GateModel.load(bundle_dir)
+    s = gate.score([prompts[i] for i in idx], [responses[i] for i in idx])
+    diffs = [float(np.abs(s.p_acceptable - heads[0].predict_proba(X[idx])[:, 1]).max())]
+    if len(heads) > 1 and s.reason_probs is not None:
+        diffs.append(float(np.abs(s.reason_probs - heads[1].predict_proba(X[idx])).max()))
+    return max(diffs)
+
+
+def _register(
+    config: GateTrainConfig, df: Any, digest: str, result: GateTrainResult, echo: Callable[[str], None]
+) -> None:
+    from pipelines.train.register import register_result
+
+    register_result(
+        result,
+        result.timings,
+        echo,
+        model_name=config.model_name,
+        alias=config.alias,
+        data_path=config.data,
+        dataset_df=df,
+        dataset_digest=digest,
+        params=config.params(),
+        experiment=config.experiment,
+        tracking_uri=config.tracking_uri,
+        tags={"tierroute.kind": "gate", "tierroute.dataset_sha256": digest},
+    )

@@ -1,0 +1,84 @@
+"""The gate dataset builder on the real shipped raw data."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pandas as pd
+import pytest
+
+from pipelines.gate.data import REASONS, build_rows, load_gate_dataset, truncate_mid_sentence
+
+REPO = Path(__file__).resolve().parents[3]
+
+
+@pytest.fixture(scope="module")
+def df(gate_dataset: Path) -> pd.DataFrame:
+    return load_gate_dataset(gate_dataset)
+
+
+def test_columns_labels_and_reasons(df: pd.DataFrame) -> None:
+    assert set(df["reason"]) <= set(REASONS)
+    assert set(df["split"]) == {"train", "validation", "test"}
+    assert (df.loc[df["reason"] == "ok", "acceptable"]).all()
+    assert not (df.loc[df["reason"] != "ok", "acceptable"]).any()
+    assert df["id"].is_unique
+
+
+def test_gamed_generators_unacceptable_by_construction(df: pd.DataFrame) -> None:
+    gamed = df[
+        df["generator"].isin(["NullModel", "gpt4_gamed"]) & (df["source"] == "alpaca_eval:by_construction")
+    ]
+    assert len(gamed) > 900
+    assert not gamed["acceptable"].any()
+    assert set(gamed["reason"]) == {"garbage", "truncated"}
+
+
+def test_prompt_groups_never_straddle_splits(df: pd.DataFrame) -> None:
+    per_prompt = df.groupby("prompt")["split"].nunique()
+    assert per_prompt.max() == 1
+    per_group = df.groupby("group")["split"].nunique()
+    assert per_group.max() == 1
+
+
+def test_synthetic_rows_are_labelled_and_derived(df: pd.DataFrame) -> None:
+    trunc = df[df["source"] == "synthetic:truncate"]
+    swap = df[df["source"] == "synthetic:swap"]
+    assert len(trunc) > 100 and len(swap) > 100
+    assert set(trunc["reason"]) == {"truncated"} and set(swap["reason"]) == {"off_instruction"}
+    good = df[df["acceptable"]]
+    # every swapped response is a real acceptable response of ANOTHER prompt in the same split
+    lookup = good.groupby("response")["prompt"].apply(set)
+    for _, row in swap.head(50).iterrows():
+        assert row["response"] in lookup.index
+        assert row["prompt"] not in lookup[row["response"]]
+
+
+def test_build_is_deterministic(gate_dataset: Path) -> None:
+    rows_a, _ = build_rows(REPO / "data" / "raw", REPO / "data" / "gate" / "refusal_labels.csv")
+    rows_b, _ = build_rows(REPO / "data" / "raw", REPO / "data" / "gate" / "refusal_labels.csv")
+    assert [r["id"] for r in rows_a] == [r["id"] for r in rows_b]
+    assert len(rows_a) == len(load_gate_dataset(gate_dataset))
+
+
+def test_truncate_mid_sentence() -> None:
+    text = "The sun rose over the hills. Birds began to sing as the village woke up and bakers lit ovens."
+    cut = truncate_mid_sentence(text, 0.6)
+    assert text.startswith(cut) and len(cut) < len(text)
+    assert cut[-1] not in ".!?:;"
+
+
+def test_missing_raw_data_is_a_clear_error(tmp_path: Path) -> None:
+    with pytest.raises(FileNotFoundError, match="copy the raw data"):
+        build_rows(tmp_path, tmp_path / "labels.csv")
+
+
+def test_load_rejects_bad_files(tmp_path: Path) -> None:
+    with pytest.raises(FileNotFoundError):
+        load_gate_dataset(tmp_path / "nope.parquet")
+    bad = tmp_path / "bad.parquet"
+    pd.DataFrame(
+        {"prompt": ["a"], "response": ["b"], "acceptable": [True], "reason": ["ok"], "split": ["dev"]}
+    ).to_parquet(bad)
+    with pytest.raises(ValueError, match="unknown split"):
+        load_gate_dataset(bad)

@@ -155,6 +155,21 @@ class ChatMessage(_Strict):
     tool_calls: Annotated[list[ToolCall], Field(max_length=LIMITS.max_tools)] | None = None
     tool_call_id: Name | None = None
 
+    @model_validator(mode="after")
+    def _complete(self) -> ChatMessage:
+        # What every provider requires of a message; LiteLLM's adapters fail on these before any
+        # call (and such a failure must be the client's 400, not an upstream 502).
+        if self.role == "assistant":
+            if self.content is None and not self.tool_calls:
+                raise ValueError("an assistant message needs content or tool_calls")
+        elif self.content is None:
+            raise ValueError(f"a {self.role} message needs content")
+        if self.role == "tool" and not self.tool_call_id:
+            raise ValueError("a tool message needs tool_call_id")
+        if self.tool_calls and self.role != "assistant":
+            raise ValueError("only assistant messages carry tool_calls")
+        return self
+
     def chars(self) -> int:
         total = 0
         if isinstance(self.content, str):

@@ -22,7 +22,7 @@ import json
 import math
 import time
 from collections.abc import Iterator, Sequence
-from typing import Any
+from typing import Any, Generic, TypeVar
 
 import httpx
 from pydantic import ValidationError
@@ -99,15 +99,29 @@ def _timeout(timeout: float) -> httpx.Timeout:
     return httpx.Timeout(timeout)
 
 
-class _ClientCore:
-    """What both clients share: where to send, what to send, how errors and answers are read."""
+H = TypeVar("H", httpx.Client, httpx.AsyncClient)
 
-    def __init__(self, base_url: str, timeout: float, api_key: str | None) -> None:
+
+class _ClientCore(Generic[H]):
+    """What both clients share: where to send, what to send, how errors and answers are read.
+    Each client says only how it opens its httpx client (`_open`) and how it calls it."""
+
+    def __init__(
+        self,
+        base_url: str,
+        timeout: float = DEFAULT_TIMEOUT_S,
+        api_key: str | None = None,
+        *,
+        transport: httpx.BaseTransport | httpx.AsyncBaseTransport | None = None,
+    ) -> None:
         self.base_url = base_url.rstrip("/")
         self.timeout = timeout
         self._url = self.base_url + CLASSIFY_PATH
         self._headers = _headers(api_key)
-        self._httpx_timeout = _timeout(timeout)
+        self._http: H = self._open(_timeout(timeout), transport)
+
+    def _open(self, timeout: httpx.Timeout, transport: Any) -> H:
+        raise NotImplementedError
 
     @contextlib.contextmanager
     def _typed_errors(self) -> Iterator[None]:
@@ -120,22 +134,14 @@ class _ClientCore:
             raise ClassifierUnavailable(f"classifier unreachable at {self.base_url}: {exc}") from exc
 
 
-class ClassifierClient(_ClientCore):
+class ClassifierClient(_ClientCore[httpx.Client]):
     """Synchronous client: `ClassifierClient("http://127.0.0.1:8000").classify(["..."])`."""
 
     enforces_timeout = True
     """The HTTP timeout bounds each call, so a router need not add a deadline thread."""
 
-    def __init__(
-        self,
-        base_url: str,
-        timeout: float = DEFAULT_TIMEOUT_S,
-        api_key: str | None = None,
-        *,
-        transport: httpx.BaseTransport | None = None,
-    ) -> None:
-        super().__init__(base_url, timeout, api_key)
-        self._http = httpx.Client(timeout=self._httpx_timeout, transport=transport)
+    def _open(self, timeout: httpx.Timeout, transport: httpx.BaseTransport | None) -> httpx.Client:
+        return httpx.Client(timeout=timeout, transport=transport)
 
     def classify(self, texts: Sequence[str]) -> ClassifyResponse:
         request = self._http.build_request("POST", self._url, content=_payload(texts), headers=self._headers)
@@ -154,19 +160,11 @@ class ClassifierClient(_ClientCore):
         self.close()
 
 
-class AsyncClassifierClient(_ClientCore):
+class AsyncClassifierClient(_ClientCore[httpx.AsyncClient]):
     """Async client with the same contract; reuse one instance per event loop."""
 
-    def __init__(
-        self,
-        base_url: str,
-        timeout: float = DEFAULT_TIMEOUT_S,
-        api_key: str | None = None,
-        *,
-        transport: httpx.AsyncBaseTransport | None = None,
-    ) -> None:
-        super().__init__(base_url, timeout, api_key)
-        self._http = httpx.AsyncClient(timeout=self._httpx_timeout, transport=transport)
+    def _open(self, timeout: httpx.Timeout, transport: httpx.AsyncBaseTransport | None) -> httpx.AsyncClient:
+        return httpx.AsyncClient(timeout=timeout, transport=transport)
 
     async def classify(self, texts: Sequence[str]) -> ClassifyResponse:
         body = _payload(texts)

@@ -16,12 +16,10 @@ import time
 from typing import Any
 
 from serving.gate.model import GateModel
-from serving.model.holder import Holder, Loaded, ModelLoadError, ReloadOutcome, ReloadStatus
+from serving.model.holder import Holder, Loaded, ModelLoadError
 from serving.model.source import ResolvedModel
 
-GateReloadStatus = ReloadStatus
 LoadedGate = Loaded[GateModel]
-GateReloadOutcome = ReloadOutcome[LoadedGate]
 
 
 class GateLoadError(ModelLoadError):

@@ -1,9 +1,9 @@
 """Layer rules of the project, checked over the real import graph by import-linter.
 
 The contracts live in pyproject.toml ([tool.importlinter]): serving imports neither pipelines nor
-evals; pipelines does not import evals; only pipelines.registry (and serving.model_source, inside
+evals; pipelines does not import evals; only pipelines.registry (and serving.model.source, inside
 the function that downloads) imports mlflow; serving does not import torch or sklearn.
-tests/serving/test_imports.py checks, in a fresh process, that nothing heavy is imported at start.
+tests/serving/cli/test_imports.py checks, in a fresh process, that nothing heavy is imported at start.
 """
 
 from __future__ import annotations

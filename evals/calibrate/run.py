@@ -39,7 +39,7 @@ from evals.io.models import (
     resolve_model,
 )
 from evals.io.tables import InputError, is_log, read_logged_predictions, read_table, select_split
-from serving.bundle import MANIFEST, BundleError, read_manifest, sha256_file
+from serving.model.bundle import MANIFEST, BundleError, read_manifest, sha256_file
 
 
 @dataclass

@@ -24,7 +24,7 @@ from evals.drift.synthetic import flip_labels, resample_sources, to_other_script
 from evals.io.tables import label_columns
 from evals.stats.shift_tests import holm
 from pipelines.train.reference_stats import ReferenceStats, compute_stats
-from serving.bundle import Bundle, BundleOutput
+from serving.model.bundle import Bundle, BundleOutput
 
 
 @dataclass

@@ -40,7 +40,7 @@ from evals.io.tables import (
     select_split,
 )
 from pipelines.train.reference_stats import FILENAME, ReferenceStats, ReferenceStatsError, compute_stats
-from serving.bundle import BundleError, read_manifest
+from serving.model.bundle import BundleError, read_manifest
 
 REFERENCE_ARTIFACT = f"reference/{FILENAME}"
 AUTO = "auto"

@@ -1,7 +1,7 @@
 """Find a model (bundle folder or `models:/` URI) and run it over a whole data set in batches.
 
 Job: the evaluation commands accept `--model` as either a bundle folder or a registered-model URI;
-this module turns both into a loaded `serving.bundle.Bundle` plus the identity to record (name,
+this module turns both into a loaded `serving.model.bundle.Bundle` plus the identity to record (name,
 version, run), and predicts many texts with bounded memory.
 
 Trade-offs: registered bundles are downloaded once into `.cache/evals/bundles/<name>-v<version>`
@@ -19,7 +19,7 @@ from typing import Any
 
 import numpy as np
 
-from serving.bundle import Bundle, BundleError, BundleOutput, read_manifest
+from serving.model.bundle import Bundle, BundleError, BundleOutput, read_manifest
 
 DEFAULT_CACHE = Path(".cache/evals/bundles")
 

@@ -16,8 +16,8 @@ from pathlib import Path
 
 import numpy as np
 
-from serving.bundle import TOKENIZER_FILE, Bundle
-from serving.textprep import TextTokenizer, TruncationSpec
+from serving.model.bundle import TOKENIZER_FILE, Bundle
+from serving.model.textprep import TextTokenizer, TruncationSpec
 
 PARAGRAPH = (
     "Our support team received a request from a customer who wants to understand why the invoice "

@@ -23,7 +23,7 @@ from typing import Any
 import numpy as np
 
 from pipelines.train.encoder_export import Precision
-from serving.textprep import TruncationSpec
+from serving.model.textprep import TruncationSpec
 
 DEFAULT_VARIANTS: tuple[tuple[str, TruncationSpec, Precision], ...] = (
     ("head 64", TruncationSpec(64, "head", 0), "fp32"),
@@ -57,7 +57,7 @@ def run_variants(
     from pipelines.bench.classify import measure, text_of_tokens
     from pipelines.data.dataset import load_labelled_file
     from pipelines.train.classifier import TrainConfig, train
-    from serving.bundle import TOKENIZER_FILE, Bundle
+    from serving.model.bundle import TOKENIZER_FILE, Bundle
 
     test = load_labelled_file(data, ("tier", "task")).df
     test = test[test["split"] == "test"].reset_index(drop=True)

@@ -219,8 +219,8 @@ def judge_cmd(
     threshold: Annotated[float | None, typer.Option(help="Override the bundle's threshold.")] = None,
 ) -> None:
     """Checks, then the learned gate (as /v1/gate does). Exit 0 if acceptable, 1 if rejected."""
-    from serving.bundle import BundleError
     from serving.gate.model import GateItem, GateModel
+    from serving.model.bundle import BundleError
 
     path = model or latest_gate_bundle()
     if path is None:

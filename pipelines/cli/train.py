@@ -77,7 +77,7 @@ def train_cmd(
     # Over 60 lines: mostly typer option declarations; the body is config -> train -> print.
     from pipelines.data.dataset import DataValidationError
     from pipelines.train.classifier import TrainConfig, train
-    from serving.textprep import TruncationSpec
+    from serving.model.textprep import TruncationSpec
 
     try:
         config = TrainConfig(
@@ -155,8 +155,8 @@ def bench_classify_cmd(
     if embed_texts > 0:
         import json
 
-        from serving.bundle import Bundle
-        from serving.textprep import TruncationSpec
+        from serving.model.bundle import Bundle
+        from serving.model.textprep import TruncationSpec
 
         spec = TruncationSpec.from_dict(json.loads((path / "bundle.json").read_text())["text"])
         texts = _sample_texts(embed_texts)

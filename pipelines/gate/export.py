@@ -34,10 +34,10 @@ from typing import Any
 from pipelines.train.bundle_build import publish_dir
 from pipelines.train.encoder_export import EMBED_DIM, EncoderArtifact
 from pipelines.train.heads import FittedHead
-from serving.bundle import BUNDLE_SCHEMA_VERSION, MANIFEST, MODEL_FILE, TOKENIZER_FILE, sha256_file
 from serving.gate.model import GATE_KIND, INPUT_SIDES, SIGNALS_INPUT, GateModel
 from serving.gate.signals import SIGNAL_NAMES, SIGNALS_VERSION
-from serving.textprep import TruncationSpec
+from serving.model.bundle import BUNDLE_SCHEMA_VERSION, MANIFEST, MODEL_FILE, TOKENIZER_FILE, sha256_file
+from serving.model.textprep import TruncationSpec
 
 ML_DOMAIN = "ai.onnx.ml"
 ENCODER_INPUTS = ("input_ids", "attention_mask", "token_type_ids")

@@ -1,7 +1,7 @@
 """Train, evaluate, export and register the learned response gate (`tierroute gate train`).
 
 Job: data/gate/gate.parquet -> embeddings of prompt and response (the same exported encoder and
-`serving.textprep` code as serving, each side with its own token budget) + `serving.gate.signals`
+`serving.model.textprep` code as serving, each side with its own token budget) + `serving.gate.signals`
 -> a calibrated logistic head P(acceptable) and a reason head -> a threshold for the configured
 target false-accept rate -> test metrics next to the string-match baselines on the same rows ->
 one ONNX gate bundle (parity-checked against the sklearn heads) -> MLflow run + registered model
@@ -36,7 +36,7 @@ from pipelines.train.heads import FittedHead, fit_head
 from serving.gate.checks import check_response
 from serving.gate.refusals import is_refusal
 from serving.gate.signals import signals_batch
-from serving.textprep import TruncationSpec
+from serving.model.textprep import TruncationSpec
 
 COARSE_REASON = {
     "ok": "ok",

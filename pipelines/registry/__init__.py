@@ -1,6 +1,6 @@
 """The registry layer: every MLflow call of the project lives in this subpackage.
 
-`store` connects (default store and `models:/` parsing shared with `serving.model_source`), `log`
+`store` connects (default store and `models:/` parsing shared with `serving.model.source`), `log`
 registers training runs, `read` resolves and lists versions, `promote` moves `champion`, `export`
 writes a version back to a plain bundle folder, `tracking` logs eval/drift/calibrate runs, `pyfunc`
 is the MLflow flavour of a bundle. mlflow itself is imported only inside functions (and by `pyfunc`).

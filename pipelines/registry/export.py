@@ -16,7 +16,7 @@ def download_bundle(model_uri: str, out_dir: Path, *, tracking_uri: str | None =
 
     The folder is assembled next to `out_dir`, verified (manifest + file hashes + registered digest)
     and renamed into place; an existing bundle folder is replaced, any other non-empty folder is
-    refused. The result loads with `serving.bundle.Bundle.load` alone, no MLflow."""
+    refused. The result loads with `serving.model.bundle.Bundle.load` alone, no MLflow."""
     name, alias, version = parse_model_uri(model_uri)
     out_dir = Path(out_dir).resolve()
     if out_dir.exists() and (

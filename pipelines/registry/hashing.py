@@ -9,7 +9,7 @@ from pathlib import Path
 from typing import Any
 
 from pipelines.registry.store import MANIFEST, RegistryError
-from serving import model_source
+from serving.model import source as model_source
 
 
 def bundle_digest(bundle_dir: Path) -> str:
@@ -34,13 +34,13 @@ def find_bundle_dir(root: Path) -> Path:
 
 
 def _verify_bundle(path: Path) -> dict[str, Any]:
-    """bundle.json parsed; file hashes checked with serving.bundle when it is available."""
+    """bundle.json parsed; file hashes checked with serving.model.bundle when it is available."""
     if not path.is_dir():
         raise RegistryError(f"bundle folder not found: {path}")
     if not (path / MANIFEST).is_file():
         raise RegistryError(f"{path}: no {MANIFEST}; not a tierroute bundle")
     try:
-        from serving.bundle import BundleError, read_manifest
+        from serving.model.bundle import BundleError, read_manifest
     except ImportError:
         try:
             data = json.loads((path / MANIFEST).read_text(encoding="utf-8"))

@@ -1,6 +1,6 @@
 """The MLflow pyfunc flavour of a classifier bundle: `mlflow.pyfunc.load_model(...).predict(texts)`.
 
-Job: wrap `serving.bundle.Bundle` so a registered version can be scored through MLflow's generic
+Job: wrap `serving.model.bundle.Bundle` so a registered version can be scored through MLflow's generic
 interface (pyfunc, `mlflow.evaluate`, `mlflow models serve`). The bundle files travel as the
 model artifact named "bundle" (`artifacts={"bundle": <bundle dir>}`), so a downloaded model folder
 holds exactly one `bundle.json`; serving and `pipelines.registry.export.download_bundle` find the bundle by
@@ -63,7 +63,7 @@ class BundlePyfunc(PythonModel):
 
     def load_context(self, context: Any) -> None:
         from pipelines.registry.hashing import find_bundle_dir
-        from serving.bundle import Bundle
+        from serving.model.bundle import Bundle
 
         config = dict(getattr(context, "model_config", None) or {})
         path = find_bundle_dir(Path(context.artifacts["bundle"]))

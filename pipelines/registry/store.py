@@ -4,7 +4,7 @@ the other registry modules.
 Job: one `_connect` that imports mlflow with telemetry off and short HTTP retries, checks a remote
 server with one short `/health` request (3 s timeout) so an unreachable registry fails within
 seconds, and points the fluent API and a client at the same store. The default store and `models:/`
-parsing are serving's (`serving.model_source`), so training and serving cannot disagree on them.
+parsing are serving's (`serving.model.source`), so training and serving cannot disagree on them.
 """
 
 from __future__ import annotations
@@ -20,7 +20,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-from serving import model_source
+from serving.model import source as model_source
 
 DEFAULT_MODEL_NAME = "tierroute-classifier"
 DEFAULT_EXPERIMENT = "tierroute"

@@ -3,7 +3,7 @@
 Job: convert each sklearn head with skl2onnx (`zipmap` off: a plain probability tensor), splice
 the heads into the encoder graph so `input_ids -> embedding -> <head>_probs` is ONE artifact,
 and write `bundle.json` with everything serving needs to use and verify it (see
-`serving.bundle`). The graph also outputs `embedding`, which drift checks reuse.
+`serving.model.bundle`). The graph also outputs `embedding`, which drift checks reuse.
 
 Trade-offs: splicing by hand (prefixing each head's names and appending its nodes) is used
 instead of `onnx.compose.merge_models` because merging several heads onto one shared input
@@ -28,8 +28,15 @@ from typing import Any
 
 from pipelines.train.encoder_export import EMBED_DIM, EncoderArtifact
 from pipelines.train.heads import FittedHead
-from serving.bundle import BUNDLE_SCHEMA_VERSION, MANIFEST, MODEL_FILE, TOKENIZER_FILE, Bundle, sha256_file
-from serving.textprep import TruncationSpec
+from serving.model.bundle import (
+    BUNDLE_SCHEMA_VERSION,
+    MANIFEST,
+    MODEL_FILE,
+    TOKENIZER_FILE,
+    Bundle,
+    sha256_file,
+)
+from serving.model.textprep import TruncationSpec
 
 ML_DOMAIN = "ai.onnx.ml"
 

@@ -28,8 +28,8 @@ from pipelines.train.embed import Embedder
 from pipelines.train.encoder_export import EncoderArtifact, Precision, export_encoder
 from pipelines.train.heads import FittedHead, fit_head
 from pipelines.train.metrics import classification_metrics, plot_confusion_matrix, plot_reliability
-from serving.bundle import Bundle
-from serving.textprep import TruncationSpec
+from serving.model.bundle import Bundle
+from serving.model.textprep import TruncationSpec
 
 log = logging.getLogger(__name__)
 
@@ -128,7 +128,7 @@ def train(
     timings["encoder_s"] = time.perf_counter() - t
 
     t = time.perf_counter()
-    # int8: one text per call, as the bundle will serve it (see serving.bundle.Bundle.per_item)
+    # int8: one text per call, as the bundle will serve it (see serving.model.bundle.Bundle.per_item)
     embedder = Embedder(
         encoder,
         config.spec,
@@ -247,8 +247,8 @@ def _attach_reference_stats(
     gives the same), token counts from the bundle's own tokenizer, so reference and current sets
     are measured the same way."""
     from pipelines.train.reference_stats import attach_to_bundle, compute_stats
-    from serving.bundle import TOKENIZER_FILE
-    from serving.textprep import TextTokenizer
+    from serving.model.bundle import TOKENIZER_FILE
+    from serving.model.textprep import TextTokenizer
 
     mask = test_mask if test_mask.any() else np.ones(len(df), dtype=bool)
     part = df[mask]

@@ -1,7 +1,7 @@
 """Batch embeddings for training, with an on-disk cache.
 
 Job: turn texts into the exact vectors serving computes. It runs the same exported ONNX encoder
-and the same `serving.textprep` tokenisation the bundle uses, so training features and serving
+and the same `serving.model.textprep` tokenisation the bundle uses, so training features and serving
 features are identical by construction (not by a parity hope).
 
 Trade-offs:
@@ -24,8 +24,8 @@ from pathlib import Path
 import numpy as np
 
 from pipelines.train.encoder_export import EMBED_DIM, EncoderArtifact
-from serving.onnx_session import make_session
-from serving.textprep import TextTokenizer, TruncationSpec
+from serving.model.onnx_session import make_session
+from serving.model.textprep import TextTokenizer, TruncationSpec
 
 
 def text_key(text: str) -> str:

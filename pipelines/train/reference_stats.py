@@ -300,7 +300,7 @@ def compute_reference_stats(
     meta: Mapping[str, Any] | None = None,
     seed: int = 0,
 ) -> ReferenceStats:
-    """Summarise a `serving.bundle.BundleOutput` (+ optional labelled DataFrame, same row order).
+    """Summarise a `serving.model.bundle.BundleOutput` (+ optional labelled DataFrame, same row order).
 
     `labels_df` columns named like a head are read as that head's labels; its `text` column (or
     `texts`) feeds the language mix. Call at train time on the test split:

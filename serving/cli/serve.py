@@ -1,15 +1,12 @@
-"""`tierroute serve` and `tierroute bench http`.
+"""`tierroute serve` (and the mounting of `tierroute bench http`, see `serving.cli.bench`).
 
-Job: start the classify service under uvicorn (uvloop + httptools, one worker), and load-test a
-running service from separate processes. `serve` loads the model BEFORE starting uvicorn, so a
-missing model or unreachable registry without a cache is a one-line error and exit code 2, not a
-traceback from inside the ASGI lifespan.
+Job: start the classify service under uvicorn (uvloop + httptools, one worker). `serve` loads the
+model BEFORE starting uvicorn, so a missing model or unreachable registry without a cache is a
+one-line error and exit code 2, not a traceback from inside the ASGI lifespan.
 
 Trade-offs: one uvicorn worker per process (the model is shared by the inference threads; more
 processes would each hold a copy and fight for the 2 cores). Options left unset fall back to
 `TIERROUTE_*` environment variables (pydantic-settings), so containers configure by env alone.
-The load generator prefers `wrk` (C, epoll: little CPU taken from the server); without it, a
-multi-process Python generator stands in (it costs more CPU, so its numbers are lower bounds).
 """
 
 from __future__ import annotations
@@ -21,7 +18,7 @@ from typing import Annotated, Any
 
 import typer
 
-from serving import loadgen
+from serving.cli.bench import bench_http
 from serving.cli.errors import fail as _fail
 
 log = logging.getLogger("tierroute.serving")
@@ -138,8 +135,8 @@ def run_server(settings: Any) -> None:
 
     from serving import extensions
     from serving.app import create_app
-    from serving.model_holder import ModelHolder, ModelLoadError
-    from serving.model_source import ModelSourceError, create_source
+    from serving.model.holder import ModelHolder, ModelLoadError
+    from serving.model.source import ModelSourceError, create_source
 
     logging.basicConfig(
         level=settings.log_level.upper(),
@@ -182,54 +179,6 @@ def run_server(settings: Any) -> None:
         raise _fail(
             f"the server did not start on {settings.host}:{settings.port} (see the log above)", code=1
         )
-
-
-def bench_http(
-    url: Annotated[
-        list[str],
-        typer.Option(help="base URL of a running service; repeat to compare servers (e.g. batching on/off)"),
-    ] = ["http://127.0.0.1:8000"],  # noqa: B006
-    concurrency: Annotated[str, typer.Option(help="comma-separated concurrency levels")] = "1,8,32",
-    duration: Annotated[float, typer.Option(help="seconds measured per level")] = 10.0,
-    warmup: Annotated[float, typer.Option(help="seconds of unmeasured load before each level")] = 2.0,
-    texts_per_request: Annotated[int, typer.Option(help="texts in each request body")] = 1,
-    tool: Annotated[
-        str, typer.Option(help="load generator: auto (wrk if installed), wrk or python")
-    ] = "auto",
-    api_key: Annotated[
-        str | None, typer.Option(envvar="TIERROUTE_API_KEY", help="API key to send [env TIERROUTE_API_KEY]")
-    ] = None,
-) -> None:
-    """Load-test running services with ~64-token texts: p50/p99 latency and requests/s per concurrency.
-
-    Starts no server. Load comes from separate processes (wrk, or Python processes without it).
-    """
-    try:
-        levels = [int(c) for c in concurrency.split(",") if c.strip()]
-        if not levels or min(levels) < 1:
-            raise ValueError
-    except ValueError:
-        raise _fail(
-            f"--concurrency must be positive integers separated by commas, got {concurrency!r}"
-        ) from None
-    if tool not in ("auto", "wrk", "python"):
-        raise _fail(f"--tool must be auto, wrk or python, got {tool!r}")
-    if duration <= 0 or warmup < 0 or texts_per_request < 1:
-        raise _fail("--duration must be > 0, --warmup >= 0, --texts-per-request >= 1")
-    try:
-        rows = loadgen.run_benchmark(
-            url,
-            levels,
-            duration=duration,
-            warmup=warmup,
-            texts_per_request=texts_per_request,
-            tool=tool,
-            api_key=api_key,
-            echo=lambda m: typer.echo(m, err=True),
-        )
-    except loadgen.BenchError as exc:
-        raise _fail(str(exc), code=1) from None
-    typer.echo(loadgen.format_table(rows))
 
 
 def register(root: typer.Typer, bench: typer.Typer) -> None:

@@ -46,7 +46,7 @@ from threading import Lock
 from typing import Any
 
 from serving.gate.refusals import refusal_match
-from serving.textprep import clean_text
+from serving.model.textprep import clean_text
 
 EMPTY = "empty"
 TOO_SHORT = "too_short"

@@ -31,7 +31,9 @@ from typing import Any, Literal
 
 import numpy as np
 
-from serving.bundle import (
+from serving.gate.checks import InvalidSchemaError, check_response
+from serving.gate.signals import SIGNAL_NAMES, SIGNALS_VERSION, signals_batch
+from serving.model.bundle import (
     SELF_CHECK_ATOL,
     BundleError,
     open_session,
@@ -39,9 +41,7 @@ from serving.bundle import (
     read_manifest,
     runs_per_item,
 )
-from serving.gate.checks import InvalidSchemaError, check_response
-from serving.gate.signals import SIGNAL_NAMES, SIGNALS_VERSION, signals_batch
-from serving.textprep import TruncationSpec
+from serving.model.textprep import TruncationSpec
 
 GATE_KIND = "gate"
 INPUT_SIDES: tuple[str, str] = ("prompt", "response")

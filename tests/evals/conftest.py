@@ -21,7 +21,7 @@ def heldout_df(repo_root: Path) -> Any:
 
 @pytest.fixture(scope="session")
 def eval_bundle(trained_bundle: Path) -> Any:
-    from serving.bundle import Bundle
+    from serving.model.bundle import Bundle
 
     return Bundle.load(trained_bundle, threads=2)
 

@@ -42,7 +42,7 @@ def build_small_bundle(out_dir: Path, encoder_cache: Path, precision: str = "fp3
     from pipelines.train.embed import Embedder
     from pipelines.train.encoder_export import export_encoder
     from pipelines.train.heads import fit_head
-    from serving.textprep import TruncationSpec
+    from serving.model.textprep import TruncationSpec
 
     texts: list[str] = []
     tiers: list[str] = []

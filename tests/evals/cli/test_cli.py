@@ -116,7 +116,7 @@ def test_training_stores_reference_stats_that_drift_reads(
 ) -> None:
     """`train` summarises its test split into the bundle; `drift --reference BUNDLE` needs nothing else."""
     from pipelines.train.reference_stats import ReferenceStats
-    from serving.bundle import read_manifest
+    from serving.model.bundle import read_manifest
 
     manifest = read_manifest(trained_bundle)  # verifies the new file's sha256 too
     test_rows = pd.read_parquet(small_labelled_file).query("split == 'test'").reset_index(drop=True)
@@ -244,7 +244,7 @@ def test_prediction_log_as_unlabelled_current(
 def test_calibrate_writes_new_bundle_and_keeps_source(
     trained_bundle: Path, small_test_set: Path, tmp_path: Path
 ) -> None:
-    from serving.bundle import Bundle, read_manifest
+    from serving.model.bundle import Bundle, read_manifest
 
     before = (trained_bundle / "bundle.json").read_text()
     target = tmp_path / "calibrated"

@@ -90,7 +90,7 @@ def test_eval_drift_calibrate_on_registered_version(
     assert float(mv.tags["routing_threshold.complexity"]) == pytest.approx(
         tag["strong_if_at_least"], rel=1e-5
     )
-    from serving.bundle import read_manifest
+    from serving.model.bundle import read_manifest
 
     manifest = read_manifest(tmp_path / "calibrated")
     assert manifest["thresholds"]["routing"]["strong_if_at_least"] == tag["strong_if_at_least"]

@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 
 from pipelines.bench.variants import run_variants
-from serving.textprep import TruncationSpec
+from serving.model.textprep import TruncationSpec
 
 pytestmark = pytest.mark.slow
 

@@ -11,8 +11,8 @@ import numpy as np
 import pytest
 
 from pipelines.gate.train import choose_threshold, decision_metrics, per_reason_reject_rate, score_metrics
-from serving.bundle import BundleError
 from serving.gate.model import GateItem, GateModel, decide_without_model
+from serving.model.bundle import BundleError
 
 pytestmark = pytest.mark.slow
 

@@ -1,7 +1,7 @@
 """Fixtures for the registry tests: a tiny but real bundle, records, and a real `mlflow server`.
 
 `tiny_bundle` is a real bundle (real tokenizer.json of the encoder package, a real ONNX graph that
-onnxruntime runs through `serving.bundle.Bundle`) whose "encoder" is a few arithmetic nodes instead
+onnxruntime runs through `serving.model.bundle.Bundle`) whose "encoder" is a few arithmetic nodes instead
 of MiniLM: registry behaviour does not depend on classifier quality, and building it takes
 milliseconds. The end-to-end pyfunc test uses the lead's real `trained_bundle` instead.
 """

@@ -29,7 +29,7 @@ def test_register_promote_list_export_through_a_real_server(
     import mlflow
     from mlflow import MlflowClient
 
-    from serving.bundle import Bundle
+    from serving.model.bundle import Bundle
 
     monkeypatch.setenv("MLFLOW_TRACKING_URI", mlflow_server)
     monkeypatch.delenv("MLFLOW_REGISTRY_URI", raising=False)

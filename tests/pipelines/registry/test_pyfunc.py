@@ -24,7 +24,7 @@ TEXTS = [
 
 
 def _expected(bundle: Path) -> list[dict[str, Any]]:
-    from serving.bundle import Bundle
+    from serving.model.bundle import Bundle
 
     return [p.to_result() for p in Bundle.load(bundle).predict(TEXTS)]
 

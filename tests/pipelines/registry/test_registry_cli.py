@@ -113,7 +113,7 @@ def test_models_list_shows_versions_aliases_and_metrics(
 def test_export_round_trip(
     app: typer.Typer, tracking_uri: str, tiny_bundle: Path, make_record: Callable[..., Any], tmp_path: Path
 ) -> None:
-    from serving.bundle import Bundle
+    from serving.model.bundle import Bundle
 
     log_and_register(make_record(), tiny_bundle)
     promote(NAME)

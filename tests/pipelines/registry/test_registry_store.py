@@ -282,7 +282,7 @@ def test_resolve_errors_name_what_is_missing(
 def test_download_bundle_round_trip(
     tracking_uri: str, tiny_bundle: Path, make_record: Callable[..., Any], tmp_path: Path
 ) -> None:
-    from serving.bundle import Bundle
+    from serving.model.bundle import Bundle
 
     log_and_register(make_record(), tiny_bundle)
     out = download_bundle(f"models:/{NAME}@candidate", tmp_path / "exported")
@@ -350,7 +350,7 @@ def test_serving_and_pipelines_use_one_default_store(
     """Without MLFLOW_TRACKING_URI both sides resolve `<cwd>/mlruns/mlflow.db`: what `train` registers
     there, `serve` finds there, and serving's download creates no other store (no `./mlflow.db`)."""
     from pipelines.registry import store
-    from serving.model_source import RegistrySource
+    from serving.model.source import RegistrySource
 
     monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
     monkeypatch.delenv("MLFLOW_REGISTRY_URI", raising=False)
@@ -368,7 +368,7 @@ def test_serving_and_pipelines_use_one_default_store(
     assert store._connect(None)[2] == expected
     # serving resolves in a fresh process, as `tierroute serve` does (no MLflow state from training)
     script = (
-        "import json, pathlib; from serving.model_source import RegistrySource; "
+        "import json, pathlib; from serving.model.source import RegistrySource; "
         "r = RegistrySource('models:/tierroute-classifier@candidate', tracking_uri=None, "
         "cache_dir=pathlib.Path('c')).resolve(); print(json.dumps([r.origin, r.version, str(r.path)]))"
     )

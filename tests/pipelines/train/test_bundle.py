@@ -10,7 +10,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from serving.bundle import Bundle, BundleError, read_manifest, sha256_file
+from serving.model.bundle import Bundle, BundleError, read_manifest, sha256_file
 
 
 @pytest.fixture()

@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 from pipelines.train.embed import Embedder
-from serving.textprep import TruncationSpec
+from serving.model.textprep import TruncationSpec
 
 
 def test_cache_never_reembeds_and_keys_on_spec(encoder_artifact, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]

@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 from serving.gate.holder import GateHolder, GateLoadError
-from serving.model_source import LocalSource
+from serving.model.source import LocalSource
 
 pytestmark = pytest.mark.slow
 

@@ -1,7 +1,7 @@
 """Robustness against a real server: schema-driven fuzzing and 1,000 concurrent mixed requests.
 
 Numbers for the closing note are printed (`-s`): `.venv/bin/pytest -q -s -p no:cacheprovider
-tests/serving/test_fuzz_and_load.py`."""
+tests/serving/app/test_fuzz_and_load.py`."""
 
 from __future__ import annotations
 

@@ -3,12 +3,36 @@
 from __future__ import annotations
 
 import json
+from collections.abc import Iterator
 from pathlib import Path
 
 import httpx
 import yaml
 
+from serving.router.chat_schema import LIMITS
 from tests.support.server import start_server
+
+JSON = {"content-type": "application/json"}
+
+
+def assert_chat_body_cap(url: str) -> None:
+    """The service's body cap lets the chat endpoint see bodies up to its own 4 MiB cap (over the
+    classify cap) and refuses larger ones in OpenAI's error shape, by Content-Length or streamed."""
+    under = b'{"model": "auto", "messages": "' + b"x" * (LIMITS.max_body_bytes - 64) + b'"}'
+    resp = httpx.post(url, content=under, headers=JSON, timeout=60)
+    assert resp.status_code == 400, resp.text  # judged by the endpoint (messages is not a list)
+    assert resp.json()["error"]["code"] == "invalid_request_error"
+    over = b"x" * (LIMITS.max_body_bytes + 1)
+
+    def streamed() -> Iterator[bytes]:  # no Content-Length: the cap applies while reading
+        for start in range(0, len(over), 1 << 20):
+            yield over[start : start + (1 << 20)]
+
+    for content in (over, streamed()):
+        resp = httpx.post(url, content=content, headers=JSON, timeout=60)
+        assert resp.status_code == 413, resp.text
+        error = resp.json()["error"]
+        assert error["code"] == "invalid_request_error" and str(LIMITS.max_body_bytes) in error["message"]
 
 
 def test_prediction_log_and_gate_without_a_gate_model(serving_bundle: Path, tmp_path: Path) -> None:
@@ -68,5 +92,6 @@ def test_policy_mounts_chat_completions_with_the_served_classifier(
             assert resp.headers["x-tierroute-model"] in policy["models"]
             spec = httpx.get(f"{server.url}/openapi.json").json()
             assert "/v1/chat/completions" in spec["paths"] and "/v1/gate" in spec["paths"]
+            assert_chat_body_cap(f"{server.url}/v1/chat/completions")
         finally:
             server.stop()

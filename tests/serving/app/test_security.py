@@ -2,7 +2,7 @@
 break the service, now asserted on outcome (no timing thresholds; timeouts are failure guards only).
 
 Numbers for the closing note are printed (run with `-s` to see them):
-`.venv/bin/pytest -q -s -p no:cacheprovider tests/serving/test_security.py`.
+`.venv/bin/pytest -q -s -p no:cacheprovider tests/serving/app/test_security.py`.
 """
 
 from __future__ import annotations
@@ -207,8 +207,8 @@ def boom_server(serving_bundle: Path) -> Iterator[str]:
     import uvicorn
 
     from serving.app import create_app
-    from serving.model_holder import ModelHolder
-    from serving.model_source import LocalSource
+    from serving.model.holder import ModelHolder
+    from serving.model.source import LocalSource
     from serving.settings import ServeSettings
 
     holder = ModelHolder(LocalSource(serving_bundle), threads=1)
@@ -382,7 +382,7 @@ def _reorder_tier_labels(folder: Path) -> None:
 
 
 def test_reordered_labels_are_refused_on_load_and_on_reload(serving_bundle: Path, tmp_path: Path) -> None:
-    from serving.bundle import Bundle, BundleError
+    from serving.model.bundle import Bundle, BundleError
 
     good = tmp_path / "good"
     bad = tmp_path / "bad"
@@ -411,7 +411,7 @@ def test_reordered_labels_are_refused_on_load_and_on_reload(serving_bundle: Path
 
 
 def test_a_version_1_bundle_gets_a_clear_error(serving_bundle: Path, tmp_path: Path) -> None:
-    from serving.bundle import BundleError, read_manifest
+    from serving.model.bundle import BundleError, read_manifest
 
     old = tmp_path / "old"
     shutil.copytree(serving_bundle, old)

@@ -8,8 +8,8 @@ from pathlib import Path
 
 import pytest
 
-from serving.model_holder import ModelHolder, ModelLoadError
-from serving.model_source import (
+from serving.model.holder import ModelHolder, ModelLoadError
+from serving.model.source import (
     LocalSource,
     ModelSourceError,
     RegistrySource,

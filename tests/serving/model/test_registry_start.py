@@ -64,7 +64,7 @@ def test_registry_then_cache_when_the_registry_is_down(
 
 def test_cached_bundle_serves_without_mlflow_store(serving_bundle: Path, tmp_path: Path) -> None:
     """A pre-seeded cache (air-gapped install) is enough when the registry cannot be reached."""
-    from serving.model_source import seed_cache
+    from serving.model.source import seed_cache
 
     cache = tmp_path / "cache"
     seed_cache(cache, URI, serving_bundle, version="7")
@@ -113,7 +113,7 @@ def test_calibrated_threshold_tag_is_served_and_picked_up_on_reload(
     import mlflow
 
     from pipelines.registry import TrainingRecord, log_and_register
-    from serving.model_source import RegistrySource
+    from serving.model.source import RegistrySource
 
     registered = log_and_register(
         TrainingRecord(run_name="calibrated"), serving_bundle, alias="champion", tracking_uri=tracking_uri

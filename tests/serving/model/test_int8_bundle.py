@@ -7,7 +7,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from serving.bundle import Bundle
+from serving.model.bundle import Bundle
 from tests.support.bundles import build_small_bundle
 
 pytestmark = pytest.mark.slow

@@ -9,7 +9,7 @@ import httpx
 
 from serving.client import BundleClassifier, ClassifierClient
 from serving.schemas import RoutingThreshold
-from tests.serving.test_reload import release
+from tests.serving.app.test_reload import release
 from tests.support.server import start_server
 
 

@@ -8,7 +8,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from serving.textprep import TextTokenizer, TruncationSpec
+from serving.model.textprep import TextTokenizer, TruncationSpec
 
 
 @pytest.fixture(scope="module")

@@ -9,7 +9,7 @@ from collections.abc import Sequence
 
 import pytest
 
-from serving.batcher import Inference
+from serving.model.batcher import Inference
 
 
 class FakeModel:
@@ -135,7 +135,7 @@ def test_bad_configuration_is_rejected(kwargs: dict[str, float]) -> None:
 
 
 def test_a_full_queue_refuses_at_once_and_an_empty_one_admits_anything() -> None:
-    from serving.batcher import QueueFull
+    from serving.model.batcher import QueueFull
 
     model = FakeModel(delay=0.05)
 
@@ -156,7 +156,7 @@ def test_a_full_queue_refuses_at_once_and_an_empty_one_admits_anything() -> None
 
 
 def test_abandoned_requests_leave_the_queue_and_abort_their_running_call() -> None:
-    from serving.batcher import CancelToken
+    from serving.model.batcher import CancelToken
 
     started = threading.Event()
     tokens: list[CancelToken] = []

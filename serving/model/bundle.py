@@ -14,7 +14,7 @@ to make hot reloads of a half-copied bundle impossible to serve.
   fixed texts when it was built. `Bundle.self_check()` recomputes them on every load and refuses
   the bundle if they differ, so reordered labels, a swapped graph or an edited head cannot serve.
 - Bundles from the registry are compared with the version's `bundle_digest` tag (a digest of every
-  file, bundle.json included: `folder_digest`) by `serving.model_source`.
+  file, bundle.json included: `folder_digest`) by `serving.model.source`.
 Version-1 bundles (no expectations) are refused with a message asking to re-export them.
 """
 
@@ -29,11 +29,11 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from serving.onnx_session import make_session
-from serving.textprep import TextTokenizer, TruncationSpec
+from serving.model.onnx_session import make_session
+from serving.model.textprep import TextTokenizer, TruncationSpec
 
 if TYPE_CHECKING:
-    from serving.batcher import CancelToken
+    from serving.model.batcher import CancelToken
 
 BUNDLE_SCHEMA_VERSION = 2
 MANIFEST = "bundle.json"
@@ -250,7 +250,7 @@ class Bundle:
         return [h.name for h in self.heads]
 
     def predict_arrays(self, texts: Sequence[str], cancel: CancelToken | None = None) -> BundleOutput:
-        """Raw outputs for `texts`. `cancel` (see `serving.batcher.CancelToken`) aborts the call when
+        """Raw outputs for `texts`. `cancel` (see `serving.model.batcher.CancelToken`) aborts the call when
         nobody waits for it any more: ONNX Runtime stops at its next node (`RunOptions.terminate`)
         and BundleError("cancelled") is raised."""
         if not texts:

@@ -618,7 +618,9 @@ async def _start(app: FastAPI, service: Service, holder: ModelHolder | None) -> 
     )
     service.gate = await loop.run_in_executor(None, extensions.load_gate, settings)
     if settings.policy is not None:
-        service.router = await loop.run_in_executor(None, extensions.build_policy_router, settings, holder)
+        service.router = await loop.run_in_executor(
+            None, extensions.build_policy_router, settings, holder, service.metrics.registry
+        )
         app.include_router(extensions.chat_router(service.router), dependencies=protection(settings))
         app.openapi_schema = None
     if settings.reload_interval_s > 0:

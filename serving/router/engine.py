@@ -159,7 +159,7 @@ class Router:
         Errors before the first chunk (every provider down, budget, no eligible model) raise here;
         spend is recorded when the stream ends, fails or is abandoned (`aclose()` or cancellation
         closes the provider call too). A cascade buffers and gates stage 1 before anything streams."""
-        kw.pop("stream", None)
+        kw.pop("stream", None)  # streaming is what this method does
         req, litellm_kw = _split_kwargs(messages, kw)
         decision = await self.adecide(req)
         msgs = [dict(m) for m in messages]
@@ -227,6 +227,8 @@ def _split_kwargs(
     messages: Sequence[Mapping[str, Any]], kw: dict[str, Any]
 ) -> tuple[RouteRequest, dict[str, Any]]:
     kw = dict(kw)
+    if kw.pop("stream", False):
+        raise InvalidRequest("stream=True: use Router.astream(), which returns the chunks")
     refused = sorted(TRANSPORT_FIELDS.intersection(kw))
     if refused:
         raise InvalidRequest(

@@ -150,3 +150,14 @@ def test_client_disconnect_mid_stream_cuts_the_provider_and_records_spend(
     assert _wait_for(lambda: len(_spend(server.ledger)) > before), "no spend recorded"
     model, prompt, completion = _spend(server.ledger)[before]
     assert model == "gpt" and prompt > 0 and 0 < completion < 40  # what was streamed before the cut
+
+
+def test_complete_refuses_stream_and_points_to_astream(make_policy: Any) -> None:
+    from serving.router import InvalidRequest, Router
+
+    router = Router(make_policy(), classifier=None)
+    try:
+        with pytest.raises(InvalidRequest, match="astream"):
+            router.complete(ASK, stream=True)
+    finally:
+        router.close()

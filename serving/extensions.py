@@ -21,8 +21,8 @@ import logging
 from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
-from serving.model_holder import ModelHolder
-from serving.model_source import create_source
+from serving.model.holder import ModelHolder
+from serving.model.source import create_source
 from serving.schemas import ClassifyResponse
 from serving.settings import ServeSettings
 
@@ -81,14 +81,17 @@ def gate_router(get_gate: Any, settings: ServeSettings, dependencies: Sequence[A
     return build_gate_router(get_gate, settings, dependencies=dependencies, registry=registry)
 
 
-def build_policy_router(settings: ServeSettings, holder: ModelHolder) -> Any:
-    """The policy router for /v1/chat/completions, its classifier being the served model."""
+def build_policy_router(settings: ServeSettings, holder: ModelHolder, registry: Any = None) -> Any:
+    """The policy router for /v1/chat/completions, its classifier being the served model.
+
+    `registry`: the Prometheus registry the app's /metrics renders; the router's
+    `tierroute_router_*` / `tierroute_cascade_*` series go there (None: the global default)."""
     from serving.router import Router, load_policy
 
     assert settings.policy is not None
     policy = load_policy(settings.policy)
     classifier = HolderClassifier(holder) if policy.classifier is not None else None
-    return Router(policy, classifier=classifier).warm()
+    return Router(policy, classifier=classifier, registry=registry).warm()
 
 
 def chat_router(router: Any) -> Any:

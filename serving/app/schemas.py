@@ -1,7 +1,7 @@
 """Response shapes of the service's operational endpoints (health, readiness, models, reload).
 
 Job: document /healthz, /readyz, /v1/models and /admin/reload in the OpenAPI schema. The
-classify contract itself lives in `serving.schemas` (owned by the lead; other code relies on it).
+classify contract itself lives in `serving.schemas`, shared by the service, the clients and the router.
 Trade-off: bundle metadata is passed through as an open object: it is whatever the bundle's
 manifest says, versioned by its own `schema_version`.
 """

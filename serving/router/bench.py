@@ -197,3 +197,103 @@ def format_table(results: dict[str, dict[str, float]]) -> str:
             f"{name:<{width}}{r['n']:>7.0f}{r['p50_us']:>11.1f}{r['p99_us']:>11.1f}{r['mean_us']:>11.1f}"
         )
     return "\n".join(lines)
+
+
+# ----------------------------------------------------------------------------------------------
+# in-process classification: decision latency with a real bundle, idle and under load
+
+LOAD_THREADS = 8
+SENTENCE = (
+    "Our team reviewed the quarterly numbers for the northern region and found that shipping "
+    "delays grew while support tickets about billing fell after the new invoice template. "
+)
+
+
+def text_of_tokens(tokens: int) -> str:
+    """A prompt of about `tokens` tokens (the router's estimate: 4 characters a token)."""
+    reps = max(1, tokens * 4 // len(SENTENCE) + 1)
+    return (SENTENCE * reps)[: tokens * 4] + " What should we fix first?"
+
+
+class _Load:
+    """`threads` threads classifying long texts back to back: a busy service's CPU contention."""
+
+    def __init__(self, classify: Callable[[list[str]], Any], threads: int, text: str) -> None:
+        self._stop = threading.Event()
+        self._threads = [
+            threading.Thread(target=self._loop, args=(classify, text), daemon=True) for _ in range(threads)
+        ]
+
+    def _loop(self, classify: Callable[[list[str]], Any], text: str) -> None:
+        while not self._stop.is_set():
+            classify([text])
+
+    def __enter__(self) -> _Load:
+        for t in self._threads:
+            t.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop.set()
+        for t in self._threads:
+            t.join(timeout=30)
+
+
+def run_classifier_bench(
+    policy_path: str | Path, bundle: str | Path, n: int = 200, threads: int = LOAD_THREADS
+) -> dict[str, dict[str, float]]:
+    """`decide()` p50/p99 with the bundle in process (64 and ~900 tokens, idle and under a load of
+    `threads` threads), next to the baseline: the bare `BundleClassifier.classify` call of the same
+    text in the same conditions. Times in microseconds; the router's deadline is lifted (10 s) so
+    every decision waits for its answer and the tail is measured, not cut."""
+    from serving.client import BundleClassifier
+
+    policy = load_policy(policy_path)
+    if policy.classifier is None:
+        raise ValueError("the policy has no classifier section")
+    policy = policy.model_copy(
+        update={"classifier": policy.classifier.model_copy(update={"timeout_ms": 10_000.0})}
+    )
+    cls = BundleClassifier(bundle)
+    tmp = Path(tempfile.mkdtemp(prefix="tierroute-bench-"))
+    router = Router(policy, classifier=cls, ledger=tmp / "ledger.sqlite")
+    results: dict[str, dict[str, float]] = {}
+    try:
+        for load in (0, threads):
+            for tokens in (64, 900):
+                text = text_of_tokens(tokens)
+                req = RouteRequest.from_text(text)
+                if router.decide(req).decided_by == "rule":
+                    raise RuntimeError(f"a rule decides the {tokens}-token bench text; pick another policy")
+                where = "idle" if load == 0 else f"{load} threads busy"
+                with _Load(cls.classify, load, text_of_tokens(900)) if load else _nothing():
+                    base, _ = _time(lambda t=text: cls.classify([t]), n, warmup=20)  # type: ignore[misc]
+                    dec, _ = _time(lambda r=req: router.decide(r), n, warmup=20)  # type: ignore[misc]
+                b, d = _percentiles(base), _percentiles(dec)
+                d["ratio_p50"], d["ratio_p99"] = d["p50_us"] / b["p50_us"], d["p99_us"] / b["p99_us"]
+                results[f"{tokens} tokens, {where}: classify() alone (baseline)"] = b
+                results[f"{tokens} tokens, {where}: decide() in process"] = d
+    finally:
+        router.close()
+    return results
+
+
+class _nothing:
+    def __enter__(self) -> None:
+        return None
+
+    def __exit__(self, *exc: object) -> None:
+        return None
+
+
+def format_classifier_table(results: dict[str, dict[str, float]]) -> str:
+    width = max(len(k) for k in results) + 2
+    lines = [f"{'scenario':<{width}}{'n':>6}{'p50 ms':>9}{'p99 ms':>9}{'x base p50':>12}{'x base p99':>12}"]
+    for name, r in results.items():
+        ratio = f"{r['ratio_p50']:>12.2f}{r['ratio_p99']:>12.2f}" if "ratio_p50" in r else ""
+        lines.append(
+            f"{name:<{width}}{r['n']:>6.0f}{r['p50_us'] / 1e3:>9.2f}{r['p99_us'] / 1e3:>9.2f}{ratio}"
+        )
+    worst = max(r["p99_us"] for k, r in results.items() if "decide()" in k) / 1e3
+    lines.append(f"worst decide() p99: {worst:.1f} ms")
+    return "\n".join(lines)

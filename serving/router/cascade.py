@@ -24,7 +24,7 @@ from typing import Any
 
 import httpx
 
-from serving.router import metrics
+from serving.router.metrics import RouterMetrics
 from serving.router.policy import Cascade, GateSettings, LearnedGate
 
 log = logging.getLogger("tierroute.router.cascade")
@@ -36,7 +36,8 @@ LearnedGateFn = Callable[[str, str], float]
 class FallbackTracker:
     """Rolling fallback rate per cascade route, with an alarm above the threshold."""
 
-    def __init__(self, cascades: dict[str, Cascade]) -> None:
+    def __init__(self, cascades: dict[str, Cascade], metrics: RouterMetrics | None = None) -> None:
+        self._metrics = metrics or RouterMetrics.for_registry()
         self._cfg = {name: c.alarm for name, c in cascades.items()}
         self._windows: dict[str, deque[bool]] = {
             name: deque(maxlen=a.window) for name, a in self._cfg.items()
@@ -55,10 +56,11 @@ class FallbackTracker:
             was = self._alarmed[route]
             now = n >= cfg.min_samples and rate > cfg.threshold
             self._alarmed[route] = now
-        metrics.CASCADE_FALLBACK_RATE.labels(route).set(rate)
-        metrics.CASCADE_ALARM.labels(route).set(1 if now else 0)
+        m = self._metrics
+        m.cascade_fallback_rate.labels(route).set(rate)
+        m.cascade_alarm.labels(route).set(1 if now else 0)
         if now and not was:
-            metrics.CASCADE_ALARMS.labels(route).inc()
+            m.cascade_alarms.labels(route).inc()
             log.warning(
                 "cascade %s: stage-1 fallback rate %.0f%% over the last %d requests is above %.0f%%%s",
                 route,

@@ -207,14 +207,25 @@ def bench_router(
     n_slow: int = typer.Option(
         200, "--n-slow", help="Decisions with a blackholed classifier (each waits the timeout).", min=10
     ),
+    bundle: Path | None = typer.Option(
+        None,
+        "--bundle",
+        help="Also time decisions with this bundle in process (64 / ~900 tokens, idle / under load).",
+    ),
+    n_bundle: int = typer.Option(200, "--n-bundle", help="Decisions per in-process scenario.", min=10),
+    threads: int = typer.Option(8, "--load-threads", help="Busy threads for the under-load rows.", min=1),
 ) -> None:
-    """Decision overhead p50/p99: rules-only, classifier answered (minus the call), classifier unreachable."""
-    from serving.router.bench import format_table, run_bench
+    """Decision overhead p50/p99: rules-only, classifier answered (minus the call), classifier unreachable;
+    with --bundle, decision latency with in-process classification against the bare classify call."""
+    from serving.router.bench import format_classifier_table, format_table, run_bench, run_classifier_bench
 
     _load(policy)
     results = run_bench(policy, n=n, n_slow=n_slow)
     typer.echo(f"tierroute bench router --policy {policy}")
     typer.echo(format_table(results))
+    if bundle is not None:
+        typer.echo(f"\nin-process classification, bundle {bundle}, {threads} load threads")
+        typer.echo(format_classifier_table(run_classifier_bench(policy, bundle, n=n_bundle, threads=threads)))
 
 
 def register(root: typer.Typer, bench: typer.Typer) -> None:

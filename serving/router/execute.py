@@ -181,6 +181,45 @@ class Executor:
             self._cool_cache.clear()
         return self._result(model, response)
 
+    async def astream(
+        self, model: str, messages: list[dict[str, Any]], fallbacks: list[str], **kw: Any
+    ) -> Any:
+        """Open a streamed completion (LiteLLM's stream wrapper, an async iterator of chunks). Failover
+        happens before the first chunk, as for `acall`; usage is requested in the last chunk."""
+        kw = {
+            **kw,
+            "stream": True,
+            "stream_options": {**(kw.get("stream_options") or {}), "include_usage": True},
+        }
+        try:
+            return await self.router.acompletion(model=model, messages=messages, fallbacks=fallbacks, **kw)
+        except Exception as exc:
+            raise self._wrap(model, fallbacks, exc) from exc
+        finally:
+            self._cool_cache.clear()
+
+    def stream_result(
+        self, requested: str, stream: Any, chunks: list[Any], messages: list[dict[str, Any]]
+    ) -> CallResult:
+        """What a (possibly interrupted) stream cost: its chunks rebuilt into one response with usage
+        (the provider's, else counted); no chunk at all still costs the prompt."""
+        import litellm
+
+        response: Any = None
+        if chunks:
+            try:
+                response = litellm.stream_chunk_builder(chunks, messages=messages)
+            except Exception as exc:  # pricing must never fail the request
+                log.warning("cannot rebuild the streamed response for pricing: %s", _first_line(exc))
+        if response is None:
+            prompt = litellm.token_counter(messages=messages)
+            response = litellm.ModelResponse()
+            response.usage = litellm.Usage(prompt_tokens=prompt, completion_tokens=0, total_tokens=prompt)
+        hidden = getattr(stream, "_hidden_params", None)
+        if isinstance(hidden, dict):
+            response._hidden_params = {**(getattr(response, "_hidden_params", None) or {}), **hidden}
+        return self._result(requested, response)
+
     def _wrap(self, model: str, fallbacks: list[str], exc: Exception) -> RouterError:
         """A typed error with a complete, client-safe message; LiteLLM's detail is logged here, once."""
         spec = self.policy.models.get(model)

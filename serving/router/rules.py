@@ -1,22 +1,23 @@
 """Ordered rules, compiled once, evaluated first-match-wins in about a microsecond each.
 
 Job: turn the policy's `rules` into `CompiledRule`s whose `matches(features)` is a handful of
-attribute compares and, at most, one precompiled regex search. `when` conditions are ANDed; a
+attribute compares and, at most, two precompiled regex searches (RE2, linear time, on at most
+4096 characters from each end of the text: `serving.router.regex`). `when` conditions are ANDed; a
 non-empty `any` list adds "and at least one of these".
 
 Trade-off: conditions are fixed fields (token bounds, context bounds, use case, system-prompt
-regex, metadata equality, SLA class, critical) rather than an expression language: policies stay
-reviewable and validation can name the bad field, at the price of expressiveness (no arithmetic,
-no negation except `metadata: {flag: false}`).
+regex, latest-message regex, metadata equality, SLA class, critical) rather than an expression
+language: policies stay reviewable and validation can name the bad field, at the price of
+expressiveness (no arithmetic, no negation except `metadata: {flag: false}`).
 """
 
 from __future__ import annotations
 
-import re
 from dataclasses import dataclass
 from typing import Any
 
 from serving.router.policy import Match, Rule, Target
+from serving.router.regex import RuleRegex
 from serving.router.request import Features
 
 
@@ -27,7 +28,8 @@ class CompiledMatch:
     context_tokens_gt: int | None
     context_tokens_lte: int | None
     use_cases: frozenset[str] | None
-    system_re: re.Pattern[str] | None
+    system_re: RuleRegex | None
+    prompt_re: RuleRegex | None
     metadata: tuple[tuple[str, Any], ...]
     slas: frozenset[str] | None
     critical: bool | None
@@ -45,7 +47,8 @@ class CompiledMatch:
             context_tokens_gt=m.context_tokens_gt,
             context_tokens_lte=m.context_tokens_lte,
             use_cases=as_set(m.use_case),
-            system_re=re.compile(m.system_prompt_regex) if m.system_prompt_regex else None,
+            system_re=RuleRegex(m.system_prompt_regex) if m.system_prompt_regex else None,
+            prompt_re=RuleRegex(m.prompt_regex) if m.prompt_regex else None,
             metadata=tuple(m.metadata.items()),
             slas=as_set(m.sla),
             critical=m.critical,
@@ -73,7 +76,9 @@ class CompiledMatch:
                     return False
             elif value != expected:
                 return False
-        return not (self.system_re is not None and self.system_re.search(f.system) is None)
+        if self.system_re is not None and not self.system_re.search(f.system):
+            return False
+        return not (self.prompt_re is not None and not self.prompt_re.search(f.prompt))
 
 
 @dataclass(frozen=True, slots=True)

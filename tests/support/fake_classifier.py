@@ -24,6 +24,7 @@ class FakeClassifier:
         self.delay_s = 2.0
         self.confidence = 0.92
         self.calls = 0
+        self.last_texts: list[str] = []
         self.last_auth: str | None = None
         self.gate_p = 0.9
         self.gate_mode = "ok"  # ok | slow | error
@@ -73,6 +74,7 @@ class FakeClassifier:
             self.last_auth = request.headers.get("authorization")
             body = await request.json()
             texts = body.get("texts") or [body.get("text", "")]
+            self.last_texts = [str(t) for t in texts]
             mode = self.mode
             if mode == "slow":
                 await asyncio.sleep(self.delay_s)

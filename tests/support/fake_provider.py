@@ -6,6 +6,9 @@ providers and LiteLLM deployments differ only by `api_base`. Behaviour is script
 (provider, model): one-shot steps queued with `script()` run first, then the sticky default set
 with `set_default()`. Kinds: ok, error (any status, e.g. 429/500/503), slow (sleep, then ok),
 refusal, invalid_json. Every answer reports token usage; every call is logged for assertions.
+`stream: true` is answered with server-sent events in OpenAI's chunk format (one chunk per word,
+`chunk_delay_s` apart; usage last when `stream_options.include_usage`); streams cut short by the
+client are counted in `streams_cut`.
 
 Trade-off: the server runs in a thread of the test process (fast start, shared state without an
 admin API); the router under test still talks to it over real HTTP through LiteLLM.
@@ -14,6 +17,7 @@ admin API); the router under test still talks to it over real HTTP through LiteL
 from __future__ import annotations
 
 import asyncio
+import json
 import threading
 import time
 import uuid
@@ -23,7 +27,7 @@ from typing import Any
 
 import uvicorn
 from fastapi import FastAPI, Request
-from fastapi.responses import JSONResponse
+from fastapi.responses import JSONResponse, Response, StreamingResponse
 
 from tests.support.ports import free_port
 
@@ -41,6 +45,7 @@ class Step:
     prompt_tokens: int = 20
     completion_tokens: int = 10
     finish_reason: str = "stop"
+    chunk_delay_s: float = 0.0  # streaming: pause before each content chunk
 
 
 @dataclass
@@ -59,6 +64,8 @@ class FakeProvider:
         self._queues: dict[tuple[str, str], deque[Step]] = defaultdict(deque)
         self._defaults: dict[tuple[str, str], Step] = {}
         self.calls: list[Call] = []
+        self.streams_completed = 0
+        self.streams_cut = 0  # streams whose client (the router) went away before the end
         self.port = free_port()
         self.app = self._build_app()
         self._server: ThreadedServer | None = None
@@ -80,6 +87,7 @@ class FakeProvider:
             self._queues.clear()
             self._defaults.clear()
             self.calls.clear()
+            self.streams_completed = self.streams_cut = 0
 
     def calls_to(self, provider: str, model: str | None = None) -> list[Call]:
         with self._lock:
@@ -97,7 +105,7 @@ class FakeProvider:
         app = FastAPI()
 
         @app.post("/{provider}/v1/chat/completions")
-        async def chat(provider: str, request: Request) -> JSONResponse:
+        async def chat(provider: str, request: Request) -> Response:
             body = await request.json()
             model = str(body.get("model", ""))
             step = self._next_step(provider, model)
@@ -116,6 +124,11 @@ class FakeProvider:
             content = {"refusal": REFUSAL_TEXT, "invalid_json": '{"answer": "unterminated'}.get(
                 step.kind, step.content
             )
+            if body.get("stream") is True:
+                usage = bool((body.get("stream_options") or {}).get("include_usage"))
+                return StreamingResponse(
+                    self._sse(model, content, step, usage), media_type="text/event-stream"
+                )
             return JSONResponse(
                 {
                     "id": f"chatcmpl-{uuid.uuid4().hex[:12]}",
@@ -138,6 +151,38 @@ class FakeProvider:
             )
 
         return app
+
+    async def _sse(self, model: str, content: str, step: Step, usage: bool) -> Any:
+        """OpenAI's streaming format: a role chunk, one chunk per word, the finish chunk, the usage
+        chunk when asked for, then `data: [DONE]`."""
+        base = {"id": f"chatcmpl-{uuid.uuid4().hex[:12]}", "object": "chat.completion.chunk"}
+        base |= {"created": int(time.time()), "model": model}
+
+        def event(choices: list[dict[str, Any]], **extra: Any) -> bytes:
+            return b"data: " + json.dumps({**base, "choices": choices, **extra}).encode() + b"\n\n"
+
+        done = False
+        try:
+            yield event([{"index": 0, "delta": {"role": "assistant", "content": ""}, "finish_reason": None}])
+            words = content.split(" ")
+            for i, word in enumerate(words):
+                if step.chunk_delay_s:
+                    await asyncio.sleep(step.chunk_delay_s)
+                piece = word if i == 0 else " " + word
+                yield event([{"index": 0, "delta": {"content": piece}, "finish_reason": None}])
+            yield event([{"index": 0, "delta": {}, "finish_reason": step.finish_reason}])
+            if usage:
+                total = step.prompt_tokens + step.completion_tokens
+                tokens = {"prompt_tokens": step.prompt_tokens, "completion_tokens": step.completion_tokens}
+                yield event([], usage={**tokens, "total_tokens": total})
+            yield b"data: [DONE]\n\n"
+            done = True
+        finally:
+            with self._lock:
+                if done:
+                    self.streams_completed += 1
+                else:
+                    self.streams_cut += 1
 
     # -- lifecycle ---------------------------------------------------------------------------
     def start(self) -> FakeProvider:

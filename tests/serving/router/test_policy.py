@@ -58,7 +58,9 @@ def test_seed_example_as_written(tmp_path: Path) -> None:
         )
     )
     assert (fin.model, fin.rule_id) == ("opus", "financial-reasoning")
-    other = router.decide(RouteRequest.from_text("tell me a joke"))
+    short = router.decide(RouteRequest.from_text("tell me a joke"))  # no classifier: the short band
+    assert (short.model, short.rule_id) == ("haiku", "short-message-band")
+    other = router.decide(RouteRequest.from_text("Draft a migration plan for our billing database " * 3))
     assert other.decided_by == "default" and other.model == "sonnet"
 
 

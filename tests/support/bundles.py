@@ -1,4 +1,4 @@
-"""A small real bundle for the serving tests when the lead's `trained_bundle` fixture is absent.
+"""A small real bundle for the serving tests when the real `trained_bundle` fixture is not used.
 
 Job: train two tiny heads (tier, task) on a few templated texts with the real encoder and
 write a real bundle (same builder as `tierroute train`). Quality is irrelevant here; the

@@ -3,7 +3,7 @@
 `tiny_bundle` is a real bundle (real tokenizer.json of the encoder package, a real ONNX graph that
 onnxruntime runs through `serving.model.bundle.Bundle`) whose "encoder" is a few arithmetic nodes instead
 of MiniLM: registry behaviour does not depend on classifier quality, and building it takes
-milliseconds. The end-to-end pyfunc test uses the lead's real `trained_bundle` instead.
+milliseconds. The end-to-end pyfunc test uses the real `trained_bundle` fixture instead.
 """
 
 from __future__ import annotations

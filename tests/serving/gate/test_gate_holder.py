@@ -18,7 +18,7 @@ def test_reload_swaps_and_refuses_corrupt(gate_bundle: Path, tmp_path: Path) -> 
     live = tmp_path / "live"
     shutil.copytree(gate_bundle, live)
     holder = GateHolder(LocalSource(live))
-    first = holder.load_initial()
+    first = holder.load_initial().bundle  # the loaded record: the gate, where from, when
     assert holder.current is first
     assert holder.reload().status == "unchanged"
 
@@ -55,7 +55,7 @@ def test_reordered_reason_labels_are_refused_and_the_old_gate_keeps_serving(
     live = tmp_path / "live"
     shutil.copytree(gate_bundle, live)
     holder = GateHolder(LocalSource(live))
-    first = holder.load_initial()
+    first = holder.load_initial().bundle  # the loaded record: the gate, where from, when
     manifest = json.loads((live / "bundle.json").read_text())
     reason = next(h for h in manifest["heads"] if h["name"] == "reason")
     reason["labels"] = reason["labels"][::-1]

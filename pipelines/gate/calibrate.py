@@ -23,7 +23,8 @@ from pipelines.gate.economics import CascadePrices, baselines, best_point, cost_
 
 
 def served_scores(bundle: Path, prompts: list[str], responses: list[str]) -> np.ndarray:
-    """P(acceptable) as served: 0.0 where a deterministic check fails, the model's probability otherwise."""
+    """P(acceptable) as served: -1 where a deterministic check fails (rejected at any threshold), else the
+    model's probability."""
     from serving.gate.model import GateItem, GateModel
 
     gate = GateModel.load(bundle, threads=2)
@@ -35,7 +36,7 @@ def served_scores(bundle: Path, prompts: list[str], responses: list[str]) -> np.
             for p, r in zip(prompts[start : start + step], responses[start : start + step], strict=True)
         ]
         for k, d in enumerate(gate.decide(items, threshold=0.0)):
-            out[start + k] = 0.0 if d.p_acceptable is None else float(d.p_acceptable)
+            out[start + k] = -1.0 if d.p_acceptable is None else float(d.p_acceptable)
     return out
 
 

@@ -51,6 +51,8 @@ COARSE_REASON = {
 }
 REASON_LABELS: tuple[str, ...] = ("ok", "refusal", "incorrect", "garbage", "truncated", "off_instruction")
 ACCEPT_LABELS: tuple[str, str] = ("unacceptable", "acceptable")
+CHECK_FAILED_SCORE = -1.0
+"""The served score of a response a deterministic check rejects: below every threshold in [0, 1]."""
 PARITY_TOLERANCE = 1e-4
 PARITY_ROWS = 128
 SPLITS = ("train", "validation", "test")
@@ -301,7 +303,7 @@ def train_gate(
 
     p_model = head.predict_proba(X)[:, 1]
     fails = check_fails(prompts, responses)
-    served = np.where(fails, 0.0, p_model)  # checks short-circuit to "unacceptable"
+    served = np.where(fails, CHECK_FAILED_SCORE, p_model)  # checks short-circuit: rejected at any threshold
     threshold = pick_threshold(config, served[m["validation"]], y[m["validation"]])
     refusal = np.array([is_refusal(r) for r in responses])
     metrics, report = _evaluate(

@@ -12,18 +12,23 @@ from pathlib import Path
 from typing import Any
 
 
-def train_and_promote_gate(echo: Callable[[str], None], rebuild_data: bool = True) -> dict[str, Any]:
-    """Gate data (rebuilt if asked or missing) -> `gate train` defaults -> promote; the numbers to print."""
-    from pipelines.gate.data import OUT_PATH, build_gate_dataset
+def train_and_promote_gate(
+    echo: Callable[[str], None], rebuild_data: bool = True, config: Any = None
+) -> dict[str, Any]:
+    """Gate data (rebuilt if asked or missing) -> `gate train` (defaults unless `config`) -> promote;
+    returns the numbers to print."""
+    from pipelines.gate.data import build_gate_dataset
     from pipelines.gate.promotion import GATE_KEY_METRICS, same_rows_check
     from pipelines.gate.train import GateTrainConfig, train_gate
     from pipelines.registry import promote
 
-    if rebuild_data or not Path(OUT_PATH).is_file():
-        build_gate_dataset()
-    config = GateTrainConfig()
+    config = config if config is not None else GateTrainConfig()
+    if rebuild_data or not Path(config.data).is_file():
+        build_gate_dataset(out=Path(config.data))
     result = train_gate(config, progress=False, echo=echo)
-    promo = promote(config.model_name, metric_keys=GATE_KEY_METRICS, extra_checks=[same_rows_check()])
+    promo = promote(
+        config.model_name, metric_keys=GATE_KEY_METRICS, extra_checks=[same_rows_check(Path(config.data))]
+    )
     if not promo.promoted:
         echo(f"gate candidate not promoted: {promo.reason}")
     test = result.report["test"]

@@ -55,19 +55,36 @@ class HolderClassifier:
         )
 
 
+DEFAULT_GATE_URI = "models:/tierroute-gate@champion"
+NO_GATE = frozenset({"none", "off", ""})
+
+
 def load_gate(settings: ServeSettings) -> GateHolder | None:
-    """A GateHolder for `settings.gate_model` (loaded if possible), or None when no gate is configured."""
-    if settings.gate_model is None:
+    """A GateHolder for `settings.gate_model` (loaded if possible), or None when no gate is configured.
+
+    No `gate_model` and a registry classifier (`models:/...`): `DEFAULT_GATE_URI` when it exists
+    (`tierroute demo` registers and promotes one), else no gate. `gate_model` "none" turns it off."""
+    if settings.gate_model is not None and settings.gate_model.strip().lower() in NO_GATE:
         return None
     from serving.gate.holder import GateHolder, GateLoadError
 
+    default = settings.gate_model is None
+    if default and not settings.model.startswith("models:/"):
+        return None
     source = create_source(
-        settings.gate_model, tracking_uri=settings.tracking_uri, cache_dir=settings.cache_dir
+        DEFAULT_GATE_URI if default else str(settings.gate_model),
+        tracking_uri=settings.tracking_uri,
+        cache_dir=settings.cache_dir,
     )
     gate = GateHolder(source, threads=settings.threads)
     try:
         gate.load_initial()
     except GateLoadError as exc:
+        if default:
+            log.info(
+                "no %s to serve (%s); /v1/gate runs the deterministic checks only", DEFAULT_GATE_URI, exc
+            )
+            return None
         log.error("gate not loaded, /v1/gate answers from the deterministic checks only: %s", exc)
     return gate
 

@@ -137,6 +137,12 @@ def demo_cmd(
     exported = download_bundle(f"models:/{config.model_name}@champion", Path("models/bundles/champion"))
     step("export from registry", t0, str(exported))
 
+    t0 = time.perf_counter()
+    from pipelines.gate.demo import train_and_promote_gate
+
+    gate = train_and_promote_gate(console.print, rebuild_data=rebuild_data)
+    step("gate: data + train + register + promote", t0, f"tierroute-gate @champion = v{gate['champion']}")
+
     if serve:
         t0 = time.perf_counter()
         ready, response, ms = classify_over_http(f"models:/{config.model_name}@champion", EXAMPLES)
@@ -168,6 +174,19 @@ def demo_cmd(
             f"  ECE {m.get(f'test_{head}_ece', float('nan')):.3f}",
         )
     summary.add_row("ONNX parity (max |diff|)", f"{m['parity_max_abs_diff']:.1e}")
+    eco = gate["economics"]
+    summary.add_row(
+        "gate (test split)",
+        f"false escalation {gate['false_escalation']:.3f} (strong models"
+        f" {gate['false_escalation_by_source'].get('alpaca_eval:strong', float('nan')):.3f}); caught: "
+        + ", ".join(f"{k} {v:.2f}" for k, v in sorted(gate["catch_rate_by_reason"].items())),
+    )
+    summary.add_row(
+        "gate operating point",
+        f"threshold {gate['threshold']:.2f}: ${eco['cost_per_1000']:.2f} and {eco['bad_per_1000']:.0f} bad"
+        " answers per 1,000 requests; refusal accuracy (hand labels) "
+        + ", ".join(f"{k} {v:.3f}" for k, v in gate["refusal_accuracy"].items()),
+    )
     summary.add_row("bundle", str(result.bundle_dir))
     summary.add_row(
         "registry", f"{os.environ['MLFLOW_TRACKING_URI']} -> {config.model_name} v{result.version}"

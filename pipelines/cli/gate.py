@@ -16,6 +16,12 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
+from pipelines.gate.economics import (
+    DEFAULT_BAD_ANSWER_COST,
+    DEFAULT_CHEAP_COST,
+    DEFAULT_PASS_RATE,
+    DEFAULT_STRONG_COST,
+)
 from serving.cli.errors import fail as _fail
 
 console = Console()
@@ -96,9 +102,23 @@ def train_cmd(
         int, typer.Option(help="Of those, tokens kept from the response's start.")
     ] = 48,
     target_false_accept: Annotated[
-        float,
-        typer.Option(help="Target share of unacceptable responses the gate may accept (sets the threshold)."),
-    ] = 0.10,
+        float | None,
+        typer.Option(
+            help="Set the threshold by a fixed false-accept target, not by cascade economics (the default)."
+        ),
+    ] = None,
+    cheap_cost: Annotated[
+        float, typer.Option(help="Cascade economics: $ per 1,000 requests on the cheap model.")
+    ] = DEFAULT_CHEAP_COST,
+    strong_cost: Annotated[
+        float, typer.Option(help="Cascade economics: $ per 1,000 requests on the strong model.")
+    ] = DEFAULT_STRONG_COST,
+    pass_rate: Annotated[
+        float, typer.Option(help="Cascade economics: share of the cheap model's answers that are acceptable.")
+    ] = DEFAULT_PASS_RATE,
+    bad_answer_cost: Annotated[
+        float, typer.Option(help="Cascade economics: $ one bad answer served costs.")
+    ] = DEFAULT_BAD_ANSWER_COST,
     reason_head: Annotated[
         bool, typer.Option(help="Also train a reason head (refusal, truncated, ...).")
     ] = True,
@@ -113,6 +133,7 @@ def train_cmd(
     """Train the learned gate (P(acceptable) + reason), calibrate its threshold, evaluate it against the
     string-match baselines on the test split, export an ONNX gate bundle, check parity, register it."""
     # Over 60 lines: mostly typer option declarations; the body is config -> train_gate -> print.
+    from pipelines.gate.economics import CascadePrices
     from pipelines.gate.train import GateTrainConfig, train_gate
 
     if precision not in ("fp32", "int8"):
@@ -127,6 +148,7 @@ def train_cmd(
             response_tokens=response_tokens,
             response_head_tokens=response_head_tokens,
             target_false_accept=target_false_accept,
+            prices=CascadePrices(cheap_cost, strong_cost, pass_rate, bad_answer_cost),
             reason_head=reason_head,
             model_name=model_name,
             alias=alias,
@@ -237,6 +259,116 @@ def judge_cmd(
     raise typer.Exit(0 if decision.acceptable else 1)
 
 
+def calibrate_cmd(
+    model: Annotated[
+        str | None,
+        typer.Option(
+            help="Gate bundle folder or models:/ URI (default: newest models/bundles/tierroute-gate-*)."
+        ),
+    ] = None,
+    data: Annotated[Path, typer.Option(help="Gate dataset (validation picks, test reports).")] = Path(
+        "data/gate/gate.parquet"
+    ),
+    out: Annotated[
+        Path | None, typer.Option(help="Write a copy of the bundle with the chosen threshold here.")
+    ] = None,
+    register: Annotated[
+        bool, typer.Option(help="Register the calibrated copy (needs --out) as a new version.")
+    ] = False,
+    alias: Annotated[
+        str, typer.Option(help="Alias for the registered copy; champion only when you ask for it.")
+    ] = "candidate",
+    model_name: Annotated[str, typer.Option(help="Registered model name.")] = "tierroute-gate",
+    cheap_cost: Annotated[
+        float, typer.Option(help="$ per 1,000 requests on the cheap model.")
+    ] = DEFAULT_CHEAP_COST,
+    strong_cost: Annotated[
+        float, typer.Option(help="$ per 1,000 requests on the strong model.")
+    ] = DEFAULT_STRONG_COST,
+    pass_rate: Annotated[
+        float, typer.Option(help="Share of the cheap model's answers that are acceptable.")
+    ] = DEFAULT_PASS_RATE,
+    bad_answer_cost: Annotated[
+        float, typer.Option(help="$ one bad answer served costs.")
+    ] = DEFAULT_BAD_ANSWER_COST,
+    limit: Annotated[int | None, typer.Option(help="Score at most this many rows per split.")] = None,
+    as_json: Annotated[bool, typer.Option("--json", help="Print the result as JSON.")] = False,
+) -> None:
+    """Pick the gate's threshold by cascade economics: expected cost and bad answers served per 1,000
+    requests as a function of the threshold; the cheapest cost + bad-answer penalty on validation wins."""
+    # Over 60 lines: mostly typer option declarations; the body is resolve -> calibrate -> write -> print.
+    from pipelines.gate.calibrate import calibrate_gate, write_calibrated_copy
+    from pipelines.gate.economics import CascadePrices
+    from serving.bundle import BundleError
+
+    if register and out is None:
+        raise _fail("--register needs --out (the calibrated copy is what gets registered)")
+    try:
+        prices = CascadePrices(cheap_cost, strong_cost, pass_rate, bad_answer_cost)
+        bundle = _resolve_gate(model)
+        result = calibrate_gate(bundle, data, prices, limit=limit)
+        if out is not None:
+            result["written"] = str(write_calibrated_copy(bundle, out, result))
+    except (FileNotFoundError, FileExistsError, ValueError, BundleError) as exc:
+        raise _fail(str(exc)) from None
+    if register and out is not None:
+        from pipelines.registry import TrainingRecord, log_and_register
+
+        record = TrainingRecord(
+            experiment=model_name,
+            run_name=f"{out.name}-calibrate",
+            params={f"price_{k}": v for k, v in result["prices"].items()} | {"source": str(model)},
+            metrics={f"test_{k}": float(v) for k, v in result["at_threshold"].items()},
+            artifacts=[],
+            tags={"tierroute.kind": "gate", "gate_threshold": f"{result['threshold']:.4f}"},
+        )
+        version = log_and_register(record, out, model_name=model_name, alias=alias)
+        result["registered"] = f"{model_name} v{version.version} @{alias}"
+    if as_json:
+        console.print_json(json.dumps(result, default=float))
+        return
+    table = Table(
+        title=f"cascade economics on {result['reported_on']} (threshold chosen on {result['chosen_on']})"
+    )
+    for col in ("threshold", "accept good", "false accept", "escalated", "$ / 1,000", "bad / 1,000"):
+        table.add_column(col)
+    for c in result["curve"][::2]:
+        table.add_row(
+            f"{c['threshold']:.2f}",
+            f"{c['accept_good']:.3f}",
+            f"{c['false_accept']:.3f}",
+            f"{c['escalated']:.3f}",
+            f"{c['cost_per_1000']:.2f}",
+            f"{c['bad_per_1000']:.1f}",
+        )
+    console.print(table)
+    at = result["at_threshold"]
+    console.print(
+        f"chosen threshold {result['threshold']:.2f}: ${at['cost_per_1000']:.2f} and"
+        f" {at['bad_per_1000']:.1f} bad answers per 1,000 requests ({at['escalated']:.3f} escalated);"
+        f" always strong ${result['baselines']['always_strong']['cost_per_1000']:.2f}"
+    )
+    for key in ("written", "registered"):
+        if key in result:
+            console.print(f"{key}: {result[key]}")
+
+
+def _resolve_gate(model: str | None) -> Path:
+    """A local gate bundle folder for `model` (a folder or a models:/ URI, downloaded)."""
+    if model is None:
+        found = latest_gate_bundle()
+        if found is None:
+            raise FileNotFoundError("no gate bundle found: pass --model or run `tierroute gate train`")
+        return found
+    if model.startswith("models:/"):
+        import tempfile
+
+        from pipelines.registry import download_bundle
+
+        return Path(download_bundle(model, Path(tempfile.mkdtemp(prefix="tierroute-gate-"))))
+    return Path(model)
+
+
 # ------------------------------------------------------------------------------------------ bench
 
 
@@ -292,5 +424,6 @@ def register(root: typer.Typer, bench: typer.Typer) -> None:
     gate.command("train")(train_cmd)
     gate.command("check")(check_cmd)
     gate.command("judge")(judge_cmd)
+    gate.command("calibrate")(calibrate_cmd)
     root.add_typer(gate, name="gate")
     bench.command("gate")(bench_gate_cmd)

@@ -192,13 +192,19 @@ def promote_command(eval_checks: EvalCheckFactory | None) -> Callable[..., None]
                 raise _fail(str(exc)) from None
         elif required_slice:
             raise _fail("--required-slice applies to --eval-set files: pass at least one --eval-set")
+        keys = tuple(metric) if metric else KEY_METRICS
+        from pipelines.gate.promotion import GATE_KEY_METRICS, is_gate_model, same_rows_check
+
+        if is_gate_model(model_name):  # a gate: its own key metrics + both versions on the same rows
+            keys = tuple(metric) if metric else GATE_KEY_METRICS
+            checks = (*checks, same_rows_check())
         try:
             result = promote(
                 model_name,
                 candidate_alias=candidate_alias,
                 champion_alias=champion_alias,
                 tolerance=tolerance,
-                metric_keys=tuple(metric) if metric else KEY_METRICS,
+                metric_keys=keys,
                 force=force,
                 extra_checks=checks,
                 tracking_uri=tracking_uri,

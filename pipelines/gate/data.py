@@ -1,31 +1,41 @@
 """Build the gate's labelled (prompt, response) set: data/raw/ -> data/gate/gate.parquet + summary.json.
 
-Job: turn the public response data copied into `data/raw/` into rows of (prompt, response,
-acceptable, reason, source, split) for the learned gate, with every label's origin written in
-`source`/`reason` so the data card (data/gate/README.md) can count and explain them.
+Job: turn the public response and outcome data copied into `data/raw/` into rows of (prompt,
+response, acceptable, reason, source, split) for the learned gate, with every label's origin in
+`source`/`reason` and its licence in `licence`/`non_commercial`, so the data card
+(data/gate/README.md) can count and explain them.
 
-Labelling (see the data card for counts and weaknesses):
-- CoCoNoT preference pairs (allenai/noncompliance): the prompts are requests a model SHOULD answer
-  (contrast set). `chosen` (GPT-4) -> acceptable/"ok". `rejected` -> unacceptable; its reason is
-  the hand label where one exists (data/gate/refusal_labels.csv: R -> "refusal",
-  Q -> "clarification"), "incorrect" for the false-presupposition subcategory (the rejected answer
-  denies a true premise: "Nabokov did not write Lolita"), else "dispreferred" (CoCoNoT's relative
-  preference only: the weakest label in the set). Refusals to requests that SHOULD be refused
-  (coconot_eval) have no responses in the data; the gate judges helpfulness, not safety (moderation
-  is a separate concern), so no row teaches "refusing a harmful request is acceptable".
-- AlpacaEval outputs: NullModel (a constant text gaming the judge) -> "garbage" and gpt4_gamed
-  (GPT-4's answer cut to 10 characters) -> "truncated", unacceptable by construction whatever the
-  judge said. Other generators: `preference` - 1 = the GPT-4-turbo judge's probability that the
-  output beats GPT-4-turbo's own answer. >= ACCEPT_MIN_WIN -> acceptable ("competitive with the
-  strong model": a cascade would gain little by escalating); < REJECT_MAX_WIN -> unacceptable
-  "low_quality" (the judge is near-certain the strong model is better); in between -> dropped as
-  ambiguous. The gpt4_1106_preview generator IS the reference (preference 1.5 = tie) -> acceptable.
+What "acceptable" means: a careful reviewer would return this answer to the user. A competent
+answer by a weaker model IS acceptable, and so is a one-line correct answer to a one-line
+question. Being worse than the strongest model is a routing question, answered before the call,
+so no label here comes from a relative preference alone. Unacceptable: refusal or deflection of
+an answerable request, clarification where none was needed, truncated, off-topic (answers
+another question), garbage or judge-gaming, factually wrong where a source says so.
+
+Sources (see the data card for counts and weaknesses):
+- CoCoNoT preference pairs (allenai/noncompliance, MIT): the prompts are requests a model SHOULD
+  answer. `chosen` (GPT-4) -> acceptable. `rejected` -> unacceptable ONLY where something says why:
+  the hand label (data/gate/refusal_labels.csv: R -> "refusal", Q -> "clarification") or the
+  false-presupposition subcategory ("incorrect": the answer denies a true premise). Other rejected
+  answers are only dispreferred, often still reasonable: dropped.
+- AlpacaEval outputs (CC BY-NC 4.0, non-commercial): GPT-4-turbo and Claude 2.1 answers ->
+  acceptable (strong models' answers to real user instructions); weaker generators' answers the
+  GPT-4-turbo judge found competitive (P(beats GPT-4-turbo) >= COMPETENT_MIN_WIN) -> acceptable;
+  their other answers are dropped (the judge says the strong model is better, not that the answer
+  is unacceptable). NullModel (constant judge-gaming text) -> "garbage" and gpt4_gamed (GPT-4's
+  answer cut to 10 characters) -> "truncated", by construction.
+- TruthfulQA (Apache-2.0): the best answer -> acceptable (short, one sentence); one of the
+  listed incorrect answers -> "incorrect".
+- NQ-open (CC BY-SA 3.0): a gold short answer, as written or in a short sentence -> acceptable
+  (short answers are not bad answers).
+- MMLU-Pro (Apache-2.0): question + options; the gold option -> acceptable, a wrong option ->
+  "incorrect" (the outcome file has per-question gold letters, no model outputs).
 - HH-RLHF harmless: not used. Its labels are relative and about harmlessness; the chosen reply is
-  more often the refusal (measured in summary.json), which is the opposite of what a helpfulness
-  gate must learn.
+  more often the refusal (measured in summary.json).
 - Synthetic negatives derived from real acceptable responses (source "synthetic:*"):
-  "truncated" (cut at 25-70% of its length, mid-sentence) and "off_instruction" (a real acceptable
-  answer to a different prompt of the same split, prompts with overlapping words excluded).
+  "truncated" (cut at 25-70% of its length, mid-sentence; only answers >= 240 characters) and
+  "off_instruction" (a real acceptable answer to a different prompt of the same split, prompts
+  with overlapping words excluded).
 
 Splits: prompts are grouped (exact normalised text + shared word 6-grams, `near_duplicate_groups`)
 and each group goes to train/validation/test by a hash of its key (70/15/15), so one prompt's
@@ -58,25 +68,50 @@ RAW_DIR = Path("data/raw")
 OUT_PATH = Path("data/gate/gate.parquet")
 REFUSAL_LABELS = Path("data/gate/refusal_labels.csv")
 
-COLUMNS = ("id", "prompt", "response", "acceptable", "reason", "source", "generator", "group", "split")
+COLUMNS = (
+    "id",
+    "prompt",
+    "response",
+    "acceptable",
+    "reason",
+    "source",
+    "generator",
+    "licence",
+    "non_commercial",
+    "group",
+    "split",
+)
 REASONS = (
     "ok",
     "refusal",
     "clarification",
     "incorrect",
-    "dispreferred",
-    "low_quality",
     "garbage",
     "truncated",
     "off_instruction",
 )
 
-ACCEPT_MIN_WIN = 0.05
-"""AlpacaEval: judge P(output beats GPT-4-turbo) at or above this -> acceptable."""
-REJECT_MAX_WIN = 0.001
-"""AlpacaEval: below this -> unacceptable low_quality; in between -> dropped (ambiguous)."""
+COMPETENT_MIN_WIN = 0.05
+"""AlpacaEval, weaker generators: judge P(output beats GPT-4-turbo) at or above this -> acceptable."""
 GAMED_GENERATORS = {"NullModel": "garbage", "gpt4_gamed": "truncated"}
-REFERENCE_GENERATOR = "gpt4_1106_preview"
+STRONG_GENERATORS = frozenset({"gpt4_1106_preview", "claude-2.1"})
+"""AlpacaEval generators whose answers are acceptable as given (the strong models of the set)."""
+
+LICENCES = {
+    "coconot": ("MIT", False),
+    "alpaca_eval": ("CC-BY-NC-4.0 (AlpacaEval data; outputs under the providers' terms)", True),
+    "truthfulqa": ("Apache-2.0", False),
+    "nq_open": ("CC-BY-SA-3.0", False),
+    "mmlu_pro": ("Apache-2.0", False),
+}
+"""Source family -> (licence, non-commercial only). Synthetic rows inherit their parent's."""
+
+TRUTHFULQA_SHARE = 1.0
+"""Share of TruthfulQA questions used (each gives one correct and one incorrect answer)."""
+NQ_ROWS = 900
+"""NQ-open dev questions used (hash-sampled), each with one gold short answer."""
+MMLU_PRO_ROWS = 500
+"""MMLU-Pro questions used (hash-sampled), each with its gold option and one wrong option."""
 
 TRUNCATE_SHARE = 0.35
 """Share of acceptable responses (>= TRUNCATE_MIN_CHARS) that get a truncated twin."""
@@ -123,6 +158,7 @@ def _row(
     prompt: str, response: str, acceptable: bool, reason: str, source: str, generator: str
 ) -> dict[str, Any]:
     rid = _sha("gate-row-v1", f"{source}\0{generator}\0{prompt}\0{response}")[:16]
+    licence, non_commercial = LICENCES.get(source.split(":", 1)[0].split("_pref", 1)[0], ("", False))
     return {
         "id": rid,
         "prompt": prompt,
@@ -131,6 +167,8 @@ def _row(
         "reason": reason,
         "source": source,
         "generator": generator,
+        "licence": licence,
+        "non_commercial": non_commercial,
     }
 
 
@@ -150,7 +188,9 @@ def read_refusal_labels(path: Path) -> dict[tuple[str, str], str]:
         return {(r["id"], r["field"]): r["label"] for r in csv.DictReader(fh)}
 
 
-def coconot_rows(raw_dir: Path, hand_labels: dict[tuple[str, str], str]) -> list[dict[str, Any]]:
+def coconot_rows(
+    raw_dir: Path, hand_labels: dict[tuple[str, str], str], dropped: Counter[str]
+) -> list[dict[str, Any]]:
     rows: list[dict[str, Any]] = []
     for r in _read_jsonl(raw_dir / "coconot" / "data_coconot_pref.jsonl"):
         prompt = r["prompt"]
@@ -165,7 +205,8 @@ def coconot_rows(raw_dir: Path, hand_labels: dict[tuple[str, str], str]) -> list
         elif r.get("subcategory") == "false presuppositions":
             reason = "incorrect"
         else:
-            reason = "dispreferred"
+            dropped["coconot:rejected_only_dispreferred"] += 1
+            continue
         rows.append(_row(prompt, r["rejected"], False, reason, "coconot_pref:rejected", "unknown"))
     return rows
 
@@ -180,31 +221,77 @@ def alpaca_rows(raw_dir: Path, dropped: Counter[str]) -> list[dict[str, Any]]:
         for r in _read_jsonl(path):
             prompt, output = r["instruction"], r["output"]
             if generator in GAMED_GENERATORS:
-                rows.append(
-                    _row(
-                        prompt,
-                        output,
-                        False,
-                        GAMED_GENERATORS[generator],
-                        "alpaca_eval:by_construction",
-                        generator,
-                    )
-                )
+                reason = GAMED_GENERATORS[generator]
+                rows.append(_row(prompt, output, False, reason, "alpaca_eval:by_construction", generator))
                 continue
-            if generator == REFERENCE_GENERATOR:
-                rows.append(_row(prompt, output, True, "ok", "alpaca_eval:reference", generator))
+            if generator in STRONG_GENERATORS:
+                rows.append(_row(prompt, output, True, "ok", "alpaca_eval:strong", generator))
                 continue
             pref = r.get("preference")
-            if pref is None:
-                dropped["alpaca_eval:no_preference"] += 1
-                continue
-            win = float(pref) - 1.0
-            if win >= ACCEPT_MIN_WIN:
-                rows.append(_row(prompt, output, True, "ok", "alpaca_eval:judge", generator))
-            elif win < REJECT_MAX_WIN:
-                rows.append(_row(prompt, output, False, "low_quality", "alpaca_eval:judge", generator))
+            if pref is not None and float(pref) - 1.0 >= COMPETENT_MIN_WIN:
+                rows.append(_row(prompt, output, True, "ok", "alpaca_eval:competent", generator))
             else:
-                dropped["alpaca_eval:ambiguous_preference"] += 1
+                dropped["alpaca_eval:weaker_not_judged_competent"] += 1
+    return rows
+
+
+def truthfulqa_rows(raw_dir: Path) -> list[dict[str, Any]]:
+    """Best answer -> acceptable; one listed incorrect answer (hash-chosen) -> "incorrect"."""
+    rows: list[dict[str, Any]] = []
+    path = raw_dir / "truthfulqa" / "TruthfulQA.csv"
+    with path.open(newline="", encoding="utf-8") as fh:
+        for r in csv.DictReader(fh):
+            q, best = r["Question"].strip(), r["Best Answer"].strip()
+            if _unit("gate-tqa-v1", q) >= TRUTHFULQA_SHARE or not q or not best:
+                continue
+            rows.append(_row(q, _sentence(best), True, "ok", "truthfulqa:best", "truthfulqa"))
+            wrong = [a.strip() for a in r["Incorrect Answers"].split(";") if a.strip()]
+            if wrong:
+                pick = wrong[int(_unit("gate-tqa-wrong-v1", q) * len(wrong))]
+                rows.append(
+                    _row(q, _sentence(pick), False, "incorrect", "truthfulqa:incorrect", "truthfulqa")
+                )
+    return rows
+
+
+def _sentence(text: str) -> str:
+    return text if text[-1:] in ".!?" else text + "."
+
+
+def nq_rows(raw_dir: Path) -> list[dict[str, Any]]:
+    """NQ-open gold short answers: the bare answer, "X." or "The answer is X." (hash-chosen)."""
+    items = []
+    for r in _read_jsonl(raw_dir / "nq_open" / "NQ-open.dev.jsonl"):
+        q = r["question"].strip()
+        q = q[:1].upper() + q[1:] + ("" if q.endswith("?") else "?")
+        items.append((_sha("gate-nq-v1", q), q, r["answer"][0].strip()))
+    rows = []
+    for _, q, a in sorted(items)[:NQ_ROWS]:
+        style = int(_unit("gate-nq-style-v1", q) * 3)
+        text = (a, _sentence(a[:1].upper() + a[1:]), f"The answer is {a}.")[style]
+        rows.append(_row(q, text, True, "ok", "nq_open:gold", "nq_open"))
+    return rows
+
+
+def mmlu_pro_rows(raw_dir: Path) -> list[dict[str, Any]]:
+    """MMLU-Pro: prompt = question + lettered options; gold option -> ok, one wrong option -> incorrect."""
+    path = raw_dir / "mmlu_pro_outcomes" / "mmlu_pro_outcomes.jsonl"
+    picked = sorted(
+        (_sha("gate-mmlu-v1", str(r["question_id"])), r) for r in _read_jsonl(path) if len(r["options"]) >= 2
+    )[:MMLU_PRO_ROWS]
+    rows = []
+    for _, r in picked:
+        letters = "ABCDEFGHIJKLMNOP"
+        opts = r["options"]
+        prompt = r["question"].strip() + "\n\n" + "\n".join(f"{letters[i]}. {o}" for i, o in enumerate(opts))
+        gold = letters.index(r["answer"])
+        wrong = [i for i in range(len(opts)) if i != gold]
+        bad = wrong[int(_unit("gate-mmlu-wrong-v1", str(r["question_id"])) * len(wrong))]
+        style = int(_unit("gate-mmlu-style-v1", str(r["question_id"])) * 2)
+        for i, ok in ((gold, True), (bad, False)):
+            text = (f"The answer is ({letters[i]}) {opts[i]}.", f"{letters[i]}. {opts[i]}")[style]
+            reason, src = ("ok", "mmlu_pro:gold") if ok else ("incorrect", "mmlu_pro:wrong_option")
+            rows.append(_row(prompt, text, ok, reason, src, "mmlu_pro"))
     return rows
 
 
@@ -225,6 +312,10 @@ def _words(text: str) -> set[str]:
     return {w for w in normalise_text(text).split(" ") if len(w) > 3}
 
 
+def _inherit(parent: dict[str, Any]) -> dict[str, Any]:
+    return {"licence": parent["licence"], "non_commercial": parent["non_commercial"]}
+
+
 def synthetic_rows(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
     """Truncated and off-instruction negatives from acceptable rows; `rows` must carry `split`/`group`."""
     out: list[dict[str, Any]] = []
@@ -241,7 +332,7 @@ def synthetic_rows(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
                 "synthetic:truncate",
                 r["generator"],
             )
-            out.append({**new, "group": r["group"], "split": r["split"]})
+            out.append({**new, **_inherit(r), "group": r["group"], "split": r["split"]})
     for split in ("train", "validation", "test"):
         pool = sorted(
             (r for r in good if r["split"] == split), key=lambda r: _sha("gate-swap-order-v1", r["id"])
@@ -266,7 +357,7 @@ def synthetic_rows(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
                     "synthetic:swap",
                     other["generator"],
                 )
-                out.append({**new, "group": r["group"], "split": split})
+                out.append({**new, **_inherit(other), "group": r["group"], "split": split})
                 break
     return out
 
@@ -303,11 +394,23 @@ def assign_groups(rows: list[dict[str, Any]]) -> None:
 def build_rows(
     raw_dir: Path = RAW_DIR, labels_csv: Path = REFUSAL_LABELS
 ) -> tuple[list[dict[str, Any]], Counter[str]]:
-    for needed in ("coconot/data_coconot_pref.jsonl", "alpaca_eval_outputs"):
+    for needed in (
+        "coconot/data_coconot_pref.jsonl",
+        "alpaca_eval_outputs",
+        "truthfulqa/TruthfulQA.csv",
+        "nq_open/NQ-open.dev.jsonl",
+        "mmlu_pro_outcomes/mmlu_pro_outcomes.jsonl",
+    ):
         if not (raw_dir / needed).exists():
             raise FileNotFoundError(f"{raw_dir / needed} is missing: copy the raw data into {raw_dir} first")
     dropped: Counter[str] = Counter()
-    rows = coconot_rows(raw_dir, read_refusal_labels(labels_csv)) + alpaca_rows(raw_dir, dropped)
+    rows = (
+        coconot_rows(raw_dir, read_refusal_labels(labels_csv), dropped)
+        + alpaca_rows(raw_dir, dropped)
+        + truthfulqa_rows(raw_dir)
+        + nq_rows(raw_dir)
+        + mmlu_pro_rows(raw_dir)
+    )
     empty = [r for r in rows if not r["response"].strip()]
     dropped["empty_response"] += len(empty)
     rows = [r for r in rows if r["response"].strip()]
@@ -350,6 +453,18 @@ def _write_parquet(df: pd.DataFrame, out: Path) -> None:
         raise
 
 
+LENGTH_BINS = ((0, 40, "<40"), (40, 240, "40-239"), (240, 1000, "240-999"), (1000, 10**12, ">=1000"))
+"""Response-length bins (characters) for per-length counts and false-escalation rates."""
+
+
+def length_bin(n: int) -> str:
+    return next(name for lo, hi, name in LENGTH_BINS if lo <= n < hi)
+
+
+def _length_bins(responses: pd.Series) -> pd.Series:
+    return responses.astype(str).str.len().map(length_bin).rename("length")
+
+
 def _crosstab(df: pd.DataFrame, key: str) -> dict[str, dict[str, int]]:
     out: dict[str, dict[str, int]] = {}
     for (k, acc), n in df.groupby([key, "acceptable"]).size().items():
@@ -377,8 +492,15 @@ def build_gate_dataset(
         dropped=dict(sorted(dropped.items())),
         notes={
             "hh_rlhf_harmless": hh_rlhf_refusal_rates(raw_dir),
-            "alpaca_accept_min_win": ACCEPT_MIN_WIN,
-            "alpaca_reject_max_win": REJECT_MAX_WIN,
+            "alpaca_competent_min_win": COMPETENT_MIN_WIN,
+            "non_commercial_rows": int(df["non_commercial"].sum()),
+            "acceptable_by_response_chars": {
+                str(k): {"acceptable" if a else "unacceptable": int(n) for a, n in g.items()}
+                for k, g in df.groupby(_length_bins(df["response"]))["acceptable"]
+                .value_counts()
+                .unstack(fill_value=0)
+                .iterrows()
+            },
             "prompt_groups": int(df["group"].nunique()),
             "reason_by_split": {
                 str(s): {str(k): int(v) for k, v in g["reason"].value_counts().sort_index().items()}

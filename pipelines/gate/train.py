@@ -24,12 +24,14 @@ import json
 import shutil
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
+from pipelines.gate.data import length_bin
+from pipelines.gate.economics import CascadePrices, baselines, best_point, cost_curve, curve_table
 from pipelines.train.embed import Embedder
 from pipelines.train.encoder_export import EncoderArtifact, Precision, export_encoder
 from pipelines.train.heads import FittedHead, fit_head
@@ -42,15 +44,15 @@ COARSE_REASON = {
     "ok": "ok",
     "refusal": "refusal",
     "clarification": "refusal",
-    "incorrect": "low_quality",
-    "dispreferred": "low_quality",
-    "low_quality": "low_quality",
+    "incorrect": "incorrect",
     "garbage": "garbage",
     "truncated": "truncated",
     "off_instruction": "off_instruction",
 }
-REASON_LABELS: tuple[str, ...] = ("ok", "refusal", "low_quality", "garbage", "truncated", "off_instruction")
+REASON_LABELS: tuple[str, ...] = ("ok", "refusal", "incorrect", "garbage", "truncated", "off_instruction")
 ACCEPT_LABELS: tuple[str, str] = ("unacceptable", "acceptable")
+CHECK_FAILED_SCORE = -1.0
+"""The served score of a response a deterministic check rejects: below every threshold in [0, 1]."""
 PARITY_TOLERANCE = 1e-4
 PARITY_ROWS = 128
 SPLITS = ("train", "validation", "test")
@@ -69,12 +71,20 @@ class GateTrainConfig:
     prompt_head_tokens: int = 16
     response_tokens: int = 96
     response_head_tokens: int = 48
-    target_false_accept: float = 0.10
+    target_false_accept: float | None = None
+    """None: threshold by cascade economics (`prices`); a value: the old fixed false-accept target."""
+    prices: CascadePrices = field(default_factory=CascadePrices)
     reason_head: bool = True
+    cs: tuple[float, ...] = (0.25, 1.0, 4.0)
+    """Inverse regularisation strengths tried for each head (fewer, smaller: fast to fit)."""
+    cv_folds: int = 2
     model_name: str = "tierroute-gate"
     experiment: str = "tierroute-gate"
     register: bool = True
     alias: str = "candidate"
+    raw_dir: Path | None = None
+    """Raw data (for the hand-labelled refusal responses); None: `data/raw` next to `data`'s folder."""
+    refusal_labels: Path | None = None
     tracking_uri: str | None = None
     limit: int | None = None
     """Use at most this many rows (hash-stratified by split and reason): quick runs and tests."""
@@ -82,7 +92,7 @@ class GateTrainConfig:
     threads: int = 2
 
     def __post_init__(self) -> None:
-        if not 0.0 < self.target_false_accept < 1.0:
+        if self.target_false_accept is not None and not 0.0 < self.target_false_accept < 1.0:
             raise ValueError(f"target_false_accept must be in (0, 1), got {self.target_false_accept}")
         for spec in (self.prompt_spec, self.response_spec):  # validates the token budgets early
             assert spec.max_tokens > 0
@@ -104,6 +114,10 @@ class GateTrainConfig:
             "response_tokens": self.response_tokens,
             "response_head_tokens": self.response_head_tokens,
             "target_false_accept": self.target_false_accept,
+            "threshold_rule": "false_accept" if self.target_false_accept is not None else "economics",
+            **{f"price_{k}": v for k, v in asdict(self.prices).items()},
+            "cs": ",".join(f"{c:g}" for c in self.cs),
+            "cv_folds": self.cv_folds,
             "reason_head": self.reason_head,
             "limit": self.limit,
             "seed": self.seed,
@@ -277,7 +291,7 @@ def train_gate(
 
     y = df["acceptable"].to_numpy().astype(int)
     fine = df["reason"].astype(str).to_numpy()
-    coarse = np.array([COARSE_REASON.get(r, "low_quality") for r in fine])
+    coarse = np.array([COARSE_REASON.get(r, "incorrect") for r in fine])
     split = df["split"].to_numpy()
     m = {s: split == s for s in SPLITS}
 
@@ -289,19 +303,33 @@ def train_gate(
 
     p_model = head.predict_proba(X)[:, 1]
     fails = check_fails(prompts, responses)
-    served = np.where(fails, 0.0, p_model)  # checks short-circuit to "unacceptable"
-    threshold = choose_threshold(served[m["validation"]], y[m["validation"]], config.target_false_accept)
+    served = np.where(fails, CHECK_FAILED_SCORE, p_model)  # checks short-circuit: rejected at any threshold
+    threshold = pick_threshold(config, served[m["validation"]], y[m["validation"]])
     refusal = np.array([is_refusal(r) for r in responses])
     metrics, report = _evaluate(
         config, df, heads, X, y, coarse, m, served, p_model, fails, refusal, threshold
     )
     report["encoder_path"] = str(encoder.path)
+    report["economics"] = economics_report(config.prices, served[m["test"]], y[m["test"]], threshold)
+    report["refusal_hand_labels"] = _refusal_hand_eval(config, encoder, heads, threshold, df, progress)
+    for k in ("combined", "phrase", "model"):
+        for stat in ("accuracy", "f1"):
+            v = report["refusal_hand_labels"].get(k, {}).get(stat)
+            if v is not None:
+                metrics[f"test_refusal_hand_{k}_{stat}"] = float(v)
+    chosen = report["economics"]["at_threshold"]
+    metrics["test_cost_per_1000"] = chosen["cost_per_1000"]
+    metrics["test_bad_per_1000"] = chosen["bad_per_1000"]
+    timings["features_heads_eval_s"] = time.perf_counter() - t0
     echo(_summary_line(metrics))
+    for line in report_lines(report):
+        echo(line)
 
     stamp = time.strftime("%Y%m%d-%H%M%S")
     plots_dir = Path(config.out_dir) / ".plots" / f"{config.model_name}-{stamp}"
     mt = m["test"]
     artifacts = _plots(plots_dir, heads, X, y, coarse, acc_labels, mt, served, p_model, fails, refusal)
+    artifacts.append(_plot_economics(config.prices, served[mt], y[mt], threshold, plots_dir))
 
     t = time.perf_counter()
     bundle_dir = build_gate_bundle(
@@ -311,12 +339,17 @@ def train_gate(
         config.prompt_spec,
         config.response_spec,
         threshold=threshold,
-        target_false_accept_rate=config.target_false_accept,
+        target_false_accept_rate=float(report["validation"]["gate"]["false_accept_rate"]),
         name=config.model_name,
         metadata={
             "training_data": {"digest": digest, "rows": len(df), "path": str(config.data)},
             "metrics": {
                 k: round(v, 6) for k, v in metrics.items() if k.startswith("test_gate") or k == "threshold"
+            },
+            "operating_point": {
+                "rule": "false_accept" if config.target_false_accept is not None else "economics",
+                "prices": asdict(config.prices),
+                "test": report["economics"]["at_threshold"],
             },
         },
     )
@@ -387,6 +420,8 @@ def _fit_heads(
         X[m["validation"]],
         [acc_labels[i] for i in np.flatnonzero(m["validation"])],
         ACCEPT_LABELS,
+        Cs=config.cs,
+        cv_folds=config.cv_folds,
         seed=config.seed,
     )
     heads.append(head)
@@ -403,6 +438,8 @@ def _fit_heads(
                     X[keep_v],
                     coarse[keep_v].tolist(),
                     labels,
+                    Cs=config.cs,
+                    cv_folds=config.cv_folds,
                     seed=config.seed,
                 )
             )
@@ -442,8 +479,7 @@ def _evaluate(
         "gate": (served, served >= threshold),
         "model_only": (
             p_model,
-            p_model
-            >= choose_threshold(p_model[m["validation"]], y[m["validation"]], config.target_false_accept),
+            p_model >= pick_threshold(config, p_model[m["validation"]], y[m["validation"]]),
         ),
         "baseline_refusal": ((~refusal).astype(float), ~refusal),
         "baseline_checks": ((~fails).astype(float), ~fails),
@@ -459,6 +495,13 @@ def _evaluate(
             if split_name == "test":
                 metrics.update({f"test_{name}_reject_rate_{k}": v for k, v in rr.items()})
         sources = df["source"].astype(str).to_numpy()
+        report[split_name]["false_escalation_by_source"] = _reject_share(
+            y[mm].astype(bool), sources[mm], systems["gate"][1][mm]
+        )
+        lengths = np.array([length_bin(len(r)) for r in df["response"].astype(str)])
+        report[split_name]["false_escalation_by_length"] = _reject_share(
+            y[mm].astype(bool), lengths[mm], systems["gate"][1][mm]
+        )
         report[split_name]["by_source"] = {
             src: {
                 "rows": int(np.sum(mm & (sources == src))),
@@ -481,6 +524,125 @@ def _evaluate(
     )
     metrics.update({f"test_acceptable_{k}": v for k, v in head_cm.items()})
     return metrics, report
+
+
+def pick_threshold(config: GateTrainConfig, p_val: np.ndarray, y_val: np.ndarray) -> float:
+    """The validation-chosen threshold: cheapest cost + bad-answer penalty, or a false-accept target."""
+    if config.target_false_accept is not None:
+        return choose_threshold(p_val, y_val, config.target_false_accept)
+    return best_point(cost_curve(p_val, y_val, config.prices)).threshold
+
+
+def economics_report(prices: CascadePrices, p: np.ndarray, y: np.ndarray, threshold: float) -> dict[str, Any]:
+    """Cost and bad answers per 1,000 requests at `threshold` and along the threshold grid (held-out rows)."""
+    curve = cost_curve(p, y, prices)
+    at = cost_curve(p, y, prices, np.array([threshold]))[0]
+    return {
+        "prices": asdict(prices),
+        "at_threshold": asdict(at),
+        "best_on_these_rows": asdict(best_point(curve)),
+        "curve": curve_table(curve, 0.05),
+        "baselines": baselines(prices),
+    }
+
+
+def _plot_economics(prices: CascadePrices, p: np.ndarray, y: np.ndarray, threshold: float, d: Path) -> Path:
+    from pipelines.gate.economics import plot_cost_curve
+
+    curve = cost_curve(p, y, prices)
+    return plot_cost_curve(
+        curve, cost_curve(p, y, prices, np.array([threshold]))[0], prices, d / "cost_curve.png"
+    )
+
+
+def _reject_share(y: np.ndarray, keys: np.ndarray, accept: np.ndarray) -> dict[str, dict[str, float]]:
+    """Per key: rows, acceptable rows, share of acceptable rows rejected (false escalation)."""
+    out = {}
+    for k in sorted(set(keys.tolist())):
+        good = (keys == k) & y
+        out[k] = {
+            "rows": int(np.sum(keys == k)),
+            "acceptable": int(np.sum(good)),
+            "false_escalation": float(np.mean(~accept[good])) if good.any() else float("nan"),
+        }
+    return out
+
+
+def _refusal_hand_eval(
+    config: GateTrainConfig,
+    encoder: EncoderArtifact,
+    heads: list[FittedHead],
+    threshold: float,
+    df: Any,
+    progress: bool,
+) -> dict[str, Any]:
+    """Refusal detectors on the hand labels whose prompt is in the test split (see `refusal_eval`)."""
+    from pipelines.gate.data import RAW_DIR, REFUSAL_LABELS
+    from pipelines.gate.refusal_eval import evaluate_refusals, hand_labelled_pairs, refusal_detectors
+
+    raw_dir = Path(config.data).parent.parent / "raw" if config.raw_dir is None else config.raw_dir
+    raw_dir = raw_dir if (raw_dir / "coconot").is_dir() else RAW_DIR
+    pairs = hand_labelled_pairs(raw_dir, config.refusal_labels or REFUSAL_LABELS)
+    split_of = dict(zip(df["prompt"].astype(str), df["split"].astype(str), strict=True))
+
+    def predict(prompts: list[str], responses: list[str]) -> dict[str, np.ndarray]:
+        X = _features(config, encoder, prompts, responses, progress)
+        p = heads[0].predict_proba(X)[:, 1]
+        top = [heads[1].labels[i] for i in heads[1].predict_proba(X).argmax(1)] if len(heads) > 1 else None
+        results = [check_response(pr, r) for pr, r in zip(prompts, responses, strict=True)]
+        return refusal_detectors(
+            responses,
+            p,
+            top,
+            np.array(["refusal" in c.reasons for c in results]),
+            np.array([not c.ok for c in results]),
+            threshold,
+        )
+
+    return evaluate_refusals(pairs, split_of.get, predict, ("test",))
+
+
+def report_lines(report: dict[str, Any]) -> list[str]:
+    """Per-reason catch rates, false escalation per source and length, refusals, economics: for the CLI."""
+    test = report["test"]
+    lines = ["test, served gate (checks + model) at the chosen threshold:"]
+    rr = test["reject_rate_by_reason"]["gate"]
+    lines.append(
+        "  catch rate by reason: "
+        + ", ".join(f"{k} {v:.3f}" for k, v in sorted(rr.items()) if k != "ok")
+        + f" | false escalation (ok rejected) {rr.get('ok', float('nan')):.3f}"
+    )
+    for title, key in (
+        ("source", "false_escalation_by_source"),
+        ("answer length", "false_escalation_by_length"),
+    ):
+        parts = [
+            f"{k} {v['false_escalation']:.3f} (n={v['acceptable']})"
+            for k, v in test[key].items()
+            if v["acceptable"]
+        ]
+        lines.append(f"  false escalation by {title}: " + ", ".join(parts))
+    hand = report.get("refusal_hand_labels", {})
+    if hand.get("rows"):
+        lines.append(
+            f"  refusals on {hand['rows']} hand-labelled test rows"
+            f" ({int(hand['phrase']['refusals'])} refusals), accuracy / F1: "
+            + ", ".join(
+                f"{k} {hand[k]['accuracy']:.3f} / {hand[k]['f1']:.3f}"
+                for k in ("phrase", "model", "combined", "gate_rejects")
+            )
+        )
+    eco = report["economics"]
+    at, pr = eco["at_threshold"], eco["prices"]
+    base = eco["baselines"]
+    lines.append(
+        f"  cascade at threshold {at['threshold']:.2f} (cheap ${pr['cheap_cost']}/k,"
+        f" strong ${pr['strong_cost']}/k, pass rate {pr['pass_rate']}): ${at['cost_per_1000']:.2f} and"
+        f" {at['bad_per_1000']:.1f} bad answers per 1,000 requests, {at['escalated']:.3f} escalated"
+        f" (always strong ${base['always_strong']['cost_per_1000']:.2f}; no gate"
+        f" {base['always_cheap']['bad_per_1000']:.0f} bad)"
+    )
+    return lines
 
 
 def _summary_line(metrics: dict[str, float]) -> str:

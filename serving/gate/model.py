@@ -74,7 +74,7 @@ class GateDecision:
     """The gate's verdict for one item.
 
     `reasons`: deterministic reason codes (`serving.gate.checks.REASONS`) when the checks failed,
-    else the learned reason (e.g. "off_instruction", "low_quality") when the model rejected it.
+    else the learned reason (e.g. "off_instruction", "incorrect") when the model rejected it.
     `p_acceptable` is None when the model did not run (checks failed, or no model loaded).
     """
 

@@ -126,3 +126,31 @@ def test_judge_and_bench_with_bundle(gate_bundle: Path) -> None:
     )
     assert r.exit_code == 0, r.stdout + r.stderr
     assert "checks alone" in r.stdout and "gate (checks + model, int8)" in r.stdout
+
+
+@pytest.mark.slow
+def test_calibrate_writes_a_copy_with_the_economic_threshold(
+    gate_bundle: Path, gate_dataset: Path, tmp_path: Path
+) -> None:
+    from serving.gate.model import GateModel
+
+    out = tmp_path / "calibrated"
+    args = ["gate", "calibrate", "--model", str(gate_bundle), "--data", str(gate_dataset), "--limit", "40"]
+    # a bad answer that costs nothing: accept everything the checks pass (threshold 0)
+    r = runner.invoke(app(), [*args, "--bad-answer-cost", "0", "--out", str(out), "--json"])
+    assert r.exit_code == 0, r.stdout + r.stderr
+    result = json.loads(r.stdout)
+    assert result["threshold"] == 0.0 and result["chosen_on"] == "validation"
+    assert {"cost_per_1000", "bad_per_1000"} <= set(result["at_threshold"])
+    copy = GateModel.load(out)
+    assert copy.threshold == 0.0 and copy.manifest["operating_point"]["rule"] == "economics"
+    assert (
+        GateModel.load(gate_bundle).threshold
+        == json.loads((gate_bundle / "bundle.json").read_text())["thresholds"]["p_acceptable"]
+    )  # the source bundle is untouched
+    # a very expensive bad answer: a strict threshold, and a table with the cost curve
+    r = runner.invoke(app(), [*args, "--bad-answer-cost", "100"])
+    assert r.exit_code == 0, r.stdout + r.stderr
+    assert "cascade economics" in r.stdout and "chosen threshold" in r.stdout
+    r = runner.invoke(app(), [*args, "--register"])
+    assert r.exit_code == 2 and "--out" in r.stderr

@@ -82,3 +82,32 @@ def test_load_rejects_bad_files(tmp_path: Path) -> None:
     ).to_parquet(bad)
     with pytest.raises(ValueError, match="unknown split"):
         load_gate_dataset(bad)
+
+
+def test_acceptable_means_returnable_not_as_good_as_gpt4(df: pd.DataFrame) -> None:
+    # no relative-preference labels any more
+    assert not set(df["reason"]) & {"low_quality", "dispreferred"}
+    strong = df[df["source"] == "alpaca_eval:strong"]
+    assert set(strong["generator"]) == {"gpt4_1106_preview", "claude-2.1"} and strong["acceptable"].all()
+    assert df.loc[df["source"] == "alpaca_eval:competent", "acceptable"].all()
+
+
+def test_short_correct_answers_are_acceptable_and_wrong_ones_are_not(df: pd.DataFrame) -> None:
+    short_ok = df[df["acceptable"] & (df["response"].str.len() < 40)]
+    assert len(short_ok) > 1000
+    assert {"nq_open:gold", "truthfulqa:best", "mmlu_pro:gold"} <= set(short_ok["source"])
+    wrong = df[df["source"].isin(["truthfulqa:incorrect", "mmlu_pro:wrong_option"])]
+    assert len(wrong) > 1000 and set(wrong["reason"]) == {"incorrect"} and not wrong["acceptable"].any()
+    # every TruthfulQA question has its best answer and a listed incorrect one in the same split
+    tqa = df[df["source"].str.startswith("truthfulqa")]
+    assert (tqa.groupby("prompt")["acceptable"].nunique() == 2).all()
+    assert (tqa.groupby("prompt")["split"].nunique() == 1).all()
+
+
+def test_licences_and_non_commercial_rows(df: pd.DataFrame) -> None:
+    alpaca = df[df["source"].str.startswith("alpaca_eval")]
+    assert alpaca["non_commercial"].all() and alpaca["licence"].str.contains("CC-BY-NC-4.0").all()
+    other = df[df["source"].str.startswith(("coconot", "truthfulqa", "nq_open", "mmlu_pro"))]
+    assert not other["non_commercial"].any() and (other["licence"] != "").all()
+    synthetic = df[df["source"].str.startswith("synthetic")]
+    assert (synthetic["licence"] != "").all()

@@ -59,10 +59,52 @@ def test_learned_gate_beats_the_refusal_baseline_on_test(trained_gate: Any) -> N
     assert gate["reject_recall"] > base["reject_recall"]
 
 
-def test_threshold_was_calibrated_on_validation(trained_gate: Any) -> None:
-    val = trained_gate.report["validation"]["gate"]
-    assert val["false_accept_rate"] <= trained_gate.report["target_false_accept"] + 1e-9
-    assert 0.0 < trained_gate.threshold < 1.0
+def test_threshold_was_chosen_by_cascade_economics_on_validation(trained_gate: Any) -> None:
+    from pipelines.gate.economics import CascadePrices, cost_curve
+
+    report = trained_gate.report
+    assert report["target_false_accept"] is None  # the default rule is economics, not a FAR target
+    assert 0.0 <= trained_gate.threshold <= 1.0
+    eco = report["economics"]
+    assert eco["at_threshold"]["threshold"] == pytest.approx(trained_gate.threshold)
+    # on test, the chosen point costs less than always escalating and serves fewer bad answers than no gate
+    assert eco["at_threshold"]["cost_per_1000"] < eco["baselines"]["always_strong"]["cost_per_1000"]
+    assert eco["at_threshold"]["bad_per_1000"] < eco["baselines"]["always_cheap"]["bad_per_1000"]
+    prices = CascadePrices(**eco["prices"])
+    assert cost_curve(np.array([0.2, 0.9]), np.array([0, 1]), prices, np.array([0.5]))[0].false_accept == 0.0
+
+
+def test_report_has_per_reason_source_and_length_numbers(trained_gate: Any) -> None:
+    from pipelines.gate.train import report_lines
+
+    test = trained_gate.report["test"]
+    caught = test["reject_rate_by_reason"]["gate"]
+    assert {"garbage", "truncated", "off_instruction", "ok"} <= set(caught)
+    assert caught["garbage"] >= 0.9  # constant judge-gaming text: the easiest reason
+    by_len = test["false_escalation_by_length"]
+    assert "<40" in by_len and all(
+        0.0 <= v["false_escalation"] <= 1.0 for v in by_len.values() if v["acceptable"]
+    )
+    assert "nq_open:gold" in test["false_escalation_by_source"]
+    hand = trained_gate.report["refusal_hand_labels"]
+    assert hand["rows"] > 0 and set(hand) >= {"phrase", "model", "combined", "gate_rejects"}
+    text = "\n".join(report_lines(trained_gate.report))
+    assert "catch rate by reason" in text and "false escalation by answer length" in text and "$" in text
+
+
+def test_short_correct_answers_pass_wrong_kinds_of_answer_do_not(gate_bundle: Path) -> None:
+    gate = GateModel.load(gate_bundle)
+    q = "What is the capital of France?"
+    items = [
+        GateItem(q, "The capital of France is Paris."),
+        GateItem(q, "I'm sorry, but I can't help with that."),
+        GateItem(q, ""),
+        GateItem("Write a short story about a lighthouse keeper.", "x" * 3),
+    ]
+    out = gate.decide(items)
+    # a one-line correct answer to a one-line question is never stopped by a deterministic check
+    assert out[0].decided_by == "model" and out[0].p_acceptable is not None
+    assert [d.acceptable for d in out[1:]] == [False, False, False]
 
 
 def test_onnx_parity_with_training_heads(trained_gate: Any, gate_bundle: Path) -> None:
@@ -94,7 +136,9 @@ def test_onnx_parity_with_training_heads(trained_gate: Any, gate_bundle: Path) -
 def test_bundle_manifest_and_self_check(gate_bundle: Path) -> None:
     manifest = json.loads((gate_bundle / "bundle.json").read_text())
     assert manifest["kind"] == "gate"
-    assert manifest["thresholds"]["target_false_accept_rate"] == 0.10
+    assert 0.0 <= manifest["thresholds"]["target_false_accept_rate"] <= 1.0
+    assert manifest["operating_point"]["rule"] == "economics"
+    assert set(manifest["operating_point"]["prices"]) >= {"cheap_cost", "strong_cost", "pass_rate"}
     assert {h["name"] for h in manifest["heads"]} >= {"acceptable"}
     assert set(manifest["text"]) == {"prompt", "response"}
     gate = GateModel.load(gate_bundle)

@@ -299,7 +299,7 @@ def calibrate_cmd(
     # Over 60 lines: mostly typer option declarations; the body is resolve -> calibrate -> write -> print.
     from pipelines.gate.calibrate import calibrate_gate, write_calibrated_copy
     from pipelines.gate.economics import CascadePrices
-    from serving.bundle import BundleError
+    from serving.model.bundle import BundleError
 
     if register and out is None:
         raise _fail("--register needs --out (the calibrated copy is what gets registered)")

@@ -11,7 +11,7 @@ Trade-offs:
   bounds a remote service; a worker thread bounds an in-process backend (a bundle, or the served
   model inside `tierroute serve`), since ONNX Runtime cannot be interrupted.
 - Over HTTP only what the model reads is sent: the head and the tail of the text, cut like the
-  service itself cuts a huge text (`serving.textprep.TruncationSpec.char_cap` characters from
+  service itself cuts a huge text (`serving.model.textprep.TruncationSpec.char_cap` characters from
   each end), so a long document costs no more bytes or tokenising than a short one.
 - Confidences are printed with three digits: 0.545 against a 0.55 floor reads as such.
 """

@@ -86,7 +86,7 @@ LLM_PARAMS: frozenset[str] = frozenset(
 )
 """The parameters forwarded to the provider (through LiteLLM), besides `messages`."""
 
-ROUTING_FIELDS = frozenset({"model", "messages", "metadata", "stream"})
+ROUTING_FIELDS = frozenset({"model", "messages", "metadata", "stream", "stream_options"})
 
 
 class ChatBodyError(Exception):
@@ -209,6 +209,12 @@ MetadataValue = (
 MetadataKey = Annotated[str, Field(min_length=1, max_length=64)]
 
 
+class StreamOptions(_Strict):
+    """OpenAI's `stream_options`; only `include_usage` exists (a final chunk with token usage)."""
+
+    include_usage: StrictBool | None = None
+
+
 class ChatCompletionRequest(_Strict):
     """OpenAI chat-completion parameters the router supports; any other field is a 400."""
 
@@ -233,7 +239,13 @@ class ChatCompletionRequest(_Strict):
         description="routing hints (use_case, sla, critical, route, and flags rules match such as "
         "requires_code_execution): scalar values only; never sent to a provider",
     )
-    stream: StrictBool | None = Field(default=None, description="only false: streaming is not supported")
+    stream: StrictBool | None = Field(
+        default=None,
+        description="true: server-sent events in OpenAI's chunk format, ending with `data: [DONE]`",
+    )
+    stream_options: StreamOptions | None = Field(
+        default=None, description="with stream: true only; {include_usage: true} adds a final usage chunk"
+    )
     temperature: Annotated[float, Field(ge=0, le=2)] | None = None
     top_p: Annotated[float, Field(ge=0, le=1)] | None = None
     n: Annotated[int, Field(ge=1, le=LIMITS.max_n)] | None = None
@@ -320,8 +332,8 @@ def parse_chat_body(raw: bytes) -> ChatCompletionRequest:
             f"unknown field {unknown[0]!r}; accepted fields: {', '.join(sorted(ALLOWED_FIELDS))}",
             unknown[0],
         )
-    if body.get("stream") is True:
-        raise ChatBodyError(400, "stream=true is not supported by the tierroute router", "stream")
+    if body.get("stream_options") is not None and body.get("stream") is not True:
+        raise ChatBodyError(400, "stream_options is only allowed with stream: true", "stream_options")
     try:
         return ChatCompletionRequest.model_validate(body)
     except ValidationError as exc:

@@ -21,8 +21,16 @@ exhausted, 404 unknown route, 413 body too large, 422 no model fits, 502 all_pro
 provider_misconfigured (the server's credentials or model set-up, not the request), 503 every
 provider rate-limiting, 500 anything unexpected (a stable code, details in the log).
 
-Trade-offs: streaming is refused (400): a cascade must see the whole stage-1 answer before it
-can decide, and failover mid-stream is LiteLLM's business we did not wire up. A client that
+Streaming (`stream: true`): server-sent events in OpenAI's chunk format, ending with
+`data: [DONE]`; `stream_options: {include_usage: true}` adds the final usage chunk. The decision
+headers come with the first byte. Errors before the first chunk are the JSON errors above; an
+error mid-stream ends the stream with one `data: {"error": ...}` event. A cascade buffers stage 1
+and gates it first: an accepted answer arrives as one content chunk, a rejected one is replaced
+by stage 2's live stream (time to first token = stage 1's whole answer + the gate). Spend is
+recorded in the ledger when a stream ends, fails or is abandoned.
+
+Trade-offs: failover happens before the first chunk only (LiteLLM's); a provider failing
+mid-stream is not retried, since the client already has part of an answer. A client that
 disconnects cancels its provider call (spend already incurred is still recorded).
 """
 
@@ -30,11 +38,13 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 import logging
+from collections.abc import AsyncIterator
 from typing import Any
 
 from fastapi import APIRouter, Request
-from fastapi.responses import JSONResponse
+from fastapi.responses import JSONResponse, Response, StreamingResponse
 
 from serving.router.chat_schema import LIMITS, ChatBodyError, openapi_schema, parse_chat_body
 from serving.router.decision import (
@@ -49,7 +59,7 @@ from serving.router.decision import (
     Step,
     UnknownRoute,
 )
-from serving.router.engine import Router, decision_of
+from serving.router.engine import Router, Streamed, decision_of
 from serving.router.execute import ProviderMisconfigured, ProviderRejected, ProvidersRateLimited
 
 log = logging.getLogger("tierroute.router.http")
@@ -133,6 +143,40 @@ def _header_safe(text: str, limit: int = 300) -> str:
     return clean[:limit]
 
 
+def _router_error(err: RouterError) -> JSONResponse:
+    for cls, status, code in _STATUS:
+        if isinstance(err, cls):
+            return _error(status, code, str(err), public_trace(err.trace))
+    log.error("unmapped router error %s: %s", type(err).__name__, err)
+    return _error(500, "router_error", "the router failed; see the server log", public_trace(err.trace))
+
+
+def _sse_response(streamed: Streamed) -> StreamingResponse:
+    headers = decision_headers(streamed.decision)
+    headers["x-tierroute-model"] = streamed.model
+    headers["cache-control"] = "no-cache"
+    return StreamingResponse(_sse(streamed.chunks), media_type="text/event-stream", headers=headers)
+
+
+async def _sse(chunks: AsyncIterator[dict[str, Any]]) -> AsyncIterator[bytes]:
+    """Server-sent events: one `data:` line per chunk, then `data: [DONE]`. Cancellation (the client
+    went away) closes the chunk iterator, which closes the provider call and records the spend."""
+    async with contextlib.aclosing(chunks) as it:  # type: ignore[type-var]
+        try:
+            async for chunk in it:
+                yield b"data: " + json.dumps(chunk, separators=(",", ":")).encode() + b"\n\n"
+        except RouterError as err:
+            body = {"error": {"message": str(err), "type": type(err).__name__, "code": "stream_failed"}}
+            yield b"data: " + json.dumps(body).encode() + b"\n\n"
+            return
+        except Exception as exc:  # mid-stream: the status is sent already; say it in the stream
+            log.error("chat completion stream failed: %s", type(exc).__name__, exc_info=exc)
+            body = {"error": {"message": "stream failed; see the server log", "code": "internal_error"}}
+            yield b"data: " + json.dumps(body).encode() + b"\n\n"
+            return
+    yield b"data: [DONE]\n\n"
+
+
 async def _read_body(request: Request, limit: int) -> bytes:
     """The body, refused (413) as soon as it passes `limit` bytes rather than after reading it all."""
     length = request.headers.get("content-length")
@@ -203,7 +247,7 @@ def build_chat_router(router: Router) -> APIRouter:
             "requestBody": {"required": True, "content": {"application/json": {"schema": openapi_schema()}}}
         },
     )
-    async def chat_completions(request: Request) -> JSONResponse:
+    async def chat_completions(request: Request) -> Response:
         try:
             body = parse_chat_body(await _read_body(request, LIMITS.max_body_bytes))
         except ChatBodyError as err:
@@ -213,21 +257,17 @@ def build_chat_router(router: Router) -> APIRouter:
             value = request.headers.get(HEADER_PREFIX + key.replace("_", "-"))
             if value is not None:
                 metadata.setdefault(key, value)
+        call = dict(route=body.model or "auto", metadata=metadata, **body.llm_params())
         try:
-            response = await _unless_disconnected(
-                request,
-                router.acomplete(
-                    body.message_dicts(), route=body.model or "auto", metadata=metadata, **body.llm_params()
-                ),
-            )
+            if body.stream:
+                opts = body.stream_options.model_dump(exclude_none=True) if body.stream_options else None
+                streamed = await _unless_disconnected(
+                    request, router.astream(body.message_dicts(), stream_options=opts, **call)
+                )
+                return _sse_response(streamed)
+            response = await _unless_disconnected(request, router.acomplete(body.message_dicts(), **call))
         except RouterError as err:
-            for cls, status, code in _STATUS:
-                if isinstance(err, cls):
-                    return _error(status, code, str(err), public_trace(err.trace))
-            log.error("unmapped router error %s: %s", type(err).__name__, err)
-            return _error(
-                500, "router_error", "the router failed; see the server log", public_trace(err.trace)
-            )
+            return _router_error(err)
         except ClientGone:
             log.info("client disconnected; its chat completion was cancelled")
             return _error(499, "client_closed_request", "client closed the request")

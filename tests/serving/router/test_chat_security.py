@@ -366,7 +366,9 @@ def _nested(depth: int) -> str:
         {"model": "gpt", "messages": "hi"},
         {"model": "gpt", "messages": []},
         {"model": "gpt"},
-        {"model": "gpt", "messages": HI, "stream": True},
+        {"model": "gpt", "messages": HI, "stream_options": {"include_usage": True}},  # without stream
+        {"model": "gpt", "messages": HI, "stream": True, "stream_options": {"include_usage": "yes"}},
+        {"model": "gpt", "messages": HI, "stream": True, "stream_options": {"extra": 1}},
         {"model": "gpt", "messages": HI, "temperature": "NaN"},
         b'{"model": "gpt", "messages": [{"role": "user", "content": "hi"}], "temperature": NaN}',
         [1, 2],

@@ -79,7 +79,7 @@ def test_route_name_metadata_and_headers(served: tuple[str, Router], provider: F
         ({"model": "gpt-9", "messages": [{"role": "user", "content": "hi"}]}, 404, "model_not_found"),
         ({"model": "auto", "messages": []}, 400, "invalid_request_error"),
         (
-            {"model": "auto", "stream": True, "messages": [{"role": "user", "content": "hi"}]},
+            {"model": "auto", "stream_options": {}, "messages": [{"role": "user", "content": "hi"}]},
             400,
             "invalid_request_error",
         ),

@@ -10,6 +10,7 @@ Job: pure functions from arrays (probabilities, label indices, outcome columns) 
   baseline, random routing (0.5 by construction) and the oracle, all on the same rows.
 
 Outcome columns (first match wins, rows with a missing value are left out of routing value):
+- `weak_quality` + `strong_quality`: the routing pair's mean quality (`data/labelled/outcomes.parquet`);
 - `weak_score` + `strong_score`: numeric quality per row (e.g. judge scores in [0, 1]);
 - `weak_correct` + `strong_correct`: booleans (or 0/1), e.g. benchmark correctness;
 - `weak_ok` alone: the weak model's answer was as good as the strong one's; the strong model is
@@ -29,6 +30,7 @@ from evals.stats.bootstrap import Interval, bootstrap_classification, confusion_
 from evals.stats.calibration import bootstrap_ece, top_label
 
 OUTCOME_COLUMNS: tuple[tuple[str, ...], ...] = (
+    ("weak_quality", "strong_quality"),
     ("weak_score", "strong_score"),
     ("weak_correct", "strong_correct"),
     ("weak_ok",),

@@ -70,6 +70,8 @@ def promotion_checks(request: Any) -> list[Callable[[Any], list[Any]]]:
             raise ValueError(
                 f"{path}: required slice(s) {unknown} not found in column {request.slice_column!r}"
             )
+    from evals.eval.routing_gate import routing_value_gate
+
     return [
         eval_gate(
             request.files,
@@ -77,7 +79,8 @@ def promotion_checks(request: Any) -> list[Callable[[Any], list[Any]]]:
             required_slices=request.required_slices,
             tolerance=request.tolerance,
             split=request.split,
-        )
+        ),
+        routing_value_gate(request.files, tolerance=request.tolerance, split=request.split),
     ]
 
 

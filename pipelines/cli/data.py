@@ -65,12 +65,21 @@ def build(
     update_card: Annotated[
         bool, typer.Option("--update-card/--no-update-card", help="Refresh the data card's count tables.")
     ] = True,
+    commercial_only: Annotated[
+        bool,
+        typer.Option(
+            "--commercial-only",
+            help="Leave out rows whose licence forbids commercial use (AlpacaEval, CC BY-NC 4.0). "
+            "The data card is not refreshed; pass --out to keep the default set.",
+        ),
+    ] = False,
 ) -> None:
     """Build the default labelled set: label maps -> dedup -> sampling -> near-duplicate-safe split.
 
-    Writes OUT/requests.parquet (id, text, source, tier, task, weak_ok, split) and OUT/summary.json,
-    byte-for-byte identical on every rebuild from the same raw files, and prints rows per
-    source/tier/task/split.
+    Writes OUT/requests.parquet (id, text, source, tier, task, weak_ok, split, group, licence,
+    commercial, label_kind) and OUT/summary.json, byte-for-byte identical on every rebuild from the
+    same raw files, plus OUT/outcomes.parquet (the routing targets of every outcome source, see
+    `pipelines.data.outcomes`), and prints rows per source/tier/task/split.
     """
     # Over 60 lines: option declarations plus the printed summary tables of one build.
     from rich.console import Console
@@ -78,10 +87,12 @@ def build(
     from pipelines.data.build import build_dataset
     from pipelines.data.card import update_card as refresh_card
     from pipelines.data.labels import TASKS, TIERS
+    from pipelines.data.outcomes import OUTCOMES_NAME, build_outcomes
 
     console = Console()
     try:
-        report = build_dataset(raw, out)
+        report = build_dataset(raw, out, commercial_only=commercial_only)
+        outcomes = build_outcomes(raw, out, commercial_only=commercial_only)
     except (FileNotFoundError, KeyError, ValueError) as exc:
         raise fail(f"data build failed: {exc}", code=1) from exc
     s = report.summary
@@ -117,7 +128,8 @@ def build(
     )
     console.print(f"wrote {report.path} ({report.rows:,} rows) and {report.summary_path}")
     console.print(f"digest {report.digest}  built in {report.seconds:.1f} s")
-    if update_card:
+    console.print(f"wrote {out / OUTCOMES_NAME} ({len(outcomes):,} outcome rows)")
+    if update_card and not commercial_only:
         if refresh_card(card, s):
             console.print(f"refreshed the count tables of {card}")
         else:

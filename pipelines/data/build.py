@@ -67,7 +67,20 @@ __all__ = [
     "normalise_text",
 ]
 
-COLUMNS = ("id", "text", "source", "tier", "task", "weak_ok", "split", "group")
+COLUMNS = (
+    "id",
+    "text",
+    "source",
+    "tier",
+    "task",
+    "weak_ok",
+    "split",
+    "group",
+    "licence",
+    "commercial",
+    "label_kind",
+)
+_BOOL_COLUMNS = ("weak_ok", "commercial")
 SHINGLE_WORDS = 8
 MAX_SHINGLE_DF = 200
 BOILERPLATE_SHARE = 0.8
@@ -252,6 +265,7 @@ class _Row:
     stratum: str
     family: str
     label: RowLabel
+    spec: SourceSpec
 
 
 def _collect(raw_dir: Path, sources: Iterable[SourceSpec]) -> tuple[list[_Row], dict[str, dict[str, int]]]:
@@ -263,7 +277,7 @@ def _collect(raw_dir: Path, sources: Iterable[SourceSpec]) -> tuple[list[_Row], 
             result = spec.label(raw)
             if isinstance(result, RowLabel):
                 row_id, family = f"{spec.name}:{key}", f"{spec.name}/{spec.family(raw)}"
-                rows.append(_Row(row_id, spec.name, spec.stratum(raw, result), family, result))
+                rows.append(_Row(row_id, spec.name, spec.stratum(raw, result), family, result, spec))
             else:
                 folder_reasons[result.reason] += 1
         if folder_reasons:
@@ -348,7 +362,7 @@ def _parquet_bytes(df: pd.DataFrame) -> bytes:
     import pyarrow as pa
     import pyarrow.parquet as pq
 
-    schema = pa.schema([(c, pa.bool_() if c == "weak_ok" else pa.string()) for c in COLUMNS])
+    schema = pa.schema([(c, pa.bool_() if c in _BOOL_COLUMNS else pa.string()) for c in COLUMNS])
     table = pa.Table.from_pandas(df[list(COLUMNS)], schema=schema, preserve_index=False)
     table = table.replace_schema_metadata(None)  # no pandas/version metadata: bytes depend on content
     sink = pa.BufferOutputStream()
@@ -361,11 +375,14 @@ def build_dataset(
     out_dir: Path = Path("data/labelled"),
     *,
     sources: Sequence[SourceSpec] = SOURCES,
+    commercial_only: bool = False,
 ) -> BuildReport:
     """Build data/labelled/requests.parquet (columns `COLUMNS`) and summary.json from `raw_dir`.
 
     Columns: id, text, source, tier, task, weak_ok (nullable bool), split, group (near-duplicate group
-    key). `sources` defaults to every registered source (tests pass small fake ones). Reads only
+    key), licence, commercial (bool), label_kind (`outcome`/`proxy`). `commercial_only=True` leaves out
+    every source whose licence forbids commercial use (before dedup, so other sources keep their rows).
+    `sources` defaults to every registered source (tests pass small fake ones). Reads only
     `raw_dir`; raises FileNotFoundError naming the missing file when a raw source is absent.
     Both outputs are written atomically (temp file + rename).
     """
@@ -375,6 +392,8 @@ def build_dataset(
     started = time.perf_counter()
     if not raw_dir.is_dir():
         raise FileNotFoundError(f"raw data folder not found: {raw_dir}")
+    if commercial_only:
+        sources = [spec for spec in sources if spec.commercial]
     collected, skipped = _collect(raw_dir, sources)
     unique, normalised, dedup_stats = _dedup(collected)
     groups = dict(
@@ -397,6 +416,9 @@ def build_dataset(
             "weak_ok": pd.array([r.label.weak_ok for r in selected], dtype="boolean"),
             "split": [assign_split(groups[r.id]) for r in selected],
             "group": [groups[r.id] for r in selected],
+            "licence": [r.spec.licence for r in selected],
+            "commercial": [r.spec.commercial for r in selected],
+            "label_kind": [r.spec.label_kind for r in selected],
         }
     )
     group_sizes = Counter(groups[r.id] for r in selected)
@@ -410,6 +432,9 @@ def build_dataset(
             "largest_group": max(group_sizes.values(), default=0),
         },
         "columns": list(COLUMNS),
+        "commercial_only": commercial_only,
+        "by_licence": dict(sorted(Counter(r.spec.licence for r in selected).items())),
+        "by_label_kind": dict(sorted(Counter(r.spec.label_kind for r in selected).items())),
     }
     summary = _summary(df, extra)
     out_dir.mkdir(parents=True, exist_ok=True)

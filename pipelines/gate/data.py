@@ -275,7 +275,7 @@ def nq_rows(raw_dir: Path) -> list[dict[str, Any]]:
 
 def mmlu_pro_rows(raw_dir: Path) -> list[dict[str, Any]]:
     """MMLU-Pro: prompt = question + lettered options; gold option -> ok, one wrong option -> incorrect."""
-    path = raw_dir / "mmlu_pro_outcomes" / "mmlu_pro_outcomes.jsonl"
+    path = raw_dir / "mmlu_pro_outcomes" / "mmlu_pro_outcomes.jsonl.gz"
     picked = sorted(
         (_sha("gate-mmlu-v1", str(r["question_id"])), r) for r in _read_jsonl(path) if len(r["options"]) >= 2
     )[:MMLU_PRO_ROWS]
@@ -399,7 +399,7 @@ def build_rows(
         "alpaca_eval_outputs",
         "truthfulqa/TruthfulQA.csv",
         "nq_open/NQ-open.dev.jsonl",
-        "mmlu_pro_outcomes/mmlu_pro_outcomes.jsonl",
+        "mmlu_pro_outcomes/mmlu_pro_outcomes.jsonl.gz",
     ):
         if not (raw_dir / needed).exists():
             raise FileNotFoundError(f"{raw_dir / needed} is missing: copy the raw data into {raw_dir} first")

@@ -28,6 +28,7 @@ from pipelines.train.embed import Embedder
 from pipelines.train.encoder_export import EncoderArtifact, Precision, export_encoder
 from pipelines.train.heads import FittedHead, fit_head
 from pipelines.train.metrics import classification_metrics, plot_confusion_matrix, plot_reliability
+from pipelines.train.sanity import agreement, read_sanity
 from serving.model.bundle import Bundle
 from serving.model.textprep import TruncationSpec
 
@@ -182,6 +183,20 @@ def train(
             f"ECE={metrics.get(f'test_{column}_ece', float('nan')):.3f}"
         )
     timings["heads_s"] = time.perf_counter() - t
+    sanity = agreement(read_sanity(), heads, lambda texts: embedder.embed(texts, progress=False))
+    for key, value in sanity.items():
+        if key.endswith("_agreement"):
+            metrics[f"sanity_{key}"] = value
+    if sanity:
+        echo(
+            f"sanity set ({sanity['rows']} everyday requests): "
+            + ", ".join(
+                f"{k.removesuffix('_agreement')} {v:.0%}"
+                for k, v in sanity.items()
+                if k.endswith("_agreement")
+            )
+            + " agreement with a careful person's labels"
+        )
 
     t = time.perf_counter()
     stamp = time.strftime("%Y%m%d-%H%M%S")

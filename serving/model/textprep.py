@@ -2,8 +2,9 @@
 
 Job: one tokenisation path for every caller (training embeddings, ONNX bundle, gate), so the
 features a head was trained on are exactly the features it is served. The model's own
-`tokenizer.json` pads and truncates to a fixed 128 (a trap: see NOTES.md), so this module
-switches both off and does its own truncation.
+`tokenizer.json` pads and truncates to a fixed 128 (a trap: its own settings would silently win),
+so this module switches both off and does its own truncation.
+It also computes the cheap request features (`request_features`) that sit beside the embedding.
 
 Trade-offs:
 - Truncation is `head_tail` by default: keep the first `head_tokens` and the last
@@ -158,3 +159,76 @@ class TextTokenizer:
 
     def count_tokens(self, text: str) -> int:
         return int(self.encode_batch([text]).token_counts[0])
+
+
+# ------------------------------------------------------------------------------ request features
+
+REQUEST_FEATURES_VERSION = 1
+REQUEST_FEATURE_NAMES: tuple[str, ...] = (
+    "log_tokens",
+    "log_lines",
+    "digit_density",
+    "symbol_density",
+    "log_questions",
+    "code_fence",
+    "code_lines",
+    "log_constraints",
+    "option_lines",
+    "table_lines",
+    "non_ascii_share",
+)
+"""Cheap, deterministic request features (`request_features`), in this order. Densities and shares are
+in [0, 1]; `log_*` are log1p of a count; `code_fence` is 0/1."""
+
+_WORDISH = re.compile(r"\w+|[^\w\s]")
+_CODE_LINE = re.compile(
+    r"^\s*(def |class |import |from \S+ import |function |return\b|#include|public |for \(|if \(|[}{]\s*$)"
+    r"|;\s*$|^\s*Traceback \(|^\s+at \S+\(|^\s*File \".*\", line \d+"
+)
+_CONSTRAINT = re.compile(
+    r"\b(must|should|at least|at most|exactly|no more than|no less than|without|do not|don't|only|"
+    r"words?|sentences?|paragraphs?|bullet|format|json|table|list|step by step|in the style of|tone)\b",
+    re.IGNORECASE,
+)
+_OPTION_LINE = re.compile(r"^\s*\(?[A-J][.)]\s+\S")
+_TABLE_LINE = re.compile(r"\|.*\||\t.*\t")
+
+
+def request_features(text: str) -> np.ndarray:
+    """`REQUEST_FEATURE_NAMES` of one request as float32 [len(names)]; pure Python + numpy, no model.
+
+    Training and serving call this same function on the same (cleaned) text, so the features a head
+    learns are the features it is served. Mean-pooled, L2-normalised embeddings carry no length
+    signal; these do. Long texts are measured on their first and last 16,000 characters (cost bound).
+    """
+    text = clean_text(text)
+    if len(text) > 32_000:
+        text = text[:16_000] + "\n" + text[-16_000:]
+    chars = max(1, len(text))
+    lines = text.splitlines() or [""]
+    non_empty = [line for line in lines if line.strip()]
+    digits = sum(ch.isdigit() for ch in text)
+    symbols = sum(not ch.isalnum() and not ch.isspace() for ch in text)
+    non_ascii = 0 if text.isascii() else sum(not ch.isascii() for ch in text)
+    n_lines = max(1, len(non_empty))
+    values = (
+        np.log1p(len(_WORDISH.findall(text))),
+        np.log1p(len(non_empty)),
+        digits / chars,
+        symbols / chars,
+        np.log1p(text.count("?")),
+        1.0 if "```" in text else 0.0,
+        sum(bool(_CODE_LINE.search(line)) for line in non_empty) / n_lines,
+        np.log1p(len(_CONSTRAINT.findall(text))),
+        sum(bool(_OPTION_LINE.match(line)) for line in non_empty) / n_lines,
+        sum(bool(_TABLE_LINE.search(line)) for line in non_empty) / n_lines,
+        non_ascii / chars,
+    )
+    return np.asarray(values, dtype=np.float32)
+
+
+def request_feature_matrix(texts: Sequence[str]) -> np.ndarray:
+    """`request_features` of every text, stacked: float32 [N, len(REQUEST_FEATURE_NAMES)]."""
+    if not texts:
+        return np.zeros((0, len(REQUEST_FEATURE_NAMES)), dtype=np.float32)
+    return np.stack([request_features(t) for t in texts])

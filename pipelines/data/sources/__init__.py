@@ -23,16 +23,22 @@ SOURCES: tuple[SourceSpec, ...] = (
         caps={"weak=True,strong=True": 800, "weak=True,strong=False": 250, "*": 1000},
         stratum=bm.mmlu_stratum,
         family=lambda raw: str(raw["subject"]),
+        licence="Apache-2.0",
+        label_kind="outcome",
     ),
     SourceSpec(
-        "gsm8k_train", bm.read_gsm8k, bm.label_gsm8k, caps={"simple": 300, "complex": 450, "reasoning": 650}
+        "gsm8k_train",
+        bm.read_gsm8k,
+        bm.label_gsm8k,
+        caps={"simple": 300, "complex": 450, "reasoning": 650},
+        licence="MIT",
     ),
-    SourceSpec("math_levels", bm.read_math_levels, bm.label_math_levels),
-    SourceSpec("svamp", bm.read_svamp, bm.label_svamp, caps={"*": 400}),
-    SourceSpec("humaneval", bm.read_humaneval, bm.label_humaneval),
-    SourceSpec("mbpp", bm.read_mbpp, bm.label_mbpp),
-    SourceSpec("truthfulqa", bm.read_truthfulqa, bm.label_truthfulqa),
-    SourceSpec("nq_open", bm.read_nq_open, bm.label_nq_open, caps={"*": 700}),
+    SourceSpec("math_levels", bm.read_math_levels, bm.label_math_levels, licence="MIT"),
+    SourceSpec("svamp", bm.read_svamp, bm.label_svamp, caps={"*": 400}, licence="MIT"),
+    SourceSpec("humaneval", bm.read_humaneval, bm.label_humaneval, licence="MIT"),
+    SourceSpec("mbpp", bm.read_mbpp, bm.label_mbpp, licence="CC-BY-4.0"),
+    SourceSpec("truthfulqa", bm.read_truthfulqa, bm.label_truthfulqa, licence="Apache-2.0"),
+    SourceSpec("nq_open", bm.read_nq_open, bm.label_nq_open, caps={"*": 700}, licence="CC-BY-SA-3.0"),
     SourceSpec(
         "p3_t0_sample",
         p3.read_p3,
@@ -41,10 +47,18 @@ SOURCES: tuple[SourceSpec, ...] = (
         caps={"*": 90, "xsum": 200, "cnn_dailymail": 200, "gigaword": 150, "multi_news": 180},
         stratum=p3.p3_stratum,
         family=p3.p3_family,
+        licence="Apache-2.0",  # promptsource templates; each P3 dataset keeps its own terms (data card)
     ),
-    SourceSpec("self_instruct_seed", ins.read_self_instruct, ins.label_self_instruct),
-    SourceSpec("alpaca_eval", ins.read_alpaca_eval, ins.label_alpaca_eval),
-    SourceSpec("coconot", ins.read_coconot, ins.label_coconot, caps={"*": 900}),
+    SourceSpec("self_instruct_seed", ins.read_self_instruct, ins.label_self_instruct, licence="Apache-2.0"),
+    SourceSpec(
+        "alpaca_eval",
+        ins.read_alpaca_eval,
+        ins.label_alpaca_eval,
+        licence="CC-BY-NC-4.0",  # AlpacaEval's data licence; its code is Apache-2.0
+        commercial=False,
+        label_kind="outcome",
+    ),
+    SourceSpec("coconot", ins.read_coconot, ins.label_coconot, caps={"*": 900}, licence="MIT"),
 )
 
 SOURCES_BY_NAME: dict[str, SourceSpec] = {spec.name: spec for spec in SOURCES}

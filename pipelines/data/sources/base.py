@@ -59,7 +59,9 @@ class SourceSpec:
     seeded hash of the id so the choice is stable across rebuilds. No cap -> every row is kept.
     `family(raw_row)` names the prompt family (a P3 template, an MMLU subject; default: the whole
     source): wording shared by a large share of one family is template boilerplate, not evidence that
-    two rows are near-duplicates.
+    two rows are near-duplicates. `licence` (SPDX-style) and `commercial` (commercial use allowed) are
+    copied onto every row; `label_kind` says where its tier comes from: `outcome` (measured model
+    outcomes) or `proxy` (a per-source rule).
     """
 
     name: str
@@ -68,6 +70,9 @@ class SourceSpec:
     caps: Mapping[str, int] = field(default_factory=dict)
     stratum: Callable[[RawRow, RowLabel], str] = lambda raw, lab: lab.tier
     family: Callable[[RawRow], str] = lambda raw: ""
+    licence: str = "unknown"
+    commercial: bool = True
+    label_kind: str = "proxy"
 
     def cap_for(self, cell: str) -> int | None:
         """The row budget of sampling cell `cell`, or None when uncapped."""

@@ -111,7 +111,7 @@ def test_promotion_checks_validate_files_before_promotion(tmp_path: Path) -> Non
         return EvalSetRequest(**{**base, **kw})
 
     checks = promotion.promotion_checks(request(required_slices=["x"]))
-    assert len(checks) == 1 and callable(checks[0])
+    assert [c.__name__ for c in checks] == ["eval_gate", "routing_value_gate"]
     with pytest.raises(ValueError, match=r"required slice\(s\) \['zz'\] not found"):
         promotion.promotion_checks(request(required_slices=["zz"]))
     with pytest.raises(ValueError, match="'lang' is not in the file"):

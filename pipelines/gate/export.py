@@ -23,20 +23,15 @@ Writes are atomic (temporary sibling folder, then rename), like the classifier's
 
 from __future__ import annotations
 
-import datetime as dt
-import json
-import shutil
-import tempfile
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from pipelines.train.bundle_build import publish_dir
+from pipelines.train.bundle_build import head_to_onnx, write_bundle
 from pipelines.train.encoder_export import EMBED_DIM, EncoderArtifact
 from pipelines.train.heads import FittedHead
 from serving.gate.model import GATE_KIND, INPUT_SIDES, SIGNALS_INPUT, GateModel
 from serving.gate.signals import SIGNAL_NAMES, SIGNALS_VERSION
-from serving.model.bundle import BUNDLE_SCHEMA_VERSION, MANIFEST, MODEL_FILE, TOKENIZER_FILE, sha256_file
 from serving.model.textprep import TruncationSpec
 
 ML_DOMAIN = "ai.onnx.ml"
@@ -72,18 +67,6 @@ def _copy_encoder(encoder: Any, side: str) -> tuple[list[Any], str]:
         new.output[:] = [rename(n) for n in node.output]
         nodes.append(new)
     return nodes, rename(graph.output[0].name)
-
-
-def head_to_onnx(head: FittedHead) -> Any:
-    from skl2onnx import convert_sklearn
-    from skl2onnx.common.data_types import FloatTensorType
-
-    return convert_sklearn(
-        head.model,
-        initial_types=[(FEATURES, FloatTensorType([None, feature_dim()]))],
-        options={id(head.model): {"zipmap": False}},
-        target_opset={"": 17, ML_DOMAIN: 3},
-    )
 
 
 def build_gate_graph(encoder_path: Path, heads: Sequence[FittedHead]) -> Any:
@@ -135,7 +118,7 @@ def build_gate_graph(encoder_path: Path, heads: Sequence[FittedHead]) -> Any:
     ]
     for head in heads:
         prefix = f"{head.name}__"
-        h = onnx.compose.add_prefix(head_to_onnx(head), prefix)
+        h = onnx.compose.add_prefix(head_to_onnx(head, FEATURES, feature_dim()), prefix)
         for imp in h.opset_import:
             opsets[imp.domain] = max(opsets.get(imp.domain, 0), imp.version)
         for node in h.graph.node:
@@ -171,42 +154,19 @@ def build_gate_bundle(
 
     if not heads or heads[0].name != "acceptable" or heads[0].labels != ("unacceptable", "acceptable"):
         raise ValueError("the first head must be 'acceptable' with labels (unacceptable, acceptable)")
-    out_dir = Path(out_dir)
-    out_dir.parent.mkdir(parents=True, exist_ok=True)
-    metadata = dict(metadata or {})
-    tmp = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.", dir=out_dir.parent))
-    try:
-        onnx.save(build_gate_graph(encoder.path, heads), str(tmp / MODEL_FILE))
-        shutil.copyfile(encoder.tokenizer_path, tmp / TOKENIZER_FILE)
-        manifest: dict[str, Any] = {
-            "schema_version": BUNDLE_SCHEMA_VERSION,
-            "kind": GATE_KIND,
-            "name": name,
-            "created_at": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
-            "encoder": encoder.describe(),
-            "text": {"prompt": prompt_spec.to_dict(), "response": response_spec.to_dict()},
-            "signals": {"version": SIGNALS_VERSION, "names": list(SIGNAL_NAMES)},
-            "heads": [{"name": h.name, "labels": list(h.labels), "output": f"{h.name}_probs"} for h in heads],
-            "calibration": {
-                h.name: {"method": "temperature", "temperature": h.temperature, "C": h.C} for h in heads
-            },
-            "thresholds": {
-                "p_acceptable": float(threshold),
-                "target_false_accept_rate": float(target_false_accept_rate),
-            },
-            "training_data": metadata.pop("training_data", {}),
-            "metrics": metadata.pop("metrics", {}),
-            **metadata,
-            "files": {
-                MODEL_FILE: sha256_file(tmp / MODEL_FILE),
-                TOKENIZER_FILE: sha256_file(tmp / TOKENIZER_FILE),
-            },
-        }
-        # what the gate answers for fixed pairs, so a load can tell a tampered manifest (self-check)
-        manifest["self_check"] = GateModel(tmp, {**manifest, "self_check": None}).expected_outputs()
-        (tmp / MANIFEST).write_text(json.dumps(manifest, indent=2) + "\n", encoding="utf-8")
-        publish_dir(tmp, out_dir)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
-    return out_dir
+    return write_bundle(
+        out_dir,
+        lambda path: onnx.save(build_gate_graph(encoder.path, heads), str(path)),
+        encoder,
+        heads,
+        kind=GATE_KIND,
+        name=name,
+        text={"prompt": prompt_spec.to_dict(), "response": response_spec.to_dict()},
+        extra={"signals": {"version": SIGNALS_VERSION, "names": list(SIGNAL_NAMES)}},
+        thresholds={
+            "p_acceptable": float(threshold),
+            "target_false_accept_rate": float(target_false_accept_rate),
+        },
+        metadata=dict(metadata or {}),
+        expected_outputs=lambda folder, manifest: GateModel(folder, manifest).expected_outputs(),
+    )

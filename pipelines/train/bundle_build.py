@@ -22,7 +22,7 @@ import json
 import os
 import shutil
 import tempfile
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -41,14 +41,14 @@ from serving.model.textprep import TruncationSpec
 ML_DOMAIN = "ai.onnx.ml"
 
 
-def head_to_onnx(head: FittedHead) -> Any:
-    """skl2onnx graph of one head: input `embedding` [N, 384] -> `probabilities` [N, K]."""
+def head_to_onnx(head: FittedHead, input_name: str = "embedding", width: int = EMBED_DIM) -> Any:
+    """skl2onnx graph of one head: input `input_name` [N, width] -> `probabilities` [N, K]."""
     from skl2onnx import convert_sklearn
     from skl2onnx.common.data_types import FloatTensorType
 
     return convert_sklearn(
         head.model,
-        initial_types=[("embedding", FloatTensorType([None, EMBED_DIM]))],
+        initial_types=[(input_name, FloatTensorType([None, width]))],
         options={id(head.model): {"zipmap": False}},
         target_opset={"": 17, ML_DOMAIN: 3},
     )
@@ -122,23 +122,62 @@ def build_bundle(
         raise ValueError(f"duplicate head names: {names}")
     out_dir = Path(out_dir)
     out_dir.parent.mkdir(parents=True, exist_ok=True)
+
     metadata = dict(metadata or {})
+    thresholds = metadata.pop("thresholds", {"min_confidence": 0.5})
+    return write_bundle(
+        out_dir,
+        lambda path: onnx.save(merge_heads(encoder.path, heads), str(path)),
+        encoder,
+        heads,
+        kind="classifier",
+        name=name,
+        text=spec.to_dict(),
+        thresholds=thresholds,
+        metadata=metadata,
+        expected_outputs=lambda folder, manifest: Bundle(folder, manifest).expected_outputs(),
+    )
+
+
+def write_bundle(
+    out_dir: Path,
+    save_graph: Callable[[Path], None],
+    encoder: EncoderArtifact,
+    heads: Sequence[FittedHead],
+    *,
+    kind: str,
+    name: str,
+    text: dict[str, Any],
+    thresholds: dict[str, Any],
+    metadata: dict[str, Any],
+    expected_outputs: Callable[[Path, dict[str, Any]], Any],
+    extra: dict[str, Any] | None = None,
+) -> Path:
+    """Write graph + tokenizer + `bundle.json` into a temp folder beside `out_dir`, then publish it.
+
+    One writer for every bundle kind (classifier, gate): the manifest lists every file's sha256 and
+    `self_check`, what the finished bundle answers for fixed inputs (computed by `expected_outputs`
+    on the folder itself), so a load can tell a tampered manifest."""
+    out_dir = Path(out_dir)
+    out_dir.parent.mkdir(parents=True, exist_ok=True)
+    metadata = dict(metadata)
     tmp = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.", dir=out_dir.parent))
     try:
-        onnx.save(merge_heads(encoder.path, heads), str(tmp / MODEL_FILE))
+        save_graph(tmp / MODEL_FILE)
         shutil.copyfile(encoder.tokenizer_path, tmp / TOKENIZER_FILE)
         manifest: dict[str, Any] = {
             "schema_version": BUNDLE_SCHEMA_VERSION,
-            "kind": "classifier",
+            "kind": kind,
             "name": name,
             "created_at": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
             "encoder": encoder.describe(),
-            "text": spec.to_dict(),
+            "text": text,
+            **(extra or {}),
             "heads": [{"name": h.name, "labels": list(h.labels), "output": f"{h.name}_probs"} for h in heads],
             "calibration": {
                 h.name: {"method": "temperature", "temperature": h.temperature, "C": h.C} for h in heads
             },
-            "thresholds": metadata.pop("thresholds", {"min_confidence": 0.5}),
+            "thresholds": thresholds,
             "training_data": metadata.pop("training_data", {}),
             "metrics": metadata.pop("metrics", {}),
             **metadata,
@@ -147,9 +186,8 @@ def build_bundle(
                 TOKENIZER_FILE: sha256_file(tmp / TOKENIZER_FILE),
             },
         }
-        # what the bundle answers for fixed texts, so a load can tell a tampered manifest (self-check)
-        manifest["self_check"] = Bundle(tmp, {**manifest, "self_check": None}).expected_outputs()
-        (tmp / MANIFEST).write_text(json.dumps(manifest, indent=2, sort_keys=False) + "\n", encoding="utf-8")
+        manifest["self_check"] = expected_outputs(tmp, {**manifest, "self_check": None})
+        (tmp / MANIFEST).write_text(json.dumps(manifest, indent=2) + "\n", encoding="utf-8")
         publish_dir(tmp, out_dir)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)

@@ -298,6 +298,27 @@ def test_calibrate_writes_new_bundle_and_keeps_source(
     assert res.exit_code == 2 and "exactly one objective" in res.output
 
 
+@pytest.mark.parametrize(
+    ("objective", "value", "expected"),
+    [
+        ("--target-share", "1.5", "--target-share must be in [0, 1]"),
+        ("--quality-floor", "-0.1", "--quality-floor must be in [0, 1]"),
+        ("--budget", "3", "--budget needs --weak-cost and --strong-cost"),
+    ],
+)
+def test_calibrate_rejects_impossible_objective_before_loading_anything(
+    tmp_path: Path, objective: str, value: str, expected: str
+) -> None:
+    """The objective is checked before the model is resolved or a row scored: a model path that does
+    not exist is never reached, so the message is about the objective."""
+    data = tmp_path / "d.csv"
+    data.write_text("text\nhello\n")
+    res = _invoke("calibrate", "--model", tmp_path / "nowhere", "--data", data, objective, value)
+    assert res.exit_code == 2, res.output
+    assert expected in " ".join(res.output.split())
+    assert "nowhere" not in res.output
+
+
 def test_python_dash_m_runs_the_root_app() -> None:
     """`tierroute demo` starts the service as `python -m evals.cli serve`: that entry must exist."""
     import subprocess

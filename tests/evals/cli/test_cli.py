@@ -111,6 +111,22 @@ def test_drift_against_itself_is_clean_and_shifted_set_drifts(
     assert (tmp_path / "shifted" / "report.html").read_text().count("<img") >= 5
 
 
+def test_drift_refuses_a_current_set_too_small_to_have_power(
+    trained_bundle: Path, heldout_df: Any, tmp_path: Path
+) -> None:
+    """5 rows used to report "no drift", exit 0: no test has power there, so it is bad input (exit 2)."""
+    from evals.drift.run import MIN_CURRENT_ROWS
+
+    tiny = tmp_path / "tiny.csv"
+    heldout_df.head(5).to_csv(tiny, index=False)
+    res = _invoke(
+        "drift", "--reference", trained_bundle, "--current", tiny, "--out", tmp_path / "r", "--no-mlflow"
+    )
+    assert res.exit_code == 2, res.output
+    assert "too few" in res.output and f"minimum {MIN_CURRENT_ROWS}" in " ".join(res.output.split())
+    assert not (tmp_path / "r" / "summary.json").exists()
+
+
 def test_training_stores_reference_stats_that_drift_reads(
     trained_bundle: Path, small_labelled_file: Path, tmp_path: Path
 ) -> None:

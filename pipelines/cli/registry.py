@@ -231,6 +231,13 @@ def promote_command(
     return promote_cmd
 
 
+def _data_label(tags: dict[str, str]) -> str:
+    """Training data of a version: file name and the first digest characters (equal digests = same rows)."""
+    name = tags.get("dataset_name", "")
+    digest = tags.get("dataset_digest", "")[:8]
+    return f"{name} ({digest})" if name and digest else name or digest or "?"
+
+
 def _versions_table(model_name: str, versions: list[VersionInfo], keys: tuple[str, ...]) -> Table:
     table = Table(title=f"{model_name}: {len(versions)} version(s)")
     table.add_column("version", justify="right")
@@ -238,6 +245,8 @@ def _versions_table(model_name: str, versions: list[VersionInfo], keys: tuple[st
     table.add_column("created (UTC)", no_wrap=True)
     for key in keys:
         table.add_column(key.removeprefix("test_"), justify="right")
+    table.add_column("data", overflow="fold")
+    table.add_column("rows", justify="right")
     table.add_column("bundle", no_wrap=True)
     table.add_column("run", no_wrap=True)
     for v in versions:
@@ -246,6 +255,8 @@ def _versions_table(model_name: str, versions: list[VersionInfo], keys: tuple[st
             ", ".join(v.aliases) or "",
             v.created.strftime("%Y-%m-%d %H:%M"),
             *[_fmt(v.metrics.get(k)) for k in keys],
+            _data_label(v.tags),
+            v.tags.get("training_rows", "?"),
             v.tags.get("bundle_digest", "")[:12],
             (v.run_id or "")[:12],
         )

@@ -108,6 +108,8 @@ def test_models_list_shows_versions_aliases_and_metrics(
     assert "0.8000" in v1 and "0.6100" in v1
     assert "0.8300" in v2 and "0.6200" in v2
     assert "tier_macro_f1" in result.output and "2 version(s)" in result.output
+    # which data each version was trained on, and how many rows (make_record logs 3 rows of unit.parquet)
+    assert "unit.parquet (d1g3st)" in v1 and " 3 " in v1
 
 
 def test_export_round_trip(

@@ -149,7 +149,7 @@ def log_and_register(
     if missing:
         raise RegistryError(f"artifacts to log do not exist: {missing}")
     digest = bundle_digest(bundle_dir)
-    mlflow, client, uri = _connect(tracking_uri)
+    mlflow, client, uri = _connect(tracking_uri, create=True)
     with _errors(f"preparing experiment {record.experiment!r}", uri):
         experiment_id = _ensure_experiment(client, record.experiment, uri)
         model_existed = _model_exists(client, model_name)

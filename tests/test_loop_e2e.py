@@ -15,7 +15,6 @@ series reaching /metrics (3).
 
 from __future__ import annotations
 
-import json
 import os
 import signal
 import subprocess

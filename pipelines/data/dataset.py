@@ -356,6 +356,15 @@ def _split_for(key: str) -> str:
     return "train" if fraction < 0.70 else ("validation" if fraction < 0.85 else "test")
 
 
+def derived_splits(texts: Sequence[Any], ids: Sequence[Any] | None = None) -> list[str]:
+    """The split `load_labelled_file` gives rows of a file without a `split` column: a hash of the
+    id when there is an `id` column, else of the text (70/15/15). `eval --split test` uses it on
+    such files, so "test" means the rows `train` held out of that same file."""
+    if ids is not None:
+        return [_split_for(str(i).strip()) for i in ids]
+    return [_split_for(_text_id(str(t))) for t in texts]
+
+
 def load_labelled_file(
     path: Path,
     label_columns: Sequence[str],

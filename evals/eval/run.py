@@ -199,9 +199,7 @@ def eval_warnings(bundle_dir: Path, data: Path, split: str | None, rows: int) ->
 
     out: list[str] = []
     if rows < MIN_RELIABLE_ROWS:
-        out.append(
-            f"only {rows} rows: the intervals are wide (aim for >= {MIN_RELIABLE_ROWS} labelled rows)"
-        )
+        out.append(f"only {rows} rows: the intervals are wide (aim for >= {MIN_RELIABLE_ROWS} labelled rows)")
     try:
         trained_on = (read_manifest(bundle_dir).get("training_data") or {}).get("path")
     except BundleError:

@@ -15,6 +15,7 @@ series reaching /metrics (3).
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import subprocess
@@ -136,6 +137,7 @@ def _classify(server: Served) -> dict[str, Any]:
 
 
 def _chat(server: Served) -> httpx.Response:
+    """A chat completion through the router (`model: auto` = let the policy decide)."""
     body = {
         "model": "auto",
         "messages": [{"role": "user", "content": "Explain how a B-tree stays balanced."}],
@@ -202,7 +204,8 @@ def test_train_promote_serve_reload_route_loop(project: Path, tmp_path: Path) ->
         assert reload.status_code == 200 and reload.json()["model"]["version"] == "1", reload.text
         assert tierroute(project, "rollback", "--to", "2").returncode == 0
 
-        # 6. the router (policy file -> fake providers) with the gate from the registry
+        # 6. the router: `serve --policy` (its classifier is the served champion, in process) with the
+        #    gate from the registry; and `tierroute route` with the policy's classifier URL, up then down
         with FakeProvider() as fp:
             policy = policy_dict(fp, classifier.url, project / "spend.jsonl")
             policy["classifier"]["timeout_ms"] = 5000  # a loaded 2-core box; a user tunes this too
@@ -218,19 +221,10 @@ def test_train_promote_serve_reload_route_loop(project: Path, tmp_path: Path) ->
                 "models:/tierroute-gate@candidate",
             )
             try:
-                up = _chat(router)
-                assert up.status_code == 200, up.text
-                assert up.headers["x-tierroute-decided-by"] == "classifier", dict(up.headers)
-                assert up.json()["choices"][0]["message"]["content"]
-
-                classifier.stop()  # the classifier goes down: rules decide, requests still answered
-                down = _chat(router)
-                assert down.status_code == 200, down.text
-                assert down.headers["x-tierroute-decided-by"] != "classifier", dict(down.headers)
-
-                metrics = httpx.get(router.url + "/metrics", timeout=30).text
-                assert "tierroute_router_decisions_total" in metrics, "router series missing from /metrics"
-                assert "tierroute_router_classifier_fallbacks_total" in metrics
+                chat = _chat(router)
+                assert chat.status_code == 200, chat.text
+                assert chat.headers["x-tierroute-decided-by"] == "classifier", dict(chat.headers)
+                assert chat.json()["choices"][0]["message"]["content"]
 
                 gate = router.post(
                     "/v1/gate",
@@ -241,6 +235,19 @@ def test_train_promote_serve_reload_route_loop(project: Path, tmp_path: Path) ->
                 assert verdict["model"]["name"] == "tierroute-gate" and verdict["model"]["version"] == "1"
                 assert verdict["results"][0]["decided_by"] == "model", verdict
                 assert verdict["results"][0]["p_acceptable"] is not None
+
+                route = ("route", "--policy", "policy.yaml", "--text", "Explain how a B-tree stays balanced.")
+                up = json.loads(tierroute(project, *route, "--json").stdout)
+                assert up["decided_by"] == "classifier", up
+                classifier.stop()  # the classifier service goes down: rules decide, nothing fails
+                down = json.loads(tierroute(project, *route, "--json").stdout)
+                assert down["decided_by"] != "classifier", down
+                consulted = [s for s in down["trace"] if "classifier" in json.dumps(s)]
+                assert consulted and "rules decide" in json.dumps(consulted), down["trace"]
+
+                # the router's own series are on the service's /metrics (defect 3); kept last
+                metrics = httpx.get(router.url + "/metrics", timeout=30).text
+                assert "tierroute_router_decisions_total" in metrics, "router series missing from /metrics"
             finally:
                 router.stop()
     finally:

@@ -28,7 +28,7 @@ from typing import Any
 
 import numpy as np
 
-from evals.calibrate.thresholds import Objective, ThresholdChoice, choose_threshold
+from evals.calibrate.thresholds import Objective, ThresholdChoice, choose_threshold, validate_objective
 from evals.eval.evaluate import outcome_arrays, router_score
 from evals.io.models import (
     ModelError,
@@ -110,7 +110,7 @@ def run_calibrate(
     strong_cost: float | None = None,
     bundle_out: Path | None = None,
     write_bundle: bool = True,
-    tag_version: bool = True,
+    tag_version: bool = False,
     n_boot: int = 1000,
     seed: int = 0,
     cache_dir: Path | None = None,
@@ -118,6 +118,10 @@ def run_calibrate(
 ) -> CalibrationRun:
     # Over 60 lines: the command's steps in order (read, score, choose, report, store), each a named call.
     data = Path(data)
+    try:
+        validate_objective(objective, target, weak_cost=weak_cost, strong_cost=strong_cost)
+    except ValueError as exc:
+        raise InputError(str(exc)) from exc
     handle = resolve_model(model, cache_dir=cache_dir)
     bundle = load_bundle(handle)
     heads = head_labels(bundle)

@@ -19,6 +19,7 @@ lengths we do not know at routing time.
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 from typing import Any, Literal
 
@@ -173,6 +174,31 @@ def _bootstrap_means(cols: np.ndarray, n_boot: int, seed: int) -> np.ndarray:
         out.append(cols[rng.integers(0, n, size=(b, n))].mean(axis=1))
         done += b
     return np.concatenate(out)
+
+
+def validate_objective(
+    objective: str,
+    target: float,
+    *,
+    weak_cost: float | None = None,
+    strong_cost: float | None = None,
+) -> None:
+    """Reject an objective that no data can satisfy before any row is scored (ValueError).
+
+    Shares and quality floors are fractions in [0, 1]; a budget needs both costs, strong > weak,
+    and must reach at least the all-weak cost."""
+    if not math.isfinite(target):
+        raise ValueError(f"{objective.replace('_', ' ')} must be a finite number, got {target}")
+    if objective == "target_share" and not 0.0 <= target <= 1.0:
+        raise ValueError(f"--target-share must be in [0, 1] (a share of requests), got {target:g}")
+    elif objective == "quality_floor" and not 0.0 <= target <= 1.0:
+        raise ValueError(f"--quality-floor must be in [0, 1] (a share of the quality gap), got {target:g}")
+    elif objective == "budget":
+        if weak_cost is None or strong_cost is None:
+            raise ValueError("--budget needs --weak-cost and --strong-cost (per 1,000 requests)")
+        share_for_budget(target, weak_cost, strong_cost)
+    elif objective not in ("target_share", "quality_floor", "budget"):
+        raise ValueError(f"unknown objective {objective!r}")
 
 
 def choose_threshold(

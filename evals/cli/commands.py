@@ -266,13 +266,20 @@ def calibrate_cmd(
         ),
     ] = None,
     write_bundle: Annotated[bool, typer.Option(help="Write a calibrated bundle copy.")] = True,
-    tag: Annotated[bool, typer.Option(help="Tag the registered version with the threshold (MLflow).")] = True,
+    tag: Annotated[
+        bool,
+        typer.Option(
+            help="Also tag the registered version with the threshold (MLflow). Off by default: a tag on the "
+            "serving champion changes live routing on every server's next reload, so it must be asked for."
+        ),
+    ] = False,
     bootstrap: Annotated[int, typer.Option(help="Bootstrap resamples for the intervals.")] = 1000,
     seed: Annotated[int, typer.Option(help="Seed for the bootstrap.")] = 0,
 ) -> None:
     """Pick the routing threshold for a target strong-model share, a quality floor or a cost budget;
-    report the expected share, quality and cost with 95% intervals; store it as an MLflow version tag
-    and in a new bundle copy (bundle.json thresholds.routing). Exit status 2 on bad input."""
+    report the expected share, quality and cost with 95% intervals; store it in a new bundle copy
+    (bundle.json thresholds.routing) and, with --tag only, as an MLflow version tag. Exit status 2 on
+    bad input, checked before any row is scored."""
     # Over 60 lines: mostly typer option declarations; the body is parse -> run_calibrate -> print.
     from evals.calibrate.run import run_calibrate
     from evals.calibrate.thresholds import Objective
@@ -288,6 +295,12 @@ def calibrate_cmd(
         raise _fail(ValueError("give exactly one objective: --target-share, --quality-floor or --budget"))
     objective: Objective = given[0][0]  # type: ignore[assignment]
     target = given[0][1]
+    from evals.calibrate.thresholds import validate_objective
+
+    try:  # before minutes of scoring
+        validate_objective(objective, float(target), weak_cost=weak_cost, strong_cost=strong_cost)
+    except ValueError as exc:
+        raise _fail(exc) from None
     try:
         run = run_calibrate(
             model,
@@ -320,7 +333,11 @@ def calibrate_cmd(
     if run.bundle_out:
         out.print(f"bundle with thresholds.routing: {run.bundle_out}")
     if run.tagged:
-        out.print(f"tagged {run.model.label}: routing_threshold")
+        out.print(
+            f"tagged {run.model.label}: routing_threshold (servers of this version pick it up on reload)"
+        )
+    elif run.model.registered:
+        out.print(f"what-if only: {run.model.label} not tagged (pass --tag to store the threshold there)")
     if run.tracking_error:
         err.print(f"[yellow]warning:[/yellow] {run.tracking_error}")
 

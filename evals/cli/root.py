@@ -11,7 +11,7 @@ heavy dependencies inside the command body, so
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import typer
 
@@ -36,6 +36,13 @@ def promotion_checks(request: EvalSetRequest) -> Sequence[PromotionCheck]:
     return checks(request)
 
 
+def same_rows_check(ctx: Any) -> Sequence[Any]:
+    """`promote`'s like-for-like comparison when the versions were trained on different data."""
+    from evals.eval.promotion import same_rows_check as check
+
+    return check(ctx)
+
+
 def build_app() -> typer.Typer:
     """Assemble the root app; separate from `main` so tests can drive it with CliRunner."""
     app = typer.Typer(
@@ -54,7 +61,7 @@ def build_app() -> typer.Typer:
     )
     train_cli.register(app, bench)
     data_cli.register(app, bench)
-    registry_cli.register(app, bench, eval_checks=promotion_checks)
+    registry_cli.register(app, bench, eval_checks=promotion_checks, same_rows=same_rows_check)
     evals_cli.register(app, bench)
     router_cli.register(app, bench)
     serve_cli.register(app, bench)

@@ -4,9 +4,11 @@ Job: `compare(reference, current, config) -> DriftResult`, pure numpy/scipy on t
 (the reference from training time or a labelled file, the current one computed the same way).
 
 Checks (each runs only when both sides carry what it needs):
-- performance/<head>   (labelled on both sides) macro-F1 drop: one-sided permutation test on pooled
-                       (truth, prediction) rows; bootstrap 95% intervals for delta macro-F1, delta
-                       accuracy and every per-class F1 delta (reported, not part of the decision);
+- performance/<head>   (labelled on both sides) macro-recall drop over the classes present on both
+                       sides (>= MIN_CLASS_ROWS rows each), so label shift is not read as degradation:
+                       one-sided permutation test on pooled (truth, prediction) rows; bootstrap 95%
+                       intervals for delta macro-F1, delta accuracy and every per-class F1 delta
+                       (reported, not part of the decision);
 - label_shift/<head>   (labelled on both sides) chi-square on the label mix, PSI as effect size;
 - prediction_mix/<head> chi-square on the predicted-label mix, PSI;
 - confidence/<head>    chi-square on the 10-bin top-class-probability histogram, PSI;
@@ -34,6 +36,7 @@ from evals.stats.bootstrap import (
     f1_from_confusion,
     independent_bootstrap_diff,
     macro_f1_from_confusion,
+    macro_recall_from_confusion,
     permutation_test_diff,
 )
 from evals.stats.shift_tests import bonferroni, chi2_homogeneity, holm, ks_two_sample, psi
@@ -178,39 +181,65 @@ def _mix_check(
     )
 
 
+MIN_CLASS_ROWS = 5
+"""A class is compared only with at least this many true rows on both sides (else its recall is noise)."""
+
+
 def _performance_check(head: str, ref: HeadStats, cur: HeadStats, config: DriftConfig) -> CheckResult:
+    """Has the model got worse on the kinds of rows the current set has?
+
+    Decision statistic: macro recall (balanced accuracy) over the classes with >= MIN_CLASS_ROWS true
+    rows on both sides, both samples restricted to rows of those classes. Per-class recall does not
+    depend on the label mix, so label shift alone (reported by label_shift/<head>) is not read as
+    degradation; macro-F1 over classes absent from the current set was (a maths-only sample "fell"
+    from 0.77 to 0.16 while its accuracy rose). Macro-F1, accuracy and per-class F1 are still reported."""
     # Over 60 lines: one permutation test plus its per-class intervals over the same arrays.
     k = len(ref.labels)
-    rt, rp = ref.labelled_pairs()
-    ct, cp = cur.labelled_pairs()
-    observed, p = permutation_test_diff(
-        rt,
-        rp,
-        ct,
-        cp,
-        k,
-        metric="macro_f1",
-        alternative="less",
-        n_permutations=config.n_permutations,
-        seed=config.seed,
-    )
+    rt_all, rp_all = ref.labelled_pairs()
+    ct_all, cp_all = cur.labelled_pairs()
+    ref_support = np.bincount(rt_all, minlength=k)
+    cur_support = np.bincount(ct_all, minlength=k)
+    shared = np.flatnonzero((ref_support >= MIN_CLASS_ROWS) & (cur_support >= MIN_CLASS_ROWS))
+    keep_r = np.isin(rt_all, shared)
+    keep_c = np.isin(ct_all, shared)
+    rt, rp = rt_all[keep_r], rp_all[keep_r]
+    ct, cp = ct_all[keep_c], cp_all[keep_c]
+    if shared.size == 0:
+        observed, p = 0.0, 1.0
+    else:
+        observed, p = permutation_test_diff(
+            rt,
+            rp,
+            ct,
+            cp,
+            k,
+            metric="macro_recall",
+            alternative="less",
+            n_permutations=config.n_permutations,
+            seed=config.seed,
+        )
     seed = config.seed + 1
-    mf1 = independent_bootstrap_diff(rt, rp, ct, cp, k, metric="macro_f1", n_boot=config.n_boot, seed=seed)
-    acc = independent_bootstrap_diff(rt, rp, ct, cp, k, metric="accuracy", n_boot=config.n_boot, seed=seed)
+    mf1 = independent_bootstrap_diff(
+        rt_all, rp_all, ct_all, cp_all, k, metric="macro_f1", n_boot=config.n_boot, seed=seed
+    )
+    acc = independent_bootstrap_diff(
+        rt_all, rp_all, ct_all, cp_all, k, metric="accuracy", n_boot=config.n_boot, seed=seed
+    )
     per_class = []
-    ref_f1 = f1_from_confusion(np.bincount(rt * k + rp, minlength=k * k).reshape(k, k))
-    cur_f1 = f1_from_confusion(np.bincount(ct * k + cp, minlength=k * k).reshape(k, k))
+    ref_f1 = f1_from_confusion(np.bincount(rt_all * k + rp_all, minlength=k * k).reshape(k, k))
+    cur_f1 = f1_from_confusion(np.bincount(ct_all * k + cp_all, minlength=k * k).reshape(k, k))
     for j, label in enumerate(ref.labels):
         row: dict[str, Any] = {
             "label": label,
             "reference_f1": float(ref_f1[j]),
             "current_f1": float(cur_f1[j]),
-            "reference_support": int(np.sum(rt == j)),
-            "current_support": int(np.sum(ct == j)),
+            "reference_support": int(ref_support[j]),
+            "current_support": int(cur_support[j]),
+            "compared": bool(j in shared),
         }
         if np.isfinite(ref_f1[j]) and np.isfinite(cur_f1[j]):
             d = independent_bootstrap_diff(
-                rt, rp, ct, cp, k, metric="f1", class_index=j, n_boot=config.n_boot, seed=seed
+                rt_all, rp_all, ct_all, cp_all, k, metric="f1", class_index=j, n_boot=config.n_boot, seed=seed
             )
             row.update(delta=d.delta.estimate, low=d.delta.low, high=d.delta.high)
         per_class.append(row)
@@ -218,21 +247,20 @@ def _performance_check(head: str, ref: HeadStats, cur: HeadStats, config: DriftC
         name=f"performance/{head}",
         family="performance",
         head=head,
-        test="permutation (macro-F1 drop)",
+        test="permutation (macro-recall drop on shared classes)",
         statistic=observed,
         p_value=p,
-        effect_name="macro_f1_drop",
+        effect_name="macro_recall_drop",
         effect=-observed,
         effect_floor=config.min_f1_drop,
         n_ref=int(rt.size),
         n_cur=int(ct.size),
         detail={
-            "reference_macro_f1": float(
-                macro_f1_from_confusion(np.bincount(rt * k + rp, minlength=k * k).reshape(k, k))
-            ),
-            "current_macro_f1": float(
-                macro_f1_from_confusion(np.bincount(ct * k + cp, minlength=k * k).reshape(k, k))
-            ),
+            "compared_classes": [ref.labels[j] for j in shared],
+            "reference_macro_recall": float(macro_recall_from_confusion(_cm(rt, rp, k))) if rt.size else None,
+            "current_macro_recall": float(macro_recall_from_confusion(_cm(ct, cp, k))) if ct.size else None,
+            "reference_macro_f1": float(macro_f1_from_confusion(_cm(rt_all, rp_all, k))),
+            "current_macro_f1": float(macro_f1_from_confusion(_cm(ct_all, cp_all, k))),
             "delta_macro_f1": mf1.delta.to_dict(),
             "delta_accuracy": acc.delta.to_dict(),
             "reference_accuracy": acc.reference,
@@ -240,6 +268,10 @@ def _performance_check(head: str, ref: HeadStats, cur: HeadStats, config: DriftC
             "per_class": per_class,
         },
     )
+
+
+def _cm(t: np.ndarray, p: np.ndarray, k: int) -> np.ndarray:
+    return np.bincount(t * k + p, minlength=k * k).reshape(k, k)
 
 
 def planned_checks(reference: ReferenceStats, current: ReferenceStats, config: DriftConfig) -> int:

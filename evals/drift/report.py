@@ -108,7 +108,10 @@ def _f1_plot(check: CheckResult, path: Path) -> None:
     ax.axvline(0, color="grey", lw=1, ls="--")
     ax.set_yticks(y, [r["label"] for r in rows])
     ax.set_xlabel("F1 current - reference (95% bootstrap interval)")
-    ax.set_title(f"{check.name}: macro-F1 {check.statistic:+.3f}, adj. p {check.adjusted_p:.2g}", fontsize=9)
+    ax.set_title(
+        f"{check.name}: macro-recall {check.statistic:+.3f} (shared classes), adj. p {check.adjusted_p:.2g}",
+        fontsize=9,
+    )
     fig.tight_layout()
     fig.savefig(path, dpi=100)
     plt.close(fig)
@@ -176,7 +179,9 @@ def build_blocks(
                         f"(delta {d['delta_macro_f1']['estimate']:+.3f}, 95% CI "
                         f"[{d['delta_macro_f1']['low']:+.3f}, "
                         f"{d['delta_macro_f1']['high']:+.3f}]); accuracy {d['reference_accuracy']:.3f} -> "
-                        f"{d['current_accuracy']:.3f}; one-sided permutation p = {c.p_value:.3g}."
+                        f"{d['current_accuracy']:.3f}. Decision on macro recall over the classes present "
+                        f"on both sides ({', '.join(d.get('compared_classes', [])) or 'none'}): "
+                        f"{c.statistic:+.3f}, one-sided permutation p = {c.p_value:.3g}."
                     )
                 )
                 blocks.append(
@@ -240,14 +245,14 @@ def build_blocks(
             f"{result.config.correction} so the chance of any false alarm on a set drawn from the reference "
             f"distribution is at most {result.config.alpha:g}. A check flags drift when its adjusted "
             "p-value is at "
-            "most alpha and its effect reaches the floor (PSI for mixes, KS D for token length, macro-F1 "
-            "drop for "
+            "most alpha and its effect reaches the floor (PSI for mixes, KS D for token length, macro-recall "
+            "drop on the classes present on both sides for "
             "performance). Mix tests are Pearson chi-square tests with categories of expected count < "
             f"{result.config.min_expected:g} pooled; embeddings use an RBF-kernel MMD permutation test "
             f"({result.config.n_permutations} permutations, <= {result.config.max_embedding_rows} rows per "
             "side); "
-            "performance uses a one-sided permutation test on macro-F1 with bootstrap intervals for every "
-            "delta."
+            "performance uses a one-sided permutation test on macro recall over shared classes (label "
+            "shift alone does not move it) with bootstrap intervals for every delta."
         )
     )
     return blocks

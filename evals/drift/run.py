@@ -46,6 +46,11 @@ REFERENCE_ARTIFACT = f"reference/{FILENAME}"
 AUTO = "auto"
 
 
+MIN_CURRENT_ROWS = 30
+"""Fewer current rows than this and no check has the power to see anything but a gross shift, so
+"no drift" would be a claim the data cannot support: `tierroute drift` refuses (exit 2) instead."""
+
+
 class DriftInputError(Exception):
     """Anything the user must fix before drift can run (exit status 2)."""
 
@@ -203,6 +208,11 @@ def run_drift(
             )
         cur_stats = _stats_from_table(current, current_split, handle, config.seed + 7, "current")
     echo(f"current: {cur_stats.n_rows} rows ({current})")
+    if cur_stats.n_rows < MIN_CURRENT_ROWS:
+        raise DriftInputError(
+            f"{current}: {cur_stats.n_rows} row(s) is too few for the drift tests to have power "
+            f"(minimum {MIN_CURRENT_ROWS}); a 'no drift' answer would mean nothing. Collect more rows."
+        )
     result = compare(ref_stats, cur_stats, config)
     stamp = dt.datetime.now().strftime("%Y%m%d-%H%M%S")
     out = Path(out_dir) if out_dir is not None else Path("reports") / "drift" / stamp

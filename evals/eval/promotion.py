@@ -21,8 +21,9 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+from serving.bundle import read_manifest
 
-from evals.io.models import head_labels, load_bundle, predict_in_batches, resolve_model
+from evals.io.models import ModelError, head_labels, load_bundle, predict_in_batches, resolve_model
 from evals.io.tables import label_columns, read_table, select_split
 from evals.stats.bootstrap import paired_bootstrap_diff
 from pipelines.train.reference_stats import label_indices
@@ -147,3 +148,85 @@ def eval_gate(
 
     check.__name__ = "eval_gate"
     return check
+
+
+def _test_rows_of(version: Any, tracking_uri: str | None) -> tuple[Any, str]:
+    """The test split a registered version was measured on: (DataFrame, description).
+
+    The bundle records its training file's path and digest; the file is re-read with the project's
+    loader (same derived ids and splits) and must still have that digest. Raises ValueError saying
+    why the rows are not available."""
+    from pipelines.data.dataset import DataValidationError, load_labelled_file
+
+    handle = resolve_model(version.uri, tracking_uri=tracking_uri)
+    manifest = read_manifest(handle.bundle_dir)
+    info = manifest.get("training_data") or {}
+    path, digest = info.get("path"), info.get("digest")
+    if not path or not digest:
+        raise ValueError(f"v{version.version}'s bundle does not record its training data")
+    heads = head_labels(load_bundle(handle))
+    file = Path(path)
+    if not file.is_file():
+        raise ValueError(
+            f"v{version.version} was trained on {path}, which is not found from {Path.cwd()} "
+            "(run promote from the project directory it was trained in)"
+        )
+    try:
+        data = load_labelled_file(
+            file, tuple(heads), {h: list(labs) for h, labs in heads.items()}, min_rows_per_class=1
+        )
+    except (DataValidationError, ValueError) as exc:
+        raise ValueError(f"v{version.version}'s training file {path} no longer reads: {exc}") from None
+    if data.digest != digest:
+        raise ValueError(
+            f"v{version.version}'s training file {path} changed since training "
+            f"(digest {data.digest[:12]}, recorded {str(digest)[:12]})"
+        )
+    test = data.split("test")
+    if test.empty:
+        raise ValueError(f"v{version.version}'s training file {path} has no test rows")
+    return test, f"v{version.version} test rows ({path}, {len(test)} rows)"
+
+
+def same_rows_check(ctx: Any, *, n_boot: int = 1000) -> list[Any]:
+    """`pipelines.registry.promote(same_rows_check=...)`: champion and candidate trained on different
+    data are both scored on the champion's test rows and on the candidate's, per shared head (same
+    label list; a head only one of them has, e.g. a new `domain`, is not compared). A macro-F1 drop
+    beyond the tolerance on either set refuses; rows that are not available refuse too (with
+    the reason), so only --force promotes without a like-for-like comparison."""
+    from pipelines.registry import ComparisonRow
+
+    if ctx.champion is None:
+        return []
+    rows: list[Any] = []
+    for owner, version in (("champion", ctx.champion), ("candidate", ctx.candidate)):
+        metric = f"{owner} test rows"
+        try:
+            df, where = _test_rows_of(version, ctx.tracking_uri)
+        except (ValueError, ModelError) as exc:
+            rows.append(
+                ComparisonRow(metric, None, None, None, False, f"not available: {exc}; --force to override")
+            )
+            continue
+        texts = [str(t) for t in df["text"].tolist()]
+        champ_pred, champ_heads = _predictions(ctx.champion.uri, texts, ctx.tracking_uri)
+        cand_pred, cand_heads = _predictions(ctx.candidate.uri, texts, ctx.tracking_uri)
+        shared = {h: labs for h, labs in cand_heads.items() if champ_heads.get(h) == labs and h in df.columns}
+        if not shared:
+            rows.append(ComparisonRow(metric, None, None, None, False, f"no shared head labelled in {where}"))
+            continue
+        for head, labs in shared.items():
+            y = label_indices(df[head].tolist(), labs, head)
+            m = y >= 0
+            d = paired_bootstrap_diff(y[m], champ_pred[head][m], cand_pred[head][m], len(labs), n_boot=n_boot)
+            worse = -d.delta.estimate
+            ok = worse <= ctx.tolerance + 1e-12
+            note = f"same rows: {where}; paired 95% CI of delta [{d.delta.low:+.3f}, {d.delta.high:+.3f}]" + (
+                "" if ok else f"; worse by {worse:.3f} > tolerance {ctx.tolerance:g}"
+            )
+            rows.append(
+                ComparisonRow(
+                    f"{owner} rows: {head}_macro_f1", d.reference, d.current, d.delta.estimate, ok, note
+                )
+            )
+    return rows

@@ -189,6 +189,34 @@ def _blocks(
     return blocks
 
 
+MIN_RELIABLE_ROWS = 100
+"""Below this many rows a macro-F1 interval is wider than about +-0.1: say so next to the numbers."""
+
+
+def eval_warnings(bundle_dir: Path, data: Path, split: str | None, rows: int) -> list[str]:
+    """What makes these numbers less than they look: a small set, or the model's own training rows."""
+    from serving.bundle import BundleError, read_manifest
+
+    out: list[str] = []
+    if rows < MIN_RELIABLE_ROWS:
+        out.append(f"only {rows} rows: the intervals are wide (aim for >= {MIN_RELIABLE_ROWS} labelled rows)")
+    try:
+        trained_on = (read_manifest(bundle_dir).get("training_data") or {}).get("path")
+    except BundleError:
+        trained_on = None
+    if (
+        trained_on
+        and Path(trained_on).resolve() == Path(data).resolve()
+        and split not in ("test", "validation")
+    ):
+        which = "its training split" if split == "train" else "all rows, including its training split"
+        out.append(
+            f"{data} is the file this model was trained on and {which} is scored: the numbers are "
+            "optimistic; use --split test"
+        )
+    return out
+
+
 def run_eval(
     model: str,
     data: Path,
@@ -219,6 +247,8 @@ def run_eval(
         raise InputError(f"{data}: slice column(s) {missing} not in the file")
     outcomes = outcome_arrays(df)
     texts = [str(t) for t in df["text"].tolist()]
+    for warning in eval_warnings(handle.bundle_dir, data, split, len(texts)):
+        echo(f"warning: {warning}")
     echo(f"scoring {len(texts)} rows with {handle.label}")
     out = predict_in_batches(bundle, texts)
     head_evals: list[HeadEvaluation] = []

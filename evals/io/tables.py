@@ -14,6 +14,7 @@ insists on what every check needs: non-empty string texts.
 
 from __future__ import annotations
 
+import sys
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -21,7 +22,7 @@ from typing import Any
 
 import numpy as np
 
-from pipelines.data.dataset import SUPPORTED_SUFFIXES, DataValidationError, read_frame
+from pipelines.data.dataset import SUPPORTED_SUFFIXES, DataValidationError, derived_splits, read_frame
 from pipelines.train.reference_stats import is_missing
 from serving.prediction_log import PredictionLogError, is_prediction_log, read_prediction_log
 
@@ -55,7 +56,15 @@ def select_split(df: Any, split: str | None, path: Path) -> Any:
     if split is None:
         return df
     if "split" not in df.columns:
-        raise InputError(f"{path}: --split {split!r} given but the file has no 'split' column")
+        ids = df["id"].tolist() if "id" in df.columns else None
+        if "text" not in df.columns:
+            raise InputError(f"{path}: --split {split!r} given but the file has no 'split' column")
+        df = df.assign(split=derived_splits(df["text"].tolist(), ids))
+        print(
+            f"warning: {path} has no 'split' column: --split {split} uses the split `tierroute train` "
+            f"derives for such files (a hash of the {'id' if ids is not None else 'text'}, 70/15/15)",
+            file=sys.stderr,
+        )
     out = df[df["split"] == split].reset_index(drop=True)
     if len(out) == 0:
         raise InputError(

@@ -221,9 +221,25 @@ def _two_sided_from_boot(deltas: np.ndarray) -> float:
     return float(min(1.0, 2.0 * min(below, above)))
 
 
+def macro_recall_from_confusion(cm: np.ndarray) -> np.ndarray:
+    """Mean recall over the classes with at least one true row (balanced accuracy).
+
+    Unlike macro-F1 it does not move when only the label mix changes: each class's recall depends on
+    that class's rows alone, so a set with fewer classes is judged on the classes it has."""
+    cm = np.asarray(cm, dtype=np.float64)
+    support = cm.sum(axis=-1)
+    tp = np.diagonal(cm, axis1=-2, axis2=-1)
+    present = support > 0
+    with np.errstate(invalid="ignore", divide="ignore"):
+        recall = np.where(present, tp / np.where(present, support, 1.0), 0.0)
+    count = present.sum(axis=-1)
+    return np.where(count > 0, recall.sum(axis=-1) / np.maximum(count, 1), np.nan)
+
+
 _METRICS: dict[str, Callable[[np.ndarray], np.ndarray]] = {
     "accuracy": accuracy_from_confusion,
     "macro_f1": macro_f1_from_confusion,
+    "macro_recall": macro_recall_from_confusion,
 }
 
 
@@ -236,7 +252,9 @@ def _metric_fn(metric: str, class_index: int | None) -> Callable[[np.ndarray], n
     try:
         return _METRICS[metric]
     except KeyError:
-        raise ValueError(f"unknown metric {metric!r}; choose accuracy, macro_f1 or f1") from None
+        raise ValueError(
+            f"unknown metric {metric!r}; choose accuracy, macro_f1, macro_recall or f1"
+        ) from None
 
 
 def paired_bootstrap_diff(

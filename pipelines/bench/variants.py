@@ -99,11 +99,12 @@ def run_variants(
 def served_macro_f1(bundle: Any, test: Any, heads: tuple[str, ...]) -> dict[str, float]:
     """Macro-F1 of the bundle classifying each test text alone (batch 1), per head."""
     from sklearn.metrics import f1_score
-    from tqdm import tqdm
+
+    from pipelines.train.progress import progress
 
     labels = {spec.name: spec.labels for spec in bundle.heads}
     preds: dict[str, list[str]] = {h: [] for h in heads}
-    for text in tqdm(test["text"].tolist(), desc="served (batch 1)", leave=False):
+    for text in progress(test["text"].tolist(), desc="served (batch 1)", unit="text"):
         out = bundle.predict_arrays([text])
         for h in heads:
             preds[h].append(labels[h][int(out.probs[h][0].argmax())])

@@ -2,8 +2,8 @@
 
 Job: the `data` command group, mounted by `register(root, bench)`. `data build` turns data/raw/ into
 data/labelled/ (and refreshes the data card's tables); `data validate` runs exactly the validation the
-trainer runs first and prints a summary, or the error and exit code 1. Heavy imports (pandas, pyarrow,
-scipy) happen inside the commands so `tierroute --help` stays fast.
+trainer runs first and prints a summary, or the error and exit code 2 (bad input, as for `train`).
+Heavy imports (pandas, pyarrow, scipy) happen inside the commands so `tierroute --help` stays fast.
 """
 
 from __future__ import annotations
@@ -164,10 +164,10 @@ def validate(
         ),
     ] = False,
 ) -> None:
-    """Validate a labelled file exactly as `tierroute train` does first; exit 1 with the reason if unusable.
+    """Validate a labelled file exactly as `tierroute train` does first; exit 2 with the reason if unusable.
 
     Checks: readable file of a known type, a 'text' column and every label column (close names are
-    suggested), non-empty string texts, labels inside the declared sets, >= MIN_ROWS_PER_CLASS rows per
+    suggested), non-empty string texts, labels inside the declared sets, >= --min-rows-per-class rows per
     class, unique ids (if an 'id' column exists) and split values (if a 'split' column exists).
     """
     from rich.console import Console
@@ -180,7 +180,7 @@ def validate(
             file, columns, min_rows_per_class=min_rows_per_class, allow_missing_labels=allow_missing_labels
         )
     except DataValidationError as exc:
-        raise fail(exc, code=1) from exc
+        raise fail(exc) from exc  # exit 2: bad input, the same code `train` gives
     console = Console()
     df = data.df
     split_counts = df["split"].value_counts()

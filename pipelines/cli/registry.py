@@ -94,8 +94,11 @@ def comparison_table(result: PromotionResult, champion_alias: str, candidate_ali
     return table
 
 
-def promote_command(eval_checks: EvalCheckFactory | None) -> Callable[..., None]:
-    """`tierroute promote`, using `eval_checks` for `--eval-set` (None: `--eval-set` is refused)."""
+def promote_command(
+    eval_checks: EvalCheckFactory | None, same_rows: PromotionCheck | None = None
+) -> Callable[..., None]:
+    """`tierroute promote`, using `eval_checks` for `--eval-set` (None: `--eval-set` is refused) and
+    `same_rows` to compare versions trained on different data (None: such a promotion is refused)."""
     # Over 60 lines: long only because of the typer option declarations of the command it wraps.
 
     def promote_cmd(
@@ -164,8 +167,11 @@ def promote_command(eval_checks: EvalCheckFactory | None) -> Callable[..., None]
         """Move alias `champion` to the `candidate` version if its test metrics hold up.
 
         No key metric may be worse than the champion's by more than --tolerance (absolute; losses and ECE
-        count lower as better). Prints the comparison; exits 1 when refused, 2 on registry errors.
-        --force promotes anyway and records promoted_by_force=true on the version."""
+        count lower as better). When the two were trained on different data (dataset digests differ), their
+        stored numbers come from different test sets: both are then scored on the champion's test rows and on
+        the candidate's, and a drop on either refuses. Prints the comparison; exits 1 when refused, 2 on
+        registry errors. --force promotes anyway and records promoted_by_force=true on the version;
+        `tierroute rollback` moves champion back."""
         # Over 60 lines: mostly typer option declarations; the body is parse -> promote -> print.
         from pipelines.registry import KEY_METRICS, RegistryError, promote
 
@@ -207,10 +213,19 @@ def promote_command(eval_checks: EvalCheckFactory | None) -> Callable[..., None]
                 metric_keys=keys,
                 force=force,
                 extra_checks=checks,
+                same_rows_check=same_rows,
                 tracking_uri=tracking_uri,
             )
         except RegistryError as exc:
             raise _fail(str(exc)) from None
+        if any("informational: each on its own test split" in r.note for r in result.rows):
+            err.print(
+                "[yellow]warning:[/yellow] champion and candidate were trained on different data (dataset "
+                "digests differ): their stored test metrics are not comparable, so both are scored on each "
+                "one's test rows.",
+                highlight=False,
+                soft_wrap=True,
+            )
         if result.rows:
             _out().print(comparison_table(result, champion_alias, candidate_alias))
         if not result.promoted:
@@ -222,6 +237,13 @@ def promote_command(eval_checks: EvalCheckFactory | None) -> Callable[..., None]
     return promote_cmd
 
 
+def _data_label(tags: dict[str, str]) -> str:
+    """Training data of a version: file name and the first digest characters (equal digests = same rows)."""
+    name = tags.get("dataset_name", "")
+    digest = tags.get("dataset_digest", "")[:8]
+    return f"{name} ({digest})" if name and digest else name or digest or "?"
+
+
 def _versions_table(model_name: str, versions: list[VersionInfo], keys: tuple[str, ...]) -> Table:
     table = Table(title=f"{model_name}: {len(versions)} version(s)")
     table.add_column("version", justify="right")
@@ -229,6 +251,8 @@ def _versions_table(model_name: str, versions: list[VersionInfo], keys: tuple[st
     table.add_column("created (UTC)", no_wrap=True)
     for key in keys:
         table.add_column(key.removeprefix("test_"), justify="right")
+    table.add_column("data", overflow="fold")
+    table.add_column("rows", justify="right")
     table.add_column("bundle", no_wrap=True)
     table.add_column("run", no_wrap=True)
     for v in versions:
@@ -237,6 +261,8 @@ def _versions_table(model_name: str, versions: list[VersionInfo], keys: tuple[st
             ", ".join(v.aliases) or "",
             v.created.strftime("%Y-%m-%d %H:%M"),
             *[_fmt(v.metrics.get(k)) for k in keys],
+            _data_label(v.tags),
+            v.tags.get("training_rows", "?"),
             v.tags.get("bundle_digest", "")[:12],
             (v.run_id or "")[:12],
         )
@@ -294,9 +320,44 @@ def export_cmd(
     )
 
 
-def register(root: typer.Typer, bench: typer.Typer, *, eval_checks: EvalCheckFactory | None = None) -> None:
-    """Mount `promote` (with the eval-set gate it is given), `export` and the `models` group."""
-    root.command("promote")(promote_command(eval_checks))
+def rollback_cmd(
+    to: Annotated[
+        int | None,
+        typer.Option(
+            "--to",
+            help="Version to make champion. Default: the version the current champion was promoted from.",
+            show_default=False,
+            min=1,
+        ),
+    ] = None,
+    model_name: ModelNameOpt = "tierroute-classifier",
+    champion_alias: Annotated[str, typer.Option(help="Alias to move back.")] = "champion",
+    tracking_uri: TrackingUriOpt = None,
+) -> None:
+    """Move alias `champion` back to the previous champion (or --to VERSION), without checks.
+
+    Recorded on that version like a forced promotion: promoted_by_force=true, promoted_from,
+    rolled_back_from, promoted_at. Servers of `@champion` pick it up at /admin/reload or the next poll."""
+    from pipelines.registry import RegistryError, rollback
+
+    try:
+        result = rollback(model_name, to_version=to, champion_alias=champion_alias, tracking_uri=tracking_uri)
+    except RegistryError as exc:
+        raise _fail(str(exc)) from None
+    _out().print(f"[yellow]{result.reason}[/yellow]", highlight=False, soft_wrap=True)
+
+
+def register(
+    root: typer.Typer,
+    bench: typer.Typer,
+    *,
+    eval_checks: EvalCheckFactory | None = None,
+    same_rows: PromotionCheck | None = None,
+) -> None:
+    """Mount `promote` (with the eval-set gate and same-rows comparison it is given), `rollback`,
+    `export` and the `models` group."""
+    root.command("promote")(promote_command(eval_checks, same_rows))
+    root.command("rollback")(rollback_cmd)
     root.command("export")(export_cmd)
     models = typer.Typer(help="Inspect registered classifier versions.", no_args_is_help=True)
     models.command("list")(list_cmd)

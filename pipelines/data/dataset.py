@@ -108,6 +108,21 @@ class _Table:
     where: list[str]  # "line 7" / "row 7": where each row is in the file
 
 
+def _csv_delimiter(path: Path) -> str:
+    """The delimiter of a .csv file, judged from its header line (column names hold no separators):
+    ',' unless the header has none and has ';' (European spreadsheets), a tab or '|' instead."""
+    try:
+        with path.open(encoding="utf-8-sig", newline="") as fh:
+            header = fh.readline()
+    except (OSError, UnicodeDecodeError):
+        return ","  # the reader reports it
+    if "," in header:
+        return ","
+    counts = {d: header.count(d) for d in (";", "\t", "|")}
+    best = max(counts, key=lambda d: counts[d])
+    return best if counts[best] else ","
+
+
 def _read_csv(path: Path, delimiter: str = ",") -> _Table:
     try:
         with path.open(encoding="utf-8-sig", newline="") as fh:
@@ -118,8 +133,16 @@ def _read_csv(path: Path, delimiter: str = ",") -> _Table:
             start = reader.line_num + 1
             for record in reader:
                 if None in record:
+                    hint = next(
+                        (
+                            f" (is this CSV separated by {d!r}?)"
+                            for d in (";", "\t", "|", ",")
+                            if d != delimiter and len(columns) == 1 and d in columns[0]
+                        ),
+                        "",
+                    )
                     raise DataValidationError(
-                        f"{path}: line {start}: more values than the {len(columns)} header columns"
+                        f"{path}: line {start}: more values than the {len(columns)} header columns{hint}"
                     )
                 rows.append(dict(record))
                 where.append(f"line {start}")
@@ -208,7 +231,7 @@ def read_rows(path: Path) -> _Table:
         raise DataValidationError(f"{path}: not a file")
     suffix = path.suffix.lower()
     if suffix == ".csv":
-        table = _read_csv(path)
+        table = _read_csv(path, delimiter=_csv_delimiter(path))
     elif suffix == ".tsv":
         table = _read_csv(path, delimiter="\t")
     elif suffix == ".json":
@@ -331,6 +354,15 @@ def _split_for(key: str) -> str:
     bucket = int.from_bytes(hashlib.sha256(f"tierroute-split-v1:{key}".encode()).digest()[:8], "big")
     fraction = bucket % 10_000 / 10_000
     return "train" if fraction < 0.70 else ("validation" if fraction < 0.85 else "test")
+
+
+def derived_splits(texts: Sequence[Any], ids: Sequence[Any] | None = None) -> list[str]:
+    """The split `load_labelled_file` gives rows of a file without a `split` column: a hash of the
+    id when there is an `id` column, else of the text (70/15/15). `eval --split test` uses it on
+    such files, so "test" means the rows `train` held out of that same file."""
+    if ids is not None:
+        return [_split_for(str(i).strip()) for i in ids]
+    return [_split_for(_text_id(str(t))) for t in texts]
 
 
 def load_labelled_file(

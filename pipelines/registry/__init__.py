@@ -17,6 +17,7 @@ from pipelines.registry.promote import (
     compare_metrics,
     lower_is_better,
     promote,
+    rollback,
 )
 from pipelines.registry.read import ResolvedVersion, VersionInfo, list_versions, resolve
 from pipelines.registry.store import (
@@ -65,6 +66,7 @@ __all__ = [
     "parse_model_uri",
     "promote",
     "resolve",
+    "rollback",
     "sqlite_db_path",
     "tagged_metrics",
 ]

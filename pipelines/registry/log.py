@@ -149,7 +149,7 @@ def log_and_register(
     if missing:
         raise RegistryError(f"artifacts to log do not exist: {missing}")
     digest = bundle_digest(bundle_dir)
-    mlflow, client, uri = _connect(tracking_uri)
+    mlflow, client, uri = _connect(tracking_uri, create=True)
     with _errors(f"preparing experiment {record.experiment!r}", uri):
         experiment_id = _ensure_experiment(client, record.experiment, uri)
         model_existed = _model_exists(client, model_name)
@@ -171,6 +171,7 @@ def log_and_register(
         "bundle_name": str(manifest.get("name", bundle_dir.name)),
         "dataset_name": record.dataset_name,
         **({"dataset_digest": record.dataset_digest} if record.dataset_digest else {}),
+        **({"training_rows": str(len(record.dataset_df))} if record.dataset_df is not None else {}),
         **{f"{METRIC_TAG_PREFIX}{k}": f"{v:.6g}" for k, v in tagged_metrics(record.metrics).items()},
     }
     try:

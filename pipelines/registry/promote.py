@@ -3,6 +3,13 @@
 Key metrics are compared with an absolute tolerance in each metric's own direction (losses and ECE
 lower is better); `extra_checks` callables (e.g. evals' eval-set checks) add rows; any row that is
 not ok refuses the move unless forced, which is recorded as a version tag.
+
+Stored test metrics are only comparable when both versions were trained on the same data (equal
+`dataset_digest` tags): each was measured on its own test split. When the digests differ (or one is
+unknown) the stored rows are shown for information and `same_rows_check` must score both versions on
+the champion's test rows and on the candidate's; without it the promotion is refused. `rollback`
+moves `champion` back (to the version it was promoted from, or any version) and records it like a
+forced promotion.
 """
 
 from __future__ import annotations
@@ -54,6 +61,15 @@ class PromotionContext:
     champion: VersionInfo | None
     tolerance: float
     tracking_uri: str
+
+    @property
+    def same_data(self) -> bool:
+        """Both versions carry the same training-data digest, so their stored test metrics are comparable."""
+        if self.champion is None:
+            return True
+        a = self.champion.tags.get("dataset_digest")
+        b = self.candidate.tags.get("dataset_digest")
+        return bool(a) and a == b
 
 
 PromotionCheck = Callable[[PromotionContext], Sequence[ComparisonRow]]
@@ -112,6 +128,16 @@ def compare_metrics(
     return rows
 
 
+def _informational(row: ComparisonRow, ctx: PromotionContext) -> ComparisonRow:
+    """A stored-metric row of two versions measured on different test sets: shown, never deciding."""
+    if row.champion is None or row.candidate is None:
+        return row if row.ok else ComparisonRow(**{**asdict(row), "ok": True})
+    a = (ctx.champion.tags.get("dataset_digest") or "unknown")[:12] if ctx.champion else "none"
+    b = (ctx.candidate.tags.get("dataset_digest") or "unknown")[:12]
+    note = f"informational: each on its own test split (data {a} vs {b}); see the same-rows rows"
+    return ComparisonRow(row.metric, row.champion, row.candidate, row.delta, True, note)
+
+
 def promote(
     model_name: str = DEFAULT_MODEL_NAME,
     *,
@@ -121,13 +147,16 @@ def promote(
     metric_keys: Sequence[str] = KEY_METRICS,
     force: bool = False,
     extra_checks: Sequence[PromotionCheck] = (),
+    same_rows_check: PromotionCheck | None = None,
     tracking_uri: str | None = None,
 ) -> PromotionResult:
     """Move `champion_alias` to the `candidate_alias` version if no check fails (or `force`).
 
     Checks: each key metric must not be worse than the champion's by more than `tolerance`
-    (absolute); then every `extra_checks` callable adds rows. A first promotion (no champion)
-    passes when the candidate carries at least one key metric. Tags written on the candidate:
+    (absolute) when both were measured on the same data; otherwise `same_rows_check` scores both on
+    each one's test rows (refused when it is missing); then every `extra_checks` callable adds rows.
+    A first promotion (no champion) passes when the candidate carries at least one key metric.
+    Tags written on the candidate:
     `promoted_at`, `promoted_from`, `promoted_by_force`, `promotion_comparison` (JSON)."""
     # Over 60 lines: read, compare, then move the alias with tag rollback: one transaction, kept in one place.
     if not (tolerance >= 0 and math.isfinite(tolerance)):
@@ -163,7 +192,24 @@ def promote(
             )
         )
     ctx = PromotionContext(model_name, candidate, champion, tolerance, uri)
-    for check in extra_checks:
+    checks = list(extra_checks)
+    if not ctx.same_data:
+        rows = [_informational(r, ctx) for r in rows]
+        if same_rows_check is None:
+            rows.append(
+                ComparisonRow(
+                    "same rows",
+                    None,
+                    None,
+                    None,
+                    False,
+                    "the versions were trained on different data and no evaluator is wired in to score "
+                    "both on the same rows",
+                )
+            )
+        else:
+            checks.insert(0, same_rows_check)
+    for check in checks:
         name = getattr(check, "__name__", type(check).__name__)
         try:
             rows.extend(check(ctx))
@@ -221,3 +267,57 @@ def promote(
         reason,
         force and bool(failed),
     )
+
+
+def rollback(
+    model_name: str = DEFAULT_MODEL_NAME,
+    *,
+    to_version: int | None = None,
+    champion_alias: str = CHAMPION_ALIAS,
+    tracking_uri: str | None = None,
+) -> PromotionResult:
+    """Move `champion_alias` back to `to_version`, or to the version the current champion was
+    promoted from (its `promoted_from` tag). No checks: it is an operator's decision, recorded on the
+    target version like a forced promotion (`promoted_by_force=true`, `promoted_from`, `promoted_at`,
+    `rolled_back_from`)."""
+    _, client, uri = _connect(tracking_uri)
+    with _errors(f"rolling back {model_name!r}", uri):
+        aliases = _aliases(client, model_name)
+        current = aliases.get(champion_alias)
+        if to_version is None:
+            if current is None:
+                raise RegistryError(
+                    f"{model_name!r} has no {champion_alias!r} to roll back; pass --to VERSION"
+                )
+            champ_mv = client.get_model_version(model_name, str(current))
+            previous = (getattr(champ_mv, "tags", {}) or {}).get("promoted_from", "none")
+            if not previous.isdigit():
+                raise RegistryError(
+                    f"{champion_alias} v{current} records no earlier {champion_alias} "
+                    f"(promoted_from={previous!r}); pass --to VERSION"
+                )
+            to_version = int(previous)
+        target = _get_version(client, uri, model_name, None, to_version)
+        target_version = int(target.version)
+        if current == target_version:
+            return PromotionResult(
+                True,
+                model_name,
+                target_version,
+                current,
+                current,
+                (),
+                f"v{target_version} is already {champion_alias}; nothing to do",
+            )
+        stamp = dt.datetime.now(dt.UTC).isoformat(timespec="seconds")
+        tags = {
+            "promoted_by_force": "true",
+            "promoted_from": str(current) if current else "none",
+            "rolled_back_from": str(current) if current else "none",
+            "promoted_at": stamp,
+        }
+        for key, value in tags.items():
+            client.set_model_version_tag(model_name, str(target_version), key, value)
+        client.set_registered_model_alias(model_name, champion_alias, str(target_version))
+    reason = f"rolled {champion_alias} back to v{target_version}" + (f" from v{current}" if current else "")
+    return PromotionResult(True, model_name, target_version, target_version, current, (), reason, True)

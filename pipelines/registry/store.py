@@ -126,12 +126,21 @@ def _check_reachable(uri: str) -> None:
         ) from None
 
 
-def _connect(tracking_uri: str | None) -> tuple[Any, Any, str]:
-    """(mlflow module, MlflowClient, uri) with the fluent API pointed at the same store."""
+def _connect(tracking_uri: str | None, *, create: bool = False) -> tuple[Any, Any, str]:
+    """(mlflow module, MlflowClient, uri) with the fluent API pointed at the same store.
+
+    Only writers that start a store (`create=True`: registering a training run) may create a missing
+    sqlite file; a reader (list, promote, export, rollback) run from the wrong directory would
+    otherwise get a new empty store and "no registered model", so it fails saying where it looked."""
     uri, registry_uri = model_source.store_uris(tracking_uri)
+    db = sqlite_db_path(uri)
+    if db is not None and not create and not db.is_file():
+        raise RegistryError(
+            f"no MLflow store at {db} (the default is ./mlruns/mlflow.db of the current directory): "
+            "run from the project directory you trained in, pass --tracking-uri or set MLFLOW_TRACKING_URI"
+        )
     mlflow = _mlflow()
     _check_reachable(uri)
-    db = sqlite_db_path(uri)
     if db is not None:
         db.parent.mkdir(parents=True, exist_ok=True)
     try:

@@ -36,6 +36,8 @@ log = logging.getLogger(__name__)
 
 PARITY_TOLERANCE = 1e-4
 PARITY_TEXTS = 256
+MIN_TEST_ROWS = 100
+"""Fewer test rows and macro-F1 moves by several points from one row to the next: warn at training."""
 
 
 @dataclass
@@ -123,6 +125,12 @@ def train(
     df = data.df.reset_index(drop=True)
     timings["validate_s"] = time.perf_counter() - t0
     echo(f"data: {len(df)} rows from {config.data} (digest {data.digest[:12]})")
+    n_test = int((df["split"] == "test").sum())
+    if n_test < MIN_TEST_ROWS:
+        echo(
+            f"warning: the test split has {n_test} rows (< {MIN_TEST_ROWS}): its metrics are noisy and "
+            "`promote` decides on them; add rows or pass a 'split' column with a larger test share"
+        )
 
     t = time.perf_counter()
     encoder: EncoderArtifact = export_encoder(config.encoder_cache, config.precision)

@@ -18,7 +18,7 @@ import hashlib
 import json
 import os
 import time
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from pathlib import Path
 
 import numpy as np
@@ -94,11 +94,11 @@ class Embedder:
         lengths = np.array([len(t) for t in texts])
         order = np.argsort(lengths, kind="stable")
         batches = [order[i : i + self.batch_size] for i in range(0, len(order), self.batch_size)]
-        iterator: Sequence[np.ndarray] = batches
-        if progress:
-            from tqdm.auto import tqdm
+        iterator: Iterable[np.ndarray] = batches
+        if progress:  # live bar on a terminal, a few lines in a log
+            from pipelines.train.progress import progress as _progress
 
-            iterator = tqdm(batches, desc=desc, unit="batch", leave=False)
+            iterator = _progress(batches, desc=desc, unit="batch")
         for idx in iterator:
             batch = self.tokenizer.encode_batch([texts[i] for i in idx])
             out[idx] = self.session.run(["embedding"], batch.feeds())[0]

@@ -28,7 +28,7 @@ def bench_http(
         str, typer.Option(help="load generator: auto (wrk if installed), wrk or python")
     ] = "auto",
     api_key: Annotated[
-        str | None, typer.Option(envvar="TIERROUTE_API_KEY", help="API key to send [env TIERROUTE_API_KEY]")
+        str | None, typer.Option(envvar="TIERROUTE_API_KEY", help="API key to send (env TIERROUTE_API_KEY)")
     ] = None,
 ) -> None:
     """Load-test running services with ~64-token texts: p50/p99 latency and requests/s per concurrency.

@@ -30,66 +30,68 @@ def serve(
         typer.Option(
             "--model",
             "-m",
-            help="models:/NAME@ALIAS, models:/NAME/VERSION or a bundle folder [env TIERROUTE_MODEL; "
-            "default models:/tierroute-classifier@champion]",
+            help="models:/NAME@ALIAS, models:/NAME/VERSION or a bundle folder (env TIERROUTE_MODEL; default "
+            "models:/tierroute-classifier@champion)",
         ),
     ] = None,
     host: Annotated[
-        str | None, typer.Option(help="interface to bind [env TIERROUTE_HOST; 127.0.0.1]")
+        str | None, typer.Option(help="interface to bind (env TIERROUTE_HOST; default 127.0.0.1)")
     ] = None,
-    port: Annotated[int | None, typer.Option(help="TCP port [env TIERROUTE_PORT; 8000]")] = None,
+    port: Annotated[int | None, typer.Option(help="TCP port (env TIERROUTE_PORT; default 8000)")] = None,
     threads: Annotated[
-        int | None, typer.Option(help="ONNX Runtime intra-op threads per session [env TIERROUTE_THREADS; 2]")
+        int | None,
+        typer.Option(help="ONNX Runtime intra-op threads per session (env TIERROUTE_THREADS; default 2)"),
     ] = None,
     workers: Annotated[
-        int | None, typer.Option(help="inference calls running at once [env TIERROUTE_WORKERS; 1]")
+        int | None, typer.Option(help="inference calls running at once (env TIERROUTE_WORKERS; default 1)")
     ] = None,
     batching: Annotated[
         bool | None,
         typer.Option(
-            "--batching/--no-batching", help="merge concurrent requests [env TIERROUTE_BATCHING; on]"
+            "--batching/--no-batching", help="merge concurrent requests (env TIERROUTE_BATCHING; default on)"
         ),
     ] = None,
     max_batch: Annotated[
-        int | None, typer.Option(help="most texts per ONNX call when batching [env TIERROUTE_MAX_BATCH; 32]")
+        int | None,
+        typer.Option(help="most texts per ONNX call when batching (env TIERROUTE_MAX_BATCH; default 32)"),
     ] = None,
     batch_wait_ms: Annotated[
         float | None,
-        typer.Option(help="how long a batch waits to fill, ms [env TIERROUTE_BATCH_WAIT_MS; 0]"),
+        typer.Option(help="how long a batch waits to fill, ms (env TIERROUTE_BATCH_WAIT_MS; default 0)"),
     ] = None,
     reload_interval_s: Annotated[
         float | None,
         typer.Option(
             "--reload-interval",
-            help="poll the model source every N s, 0 = off [env TIERROUTE_RELOAD_INTERVAL_S]",
+            help="poll the model source every N s, 0 = off (env TIERROUTE_RELOAD_INTERVAL_S)",
         ),
     ] = None,
     tracking_uri: Annotated[
         str | None,
         typer.Option(
-            help="MLflow tracking URI for models:/ [env TIERROUTE_TRACKING_URI / MLFLOW_TRACKING_URI]"
+            help="MLflow tracking URI for models:/ (env TIERROUTE_TRACKING_URI / MLFLOW_TRACKING_URI)"
         ),
     ] = None,
     cache_dir: Annotated[
         Path | None,
-        typer.Option(help="last-good bundle cache [env TIERROUTE_CACHE_DIR; models/serving-cache]"),
+        typer.Option(help="last-good bundle cache (env TIERROUTE_CACHE_DIR; default models/serving-cache)"),
     ] = None,
     policy: Annotated[
         Path | None,
-        typer.Option(help="router policy YAML: also serve POST /v1/chat/completions [env TIERROUTE_POLICY]"),
+        typer.Option(help="router policy YAML: also serve POST /v1/chat/completions (env TIERROUTE_POLICY)"),
     ] = None,
     gate_model: Annotated[
         str | None,
         typer.Option(
-            help="gate bundle folder or models:/ URI: also serve POST /v1/gate [env TIERROUTE_GATE_MODEL]"
+            help="gate bundle folder or models:/ URI: also serve POST /v1/gate (env TIERROUTE_GATE_MODEL)"
         ),
     ] = None,
     prediction_log: Annotated[
         Path | None,
-        typer.Option(help="append every classification to this JSONL file [env TIERROUTE_PREDICTION_LOG]"),
+        typer.Option(help="append every classification to this JSONL file (env TIERROUTE_PREDICTION_LOG)"),
     ] = None,
     log_level: Annotated[
-        str | None, typer.Option(help="debug, info, warning or error [env TIERROUTE_LOG_LEVEL; info]")
+        str | None, typer.Option(help="debug, info, warning or error (env TIERROUTE_LOG_LEVEL; default info)")
     ] = None,
 ) -> None:
     """Serve the classifier over HTTP: /v1/classify, /healthz, /readyz, /v1/models, /metrics, /admin/reload.

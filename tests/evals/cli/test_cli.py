@@ -111,6 +111,51 @@ def test_drift_against_itself_is_clean_and_shifted_set_drifts(
     assert (tmp_path / "shifted" / "report.html").read_text().count("<img") >= 5
 
 
+def test_eval_split_without_split_column_and_warnings(
+    trained_bundle: Path, small_labelled_file: Path, repo_root: Path, tmp_path: Path
+) -> None:
+    """`--split test` on a file without a 'split' column uses the split `train` would derive (and says
+    so); a small set and the model's own training file are flagged."""
+    from evals.eval.run import eval_warnings
+    from pipelines.data.dataset import derived_splits
+
+    shipped = pd.read_parquet(repo_root / "data" / "labelled" / "requests.parquet")
+    rows = shipped.sample(300, random_state=4).reset_index(drop=True)
+    derived = derived_splits(rows["text"].tolist(), rows["id"].tolist())
+    expected = derived.count("test")
+    plain = tmp_path / "plain.csv"
+    rows.drop(columns=["split"]).to_csv(plain, index=False)
+    res = _invoke(
+        "eval", "--model", trained_bundle, "--data", plain, "--split", "test", "--out", tmp_path / "e",
+        "--no-mlflow", "--bootstrap", "100",
+    )  # fmt: skip
+    assert res.exit_code == 0, res.output
+    flat = " ".join(res.output.split())
+    assert "has no 'split' column" in flat and "hash of the id" in flat
+    assert 0 < expected < 100 and f"only {expected} rows" in flat
+    assert json.loads((tmp_path / "e" / "summary.json").read_text())["heads"][0]["n"] == expected
+
+    own = eval_warnings(trained_bundle, small_labelled_file, None, 1000)
+    assert len(own) == 1 and "trained on" in own[0] and "--split test" in own[0]
+    assert eval_warnings(trained_bundle, small_labelled_file, "test", 1000) == []
+
+
+def test_drift_refuses_a_current_set_too_small_to_have_power(
+    trained_bundle: Path, heldout_df: Any, tmp_path: Path
+) -> None:
+    """5 rows used to report "no drift", exit 0: no test has power there, so it is bad input (exit 2)."""
+    from evals.drift.run import MIN_CURRENT_ROWS
+
+    tiny = tmp_path / "tiny.csv"
+    heldout_df.head(5).to_csv(tiny, index=False)
+    res = _invoke(
+        "drift", "--reference", trained_bundle, "--current", tiny, "--out", tmp_path / "r", "--no-mlflow"
+    )
+    assert res.exit_code == 2, res.output
+    assert "too few" in res.output and f"minimum {MIN_CURRENT_ROWS}" in " ".join(res.output.split())
+    assert not (tmp_path / "r" / "summary.json").exists()
+
+
 def test_training_stores_reference_stats_that_drift_reads(
     trained_bundle: Path, small_labelled_file: Path, tmp_path: Path
 ) -> None:
@@ -296,6 +341,27 @@ def test_calibrate_writes_new_bundle_and_keeps_source(
         "0.5",
     )
     assert res.exit_code == 2 and "exactly one objective" in res.output
+
+
+@pytest.mark.parametrize(
+    ("objective", "value", "expected"),
+    [
+        ("--target-share", "1.5", "--target-share must be in [0, 1]"),
+        ("--quality-floor", "-0.1", "--quality-floor must be in [0, 1]"),
+        ("--budget", "3", "--budget needs --weak-cost and --strong-cost"),
+    ],
+)
+def test_calibrate_rejects_impossible_objective_before_loading_anything(
+    tmp_path: Path, objective: str, value: str, expected: str
+) -> None:
+    """The objective is checked before the model is resolved or a row scored: a model path that does
+    not exist is never reached, so the message is about the objective."""
+    data = tmp_path / "d.csv"
+    data.write_text("text\nhello\n")
+    res = _invoke("calibrate", "--model", tmp_path / "nowhere", "--data", data, objective, value)
+    assert res.exit_code == 2, res.output
+    assert expected in " ".join(res.output.split())
+    assert "nowhere" not in res.output
 
 
 def test_python_dash_m_runs_the_root_app() -> None:

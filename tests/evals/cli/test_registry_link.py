@@ -70,6 +70,23 @@ def test_eval_drift_calibrate_on_registered_version(
     assert drift_run.data.tags["tierroute.drift"] == "true"
     assert drift_run.data.metrics["drift"] == 1.0
 
+    # calibrate is a what-if by default: no tag on the registered version (live routing unchanged)
+    res = _invoke(
+        "calibrate",
+        "--model",
+        URI,
+        "--data",
+        data,
+        "--target-share",
+        "0.25",
+        "--bundle-out",
+        tmp_path / "what-if",
+        "--bootstrap",
+        "200",
+    )
+    assert res.exit_code == 0, res.output
+    assert "not tagged" in res.output
+    assert "routing_threshold" not in client.get_model_version("tierroute-classifier", "1").tags
     res = _invoke(
         "calibrate",
         "--model",
@@ -82,6 +99,7 @@ def test_eval_drift_calibrate_on_registered_version(
         tmp_path / "calibrated",
         "--bootstrap",
         "200",
+        "--tag",
     )
     assert res.exit_code == 0, res.output
     mv = client.get_model_version("tierroute-classifier", "1")

@@ -93,6 +93,23 @@ def test_injected_drift_is_flagged(kwargs: dict[str, object], expected: set[str]
     assert res.exit_code == 1
 
 
+def test_label_shift_alone_is_not_performance_drift() -> None:
+    """A current set of (almost) one class at the same per-class accuracy: macro-F1 over absent classes
+    collapses, but the model is no worse on the rows it sees. Only label shift may be reported."""
+    rng = np.random.default_rng(6)
+    ref = _sample(rng, 1000)
+    cur = _sample(rng, 300, mix=(0.98, 0.01, 0.01))
+    res = compare(ref, cur, FAST)
+    perf = res.check("performance/tier")
+    assert perf.detail["current_macro_f1"] < perf.detail["reference_macro_f1"] - 0.2  # the old trap
+    assert perf.detail["compared_classes"] == ["simple"]
+    assert not perf.drift, perf
+    assert res.check("label_shift/tier").drift
+    # a real drop on the class that is present is still caught
+    worse = compare(ref, _sample(rng, 300, mix=(0.98, 0.01, 0.01), acc=0.4), FAST)
+    assert worse.check("performance/tier").drift
+
+
 def test_language_shift_flagged() -> None:
     rng = np.random.default_rng(3)
     mixed = ["Напишите функцию на Python"] * 60 + ["plain english text"] * 240

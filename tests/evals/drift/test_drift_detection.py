@@ -46,16 +46,27 @@ def test_injected_drift_is_detected(scored_pool: Any, eval_bundle: Any) -> None:
 
 
 def test_unlabelled_current_still_detects_input_drift(scored_pool: Any, eval_bundle: Any) -> None:
+    """Unlabelled long documents (summarisation/extraction requests only) against a random reference.
+
+    The shift is unambiguous by construction (a change of topic *and* length), not "the 200 longest
+    texts", whose embedding shift sat at the edge of the test's power and flipped between machines.
+    Detection must hold for every one of three reference draws, with a margin on the raw p-value
+    (at most alpha / 5), so a weakened check fails here while float noise between CPUs does not."""
     import numpy as np
 
     from evals.drift.checks import compare
 
-    rng = np.random.default_rng(5)
-    perm = rng.permutation(len(scored_pool.df))
-    ref = scored_pool.stats(perm[:N_REF])
-    # current: only the longest texts of the rest (a shift in length and topic), no labels
-    rest = perm[N_REF:]
-    longest = rest[np.argsort(-scored_pool.out.token_counts[rest])[:200]]
-    res = compare(ref, scored_pool.stats(longest, labelled=False), CONFIG)
-    assert "performance/tier" in res.skipped
-    assert res.check("token_length").drift and res.check("embedding").drift
+    long_tasks = scored_pool.df["task"].isin(["summarization", "extraction"]).to_numpy()
+    for seed in (5, 6, 7):
+        rng = np.random.default_rng(seed)
+        perm = rng.permutation(len(scored_pool.df))
+        ref = scored_pool.stats(perm[:N_REF])
+        rest = perm[N_REF:]
+        current = rest[long_tasks[rest]]
+        assert len(current) >= 30, len(current)  # enough rows for the tests to have power
+        res = compare(ref, scored_pool.stats(current, labelled=False), CONFIG)
+        assert "performance/tier" in res.skipped
+        for name in ("token_length", "embedding"):
+            check = res.check(name)
+            assert check.drift, (seed, name, check)
+            assert check.p_value <= CONFIG.alpha / 5, (seed, name, check.p_value)

@@ -79,13 +79,13 @@ def test_validate_shipped_data_with_weak_ok_head() -> None:
     assert "(missing)" in result.stdout and "true" in result.stdout
 
 
-def test_validate_bad_file_exits_1_with_the_reason(tmp_path: Path) -> None:
+def test_validate_bad_file_exits_2_with_the_reason(tmp_path: Path) -> None:
     path = _write_good(tmp_path / "bad.csv")
     lines = path.read_text(encoding="utf-8").splitlines()
     lines[2] = "request 1 text,hard,code"
     path.write_text("\n".join(lines) + "\n", encoding="utf-8")
     result = runner.invoke(make_app(), ["data", "validate", str(path)])
-    assert result.exit_code == 1
+    assert result.exit_code == 2  # bad input: the same code as `train`
     assert "line 3: 'hard'" in result.stderr
     assert "Traceback" not in result.output
     assert result.stdout == ""
@@ -94,7 +94,7 @@ def test_validate_bad_file_exits_1_with_the_reason(tmp_path: Path) -> None:
 def test_validate_misnamed_column_suggests(tmp_path: Path) -> None:
     path = _write_good(tmp_path / "good.csv")
     result = runner.invoke(make_app(), ["data", "validate", str(path), "--label-columns", "tier,tsk"])
-    assert result.exit_code == 1
+    assert result.exit_code == 2
     assert "missing column 'tsk'" in result.stderr and "did you mean 'task'" in result.stderr
 
 

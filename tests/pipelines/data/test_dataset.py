@@ -286,6 +286,22 @@ def test_csv_row_with_too_many_values(tmp_path: Path) -> None:
     assert "line 4: more values than the 4 header columns" in error(path)
 
 
+def test_semicolon_separated_csv_is_read(tmp_path: Path) -> None:
+    """European spreadsheets export ';'-separated .csv: the header decides the delimiter; texts may
+    still hold commas."""
+    rows = good_rows()
+    rows[0]["text"] = "hello, world; and more"
+    comma = load_labelled_file(write(tmp_path / "c.csv", rows), TIER_TASK)
+    path = tmp_path / "s.csv"
+    with path.open("w", encoding="utf-8", newline="") as fh:
+        writer = csv.DictWriter(fh, fieldnames=list(rows[0]), delimiter=";")
+        writer.writeheader()
+        writer.writerows(rows)
+    semi = load_labelled_file(path, TIER_TASK)
+    assert semi.digest == comma.digest
+    assert semi.df["text"].iloc[0] == "hello, world; and more"
+
+
 def test_not_utf8(tmp_path: Path) -> None:
     path = tmp_path / "d.csv"
     path.write_bytes("text,tier,task\ncaf\xe9,simple,chat\n".encode("latin-1"))

@@ -108,6 +108,8 @@ def test_models_list_shows_versions_aliases_and_metrics(
     assert "0.8000" in v1 and "0.6100" in v1
     assert "0.8300" in v2 and "0.6200" in v2
     assert "tier_macro_f1" in result.output and "2 version(s)" in result.output
+    # which data each version was trained on, and how many rows (make_record logs 3 rows of unit.parquet)
+    assert "unit.parquet (d1g3st)" in v1 and " 3 " in v1
 
 
 def test_export_round_trip(
@@ -205,3 +207,24 @@ def test_eval_set_checks_are_passed_to_promote(
     assert "this_week.jsonl: tier_macro_f1" in refused.output and "worse on extra set" in refused.stderr
     missing = run(app, "promote", "--eval-set", str(tmp_path / "nope.csv"))
     assert missing.exit_code == 2 and "not found" in missing.stderr
+
+
+def test_rollback_command_and_different_data_warning(
+    app: typer.Typer, tracking_uri: str, tiny_bundle: Path, make_record: Callable[..., Any]
+) -> None:
+    log_and_register(make_record(tier_f1=0.62), tiny_bundle)
+    promote(NAME)
+    log_and_register(make_record(tier_f1=1.0, dataset_digest="0ther"), tiny_bundle)
+    refused = run(app, "promote")  # no same-rows evaluator wired into this bare app
+    assert refused.exit_code == 1, refused.output
+    assert "different data" in refused.stderr and "informational" in refused.output
+    forced = run(app, "promote", "--force")
+    assert forced.exit_code == 0 and resolve(f"models:/{NAME}@champion").version == 2
+    back = run(app, "rollback")
+    assert back.exit_code == 0, back.output
+    assert "rolled champion back to v1 from v2" in back.output
+    assert resolve(f"models:/{NAME}@champion").version == 1
+    assert run(app, "rollback", "--to", "2").exit_code == 0
+    assert resolve(f"models:/{NAME}@champion").version == 2
+    missing = run(app, "rollback", "--to", "7")
+    assert missing.exit_code == 2, missing.output

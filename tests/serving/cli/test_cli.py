@@ -66,6 +66,10 @@ def test_every_command_and_option_has_help() -> None:
     serve_help = runner.invoke(_app(), ["serve", "--help"]).output
     for option in ("--model", "--port", "--threads", "--batching", "--policy", "--reload-interval"):
         assert option in serve_help
+    # the defaults are shown (rich markup used to swallow "[env ...; 8000]" whole)
+    flat = " ".join(runner.invoke(_app(), ["serve", "--help"], env={"COLUMNS": "250"}).output.split())
+    for shown in ("default 127.0.0.1", "default 8000", "default 2", "TIERROUTE_PORT"):
+        assert shown in flat, shown
 
 
 def _app() -> typer.Typer:

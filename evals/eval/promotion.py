@@ -21,12 +21,12 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-from serving.bundle import read_manifest
 
 from evals.io.models import ModelError, head_labels, load_bundle, predict_in_batches, resolve_model
 from evals.io.tables import label_columns, read_table, select_split
 from evals.stats.bootstrap import paired_bootstrap_diff
 from pipelines.train.reference_stats import label_indices
+from serving.model.bundle import read_manifest
 
 ALL_SLICES = "*"
 AUTO_SPLIT = "auto"

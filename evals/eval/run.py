@@ -195,7 +195,7 @@ MIN_RELIABLE_ROWS = 100
 
 def eval_warnings(bundle_dir: Path, data: Path, split: str | None, rows: int) -> list[str]:
     """What makes these numbers less than they look: a small set, or the model's own training rows."""
-    from serving.bundle import BundleError, read_manifest
+    from serving.model.bundle import BundleError, read_manifest
 
     out: list[str] = []
     if rows < MIN_RELIABLE_ROWS:

@@ -369,7 +369,17 @@ def train_gate(
 
     result = GateTrainResult(bundle_dir, threshold, metrics, heads, artifacts, report, timings=timings)
     if config.register:  # removes the bundle folder if registration fails
-        _register(config, df, digest, result, echo)
+        from pipelines.train.register import register_trained
+
+        register_trained(
+            config,
+            result,
+            echo,
+            dataset_df=df,
+            dataset_digest=digest,
+            tags={"tierroute.kind": "gate", "tierroute.dataset_sha256": digest},
+            tracking_uri=config.tracking_uri,
+        )
     timings["total_s"] = time.perf_counter() - t0
     return result
 
@@ -729,24 +739,3 @@ def gate_parity(
     if len(heads) > 1 and s.reason_probs is not None:
         diffs.append(float(np.abs(s.reason_probs - heads[1].predict_proba(X[idx])).max()))
     return max(diffs)
-
-
-def _register(
-    config: GateTrainConfig, df: Any, digest: str, result: GateTrainResult, echo: Callable[[str], None]
-) -> None:
-    from pipelines.train.register import register_result
-
-    register_result(
-        result,
-        result.timings,
-        echo,
-        model_name=config.model_name,
-        alias=config.alias,
-        data_path=config.data,
-        dataset_df=df,
-        dataset_digest=digest,
-        params=config.params(),
-        experiment=config.experiment,
-        tracking_uri=config.tracking_uri,
-        tags={"tierroute.kind": "gate", "tierroute.dataset_sha256": digest},
-    )

@@ -249,7 +249,9 @@ def train(
 
     result = TrainResult(bundle_dir, metrics, heads, artifacts, timings=timings)
     if config.register:  # removes the bundle folder if registration fails
-        _register(config, data, result, echo)
+        from pipelines.train.register import register_trained
+
+        register_trained(config, result, echo, dataset_df=data.df, dataset_digest=data.digest)
     timings["total_s"] = time.perf_counter() - t0
     return result
 
@@ -300,20 +302,3 @@ def _attach_reference_stats(
     )
     attach_to_bundle(bundle_dir, stats)
     return int(mask.sum())
-
-
-def _register(config: TrainConfig, data: Any, result: TrainResult, echo: Callable[[str], None]) -> None:
-    from pipelines.train.register import register_result
-
-    register_result(
-        result,
-        result.timings,
-        echo,
-        model_name=config.model_name,
-        alias=config.alias,
-        data_path=config.data,
-        dataset_df=data.df,
-        dataset_digest=data.digest,
-        params=config.params(),
-        experiment=config.experiment,
-    )

@@ -65,6 +65,7 @@ class TrainedBundle(Protocol):
     version: str | None
     run_id: str | None
     model_uri: str | None
+    timings: dict[str, float]
 
 
 def register_result(
@@ -92,3 +93,41 @@ def register_result(
     result.model_uri = registered.model_uri
     timings["register_s"] = time.perf_counter() - t
     echo(f"registered {model_name} v{result.version} as @{alias} ({result.model_uri})")
+
+
+class TrainerConfig(Protocol):
+    """What both trainers' configs (classifier, gate) say about where a result is registered."""
+
+    model_name: str
+    alias: str
+    data: Any
+    experiment: str
+
+    def params(self) -> dict[str, Any]: ...
+
+
+def register_trained(
+    config: TrainerConfig,
+    result: TrainedBundle,
+    echo: Callable[[str], None],
+    *,
+    dataset_df: Any,
+    dataset_digest: str,
+    tags: dict[str, str] | None = None,
+    tracking_uri: str | None = None,
+) -> None:
+    """`register_result` with the registry fields read off a trainer's config."""
+    register_result(
+        result,
+        result.timings,
+        echo,
+        model_name=config.model_name,
+        alias=config.alias,
+        data_path=config.data,
+        dataset_df=dataset_df,
+        dataset_digest=dataset_digest,
+        params=config.params(),
+        experiment=config.experiment,
+        tracking_uri=tracking_uri,
+        **({"tags": tags} if tags else {}),
+    )

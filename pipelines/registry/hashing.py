@@ -3,26 +3,19 @@ bundle inside a downloaded model, and verifying a folder before it is logged or 
 
 from __future__ import annotations
 
-import hashlib
 import json
 from pathlib import Path
 from typing import Any
 
 from pipelines.registry.store import MANIFEST, RegistryError
 from serving.model import source as model_source
+from serving.model.bundle import folder_digest
 
 
 def bundle_digest(bundle_dir: Path) -> str:
-    """sha256 over every file of a bundle folder (relative path + content digest), order-independent."""
-    bundle_dir = Path(bundle_dir)
-    h = hashlib.sha256()
-    for f in sorted(p for p in bundle_dir.rglob("*") if p.is_file()):
-        fh = hashlib.sha256()
-        with f.open("rb") as stream:
-            for chunk in iter(lambda: stream.read(1 << 20), b""):
-                fh.update(chunk)
-        h.update(f"{f.relative_to(bundle_dir).as_posix()}\0{fh.hexdigest()}\n".encode())
-    return h.hexdigest()
+    """sha256 over every file of a bundle folder (relative path + content digest), order-independent:
+    serving's `folder_digest`, so the `bundle_digest` tag and the loader's check cannot disagree."""
+    return folder_digest(Path(bundle_dir))
 
 
 def find_bundle_dir(root: Path) -> Path:

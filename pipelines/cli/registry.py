@@ -199,11 +199,13 @@ def promote_command(
         elif required_slice:
             raise _fail("--required-slice applies to --eval-set files: pass at least one --eval-set")
         keys = tuple(metric) if metric else KEY_METRICS
+        rows_check = same_rows
         from pipelines.gate.promotion import GATE_KEY_METRICS, is_gate_model, same_rows_check
 
         if is_gate_model(model_name):  # a gate: its own key metrics + both versions on the same rows
             keys = tuple(metric) if metric else GATE_KEY_METRICS
-            checks = (*checks, same_rows_check())
+            gate_rows = same_rows_check()
+            checks, rows_check = (*checks, gate_rows), gate_rows
         try:
             result = promote(
                 model_name,
@@ -213,7 +215,7 @@ def promote_command(
                 metric_keys=keys,
                 force=force,
                 extra_checks=checks,
-                same_rows_check=same_rows,
+                same_rows_check=rows_check,
                 tracking_uri=tracking_uri,
             )
         except RegistryError as exc:

@@ -207,7 +207,7 @@ def promote(
                     "both on the same rows",
                 )
             )
-        else:
+        elif same_rows_check not in checks:
             checks.insert(0, same_rows_check)
     for check in checks:
         name = getattr(check, "__name__", type(check).__name__)

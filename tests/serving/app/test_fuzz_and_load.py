@@ -16,7 +16,7 @@ import pytest
 import schemathesis
 from hypothesis import HealthCheck, given, settings
 from schemathesis import GenerationMode
-from schemathesis.checks import not_a_server_error
+from schemathesis.checks import not_a_server_error, positive_data_acceptance
 from schemathesis.config import SchemathesisConfig
 
 from tests.support.server import Server, start_server
@@ -66,7 +66,10 @@ def test_schema_fuzzing_finds_no_server_error_and_no_contract_drift(
         response = case.call(timeout=30)
         if response.status_code >= 500:
             server_errors.append(response.status_code)
-        case.validate_response(response)
+        # A gate item's `json_schema` must itself be a valid JSON Schema, which OpenAPI cannot state:
+        # an object that is not one is a documented 422, so "valid data accepted" does not hold there.
+        excluded = [positive_data_acceptance] if case.operation.path == "/v1/gate" else None
+        case.validate_response(response, excluded_checks=excluded)
 
     check()
     print(f"\nschema fuzzing ({mode.value}): {len(server_errors)} server errors (5xx) over {sorted(paths)}")

@@ -40,7 +40,11 @@ def test_gate_promotion_same_rows_and_default_serving(
             experiment="g", metrics={"test_gate_accept_recall": recall, "test_gate_reject_recall": recall}
         )
         log_and_register(record, gate_bundle, model_name="tierroute-gate", alias="candidate")
-        results.append(promote("tierroute-gate", metric_keys=GATE_KEY_METRICS, extra_checks=[check]))
+        results.append(
+            promote(
+                "tierroute-gate", metric_keys=GATE_KEY_METRICS, extra_checks=[check], same_rows_check=check
+            )
+        )
     assert all(r.promoted for r in results)
     same = {r.metric: r for r in results[1].rows if "same rows" in r.metric}
     # the second promotion scored champion and candidate (the same bundle) on the same 40 rows

@@ -19,41 +19,13 @@ from pathlib import Path
 import httpx
 import pytest
 
+from tests.support.listener import Listener
 from tests.support.ports import free_port
 from tests.support.server import Server, start_server
 
 pytestmark = pytest.mark.slow
 
 GUARD_S = 60.0  # failure guard for a request that must come back (never a timing assertion)
-
-
-class Listener:
-    """A TCP listener on 127.0.0.1 that counts the connections it receives."""
-
-    def __init__(self) -> None:
-        self.sock = socket.socket()
-        self.sock.bind(("127.0.0.1", 0))
-        self.sock.listen(16)
-        self.sock.settimeout(0.2)
-        self.port = int(self.sock.getsockname()[1])
-        self.connections = 0
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._accept, daemon=True)
-        self._thread.start()
-
-    def _accept(self) -> None:
-        while not self._stop.is_set():
-            try:
-                conn, _ = self.sock.accept()
-            except OSError:
-                continue
-            self.connections += 1
-            conn.close()
-
-    def close(self) -> None:
-        self._stop.set()
-        self._thread.join(timeout=5)
-        self.sock.close()
 
 
 def gate(server: Server, *items: dict[str, object], timeout: float = GUARD_S) -> httpx.Response:

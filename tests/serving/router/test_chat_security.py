@@ -12,7 +12,6 @@ from __future__ import annotations
 import json
 import os
 import signal
-import socket
 import sqlite3
 import subprocess
 import sys
@@ -32,6 +31,7 @@ import yaml
 from serving.router.chat_schema import LIMITS
 from serving.router.request import TRANSPORT_FIELDS
 from tests.support.fake_provider import FakeProvider, Step
+from tests.support.listener import Listener
 from tests.support.policies import policy_dict
 from tests.support.ports import free_port
 from tests.support.server import server_env
@@ -41,38 +41,6 @@ SECRETS = {
     "TIERROUTE_TEST_ANTHROPIC_KEY": "sk-ant-SECRET-" + uuid.uuid4().hex,
 }
 HI = [{"role": "user", "content": "hi"}]
-
-
-class Attacker:
-    """A TCP listener on 127.0.0.1 that counts the connections it accepts."""
-
-    def __init__(self) -> None:
-        self.sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-        self.sock.bind(("127.0.0.1", 0))
-        self.sock.listen(64)
-        self.sock.settimeout(0.2)
-        self.port = int(self.sock.getsockname()[1])
-        self.url = f"http://127.0.0.1:{self.port}"
-        self.connections = 0
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._serve, daemon=True)
-        self._thread.start()
-
-    def _serve(self) -> None:
-        while not self._stop.is_set():
-            try:
-                conn, _ = self.sock.accept()
-            except TimeoutError:
-                continue
-            except OSError:
-                return
-            self.connections += 1
-            conn.close()
-
-    def close(self) -> None:
-        self._stop.set()
-        self._thread.join(timeout=5)
-        self.sock.close()
 
 
 @dataclass
@@ -191,8 +159,8 @@ class Locker:
 
 
 @pytest.fixture(scope="module")
-def attacker() -> Iterator[Attacker]:
-    a = Attacker()
+def attacker() -> Iterator[Listener]:
+    a = Listener()
     yield a
     a.close()
 
@@ -214,7 +182,7 @@ def _assert_clean(r: httpx.Response) -> None:
         assert leak not in text, leak
 
 
-def _forbidden_value(field: str, attacker: Attacker) -> Any:
+def _forbidden_value(field: str, attacker: Listener) -> Any:
     if field in ("headers", "extra_headers"):
         return {"Authorization": "Bearer x", "Host": f"127.0.0.1:{attacker.port}"}
     if field in ("extra_body", "extra_query", "litellm_params", "litellm_metadata", "model_info"):
@@ -230,7 +198,7 @@ def _forbidden_value(field: str, attacker: Attacker) -> Any:
 
 
 def test_every_transport_field_is_refused_and_nothing_connects_out(
-    server: ChatServer, attacker: Attacker, provider: FakeProvider
+    server: ChatServer, attacker: Listener, provider: FakeProvider
 ) -> None:
     assert len(TRANSPORT_FIELDS) >= 40
     for field in sorted(TRANSPORT_FIELDS):

@@ -67,7 +67,7 @@ def record_from_result(
         "labels": labels,
         "probs": probs,
     }
-    for key in ("complexity", "confidence"):
+    for key in ("complexity", "confidence", "p_weak_ok"):
         if result.get(key) is not None:
             rec[key] = round(float(result[key]), 6)
     if result.get("tokens") is not None:

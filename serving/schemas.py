@@ -100,10 +100,22 @@ class ClassifyResult(BaseModel):
     tier_probs: dict[str, float]
     task: str | None = None
     task_probs: dict[str, float] | None = None
-    complexity: float = Field(ge=0.0, le=1.0, description="expected tier index / 2")
+    complexity: float = Field(
+        ge=0.0,
+        le=1.0,
+        description="0 = the cheapest model will do, 1 = needs the strongest: 1 - p_weak_ok when the bundle "
+        "has a routing head, else the expected tier index / 2",
+    )
     confidence: float = Field(ge=0.0, le=1.0, description="max tier probability")
     tokens: int = Field(ge=0, description="token count of the text before truncation")
     truncated: bool
+    p_weak_ok: float | None = Field(
+        default=None,
+        ge=0.0,
+        le=1.0,
+        description="calibrated P(the cheap model's answer is as good as the strong model's); null when the "
+        "bundle has no routing head",
+    )
 
 
 class ClassifyResponse(BaseModel):

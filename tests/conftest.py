@@ -62,8 +62,25 @@ def small_labelled_file(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 @pytest.fixture(scope="session")
-def trained(small_labelled_file: Path, session_cache: Path, tmp_path_factory: pytest.TempPathFactory):  # type: ignore[no-untyped-def]
-    """A real TrainResult (no registry) on the small slice: heads, metrics, bundle folder."""
+def small_outcomes_file(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """120 outcome rows per outcome source (seeded), built from the shipped raw files."""
+    from pipelines.data.outcomes import build_outcomes
+
+    df = build_outcomes(RAW, None)
+    df = df.sample(frac=1.0, random_state=0).groupby("source").head(120)
+    out = tmp_path_factory.mktemp("outcomes") / "outcomes.parquet"
+    df.reset_index(drop=True).to_parquet(out)
+    return out
+
+
+@pytest.fixture(scope="session")
+def trained(  # type: ignore[no-untyped-def]
+    small_labelled_file: Path,
+    small_outcomes_file: Path,
+    session_cache: Path,
+    tmp_path_factory: pytest.TempPathFactory,
+):
+    """A real TrainResult (no registry) on the small slice: heads, routing head, metrics, bundle folder."""
     from pipelines.train.classifier import TrainConfig, train
 
     config = TrainConfig(
@@ -72,6 +89,9 @@ def trained(small_labelled_file: Path, session_cache: Path, tmp_path_factory: py
         encoder_cache=session_cache / "encoder",
         embedding_cache=session_cache / "embeddings",
         register=False,
+        outcomes=small_outcomes_file,
+        raw=None,
+        loso_n_boot=50,
     )
     return train(config, progress=False, echo=lambda _m: None)
 

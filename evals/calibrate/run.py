@@ -129,6 +129,7 @@ def run_calibrate(
     if is_log(data):
         logged = read_logged_predictions(data, heads)
         probs = logged.probs
+        p_weak = logged.p_weak_ok
         outcome_note = "prediction log (no outcomes)"
     else:
         df = select_split(read_table(data), split, data)
@@ -141,9 +142,11 @@ def run_calibrate(
         else:
             outcome_note = "no outcome columns"
         echo(f"scoring {len(df)} rows with {handle.label}")
-        probs = predict_in_batches(bundle, [str(t) for t in df["text"].tolist()]).probs
+        out = predict_in_batches(bundle, [str(t) for t in df["text"].tolist()])
+        probs = out.probs
+        p_weak = out.p_weak_ok
     try:
-        scores = router_score(score, probs, heads)
+        scores = router_score(score, probs, heads, p_weak)
     except ValueError as exc:
         raise InputError(str(exc)) from exc
     try:

@@ -215,14 +215,21 @@ def _as_float(values: Sequence[Any]) -> np.ndarray:
 
 
 def router_score(
-    spec: str, probs: Mapping[str, np.ndarray], heads: Mapping[str, Sequence[str]]
+    spec: str,
+    probs: Mapping[str, np.ndarray],
+    heads: Mapping[str, Sequence[str]],
+    p_weak_ok: np.ndarray | None = None,
 ) -> np.ndarray:
     """Per-row 'send to strong' score from the model's probabilities.
 
-    `complexity`: expected tier index / (K-1) from the `tier` head; `HEAD:LABEL`: P(HEAD = LABEL);
+    `complexity`: what the bundle serves as `complexity`: 1 - `p_weak_ok` when the bundle has a routing
+    head (pass its output), else expected tier index / (K-1) from the `tier` head;
+    `HEAD:LABEL`: P(HEAD = LABEL);
     `not:HEAD:LABEL`: 1 - P(HEAD = LABEL) (e.g. `not:tier:simple`, or `not:weak_ok:True` for a
     head trained on `weak_ok`)."""
     if spec == "complexity":
+        if p_weak_ok is not None:
+            return 1.0 - np.asarray(p_weak_ok, dtype=np.float64)
         if "tier" not in probs:
             raise ValueError("router score 'complexity' needs a 'tier' head; use HEAD:LABEL instead")
         p = np.asarray(probs["tier"], dtype=np.float64)

@@ -140,7 +140,65 @@ def previous_complexity(
     return np.asarray(probs @ TIER_VALUES)
 
 
-def run(raw: Path, labelled: Path, mmlu_pro_rows: int, n_boot: int, seed: int) -> dict[str, Any]:
+def blend_router(
+    X: np.ndarray, label: np.ndarray, sources: np.ndarray, C: float, log_tokens: np.ndarray, beta: float
+) -> FitScore:
+    """(c) The logistic head's logit for "strong needed" plus `beta` x standardised log token count.
+
+    The scores are what a bundle would serve: a fixed coefficient on a standardised feature folds
+    into the head's weights (`pipelines.train.routing`)."""
+    from sklearn.linear_model import LogisticRegression
+    from sklearn.pipeline import make_pipeline
+    from sklearn.preprocessing import StandardScaler
+
+    z_len = (log_tokens - log_tokens.mean()) / (log_tokens.std() or 1.0)
+
+    def fit_score(train: np.ndarray, test: np.ndarray) -> np.ndarray:
+        model = make_pipeline(StandardScaler(), LogisticRegression(C=C, max_iter=2000))
+        model.fit(
+            X[train], label[train], logisticregression__sample_weight=_equal_source_weights(sources[train])
+        )
+        return -np.asarray(model.decision_function(X[test])) + beta * z_len[test]
+
+    return fit_score
+
+
+def head_grid(
+    emb: np.ndarray,
+    feats: np.ndarray,
+    task_onehot: np.ndarray,
+    ok: np.ndarray,
+    src: np.ndarray,
+    log_tokens: np.ndarray,
+) -> dict[str, FitScore]:
+    """Issue #13 item 4: the candidates for the bundle's routing head (`--grid head`).
+
+    (a) logistic `weak_ok` ~ embedding + request features, each source weighted equally;
+    (b) request features only; (c) (a)'s logit blended with a fixed coefficient on log tokens;
+    (d) a task-aware offset (task one-hot beside the features)."""
+    ef = np.hstack([emb, feats])
+    eft = np.hstack([emb, feats, task_onehot])
+    routers: dict[str, FitScore] = {}
+    for C in (0.01, 0.1, 1.0):
+        routers[f"(a) logistic weak_ok ~ emb+feat (C={C:g})"] = logistic_router(ef, ok, src, C)
+    for C in (0.1, 1.0):
+        routers[f"(b) logistic weak_ok ~ feat (C={C:g})"] = logistic_router(feats, ok, src, C)
+    for C in (0.01, 0.1):
+        for beta in (0.5, 1.0, 2.0, 4.0):
+            routers[f"(c) (a) C={C:g} + {beta:g} x z(log tokens)"] = blend_router(
+                ef, ok, src, C, log_tokens, beta
+            )
+    routers["(d) logistic weak_ok ~ emb+feat+task (C=0.1)"] = logistic_router(eft, ok, src, 0.1)
+    routers["(d) + 1 x z(log tokens)"] = blend_router(eft, ok, src, 0.1, log_tokens, 1.0)
+    routers["(d) logistic weak_ok ~ feat+task (C=0.1)"] = logistic_router(
+        np.hstack([feats, task_onehot]), ok, src, 0.1
+    )
+    return routers
+
+
+def run(
+    raw: Path, labelled: Path, mmlu_pro_rows: int, n_boot: int, seed: int, grid: str = "all"
+) -> dict[str, Any]:
     # Over 60 lines: one experiment grid (data, features, baselines, candidates, table), read top to bottom.
     from pipelines.train.embed import Embedder
     from pipelines.train.encoder_export import export_encoder
@@ -195,6 +253,8 @@ def run(raw: Path, labelled: Path, mmlu_pro_rows: int, n_boot: int, seed: int) -
     )
     for C in (0.01, 0.1):
         routers[f"logistic weak_ok ~ emb+feat (C={C:g})"] = logistic_router(ef, ok, src, C)
+    if grid == "head":
+        routers = head_grid(emb, feats, task_onehot, ok, src, log_tokens)
     results: list[LosoResult] = leave_one_source_out(
         src, weak, strong, routers, baselines, seen_by=seen, n_boot=n_boot, seed=seed
     )
@@ -216,10 +276,16 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--n-boot", type=int, default=500)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument(
+        "--grid",
+        choices=("all", "head"),
+        default="all",
+        help="'all': every target/feature candidate; 'head': the routing-head candidates (a)-(d) only.",
+    )
+    parser.add_argument(
         "--out", type=Path, default=None, help="Write the report (markdown table + JSON) here."
     )
     args = parser.parse_args(argv)
-    report = run(args.raw, args.labelled, args.mmlu_pro_rows, args.n_boot, args.seed)
+    report = run(args.raw, args.labelled, args.mmlu_pro_rows, args.n_boot, args.seed, args.grid)
     ranking = sorted(report["mean_apgr"].items(), key=lambda kv: -kv[1] if kv[1] == kv[1] else 0)
     text = report["table"] + "\n\nMean held-out APGR:\n" + "\n".join(f"- {k}: {v:.3f}" for k, v in ranking)
     print(text)

@@ -65,7 +65,7 @@ def _complexity(uri: str, texts: list[str], tracking_uri: str | None) -> np.ndar
 
     bundle = load_bundle(resolve_model(uri, tracking_uri=tracking_uri))
     out = predict_in_batches(bundle, texts)
-    return router_score(ROUTER, out.probs, head_labels(bundle))
+    return router_score(ROUTER, out.probs, head_labels(bundle), out.p_weak_ok)
 
 
 def routing_value_gate(

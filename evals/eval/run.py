@@ -274,7 +274,7 @@ def run_eval(
     if outcomes is not None:
         source, weak, strong = outcomes
         try:
-            scores = {f"model ({router})": router_score(router, out.probs, heads)}
+            scores = {f"model ({router})": router_score(router, out.probs, heads, out.p_weak_ok)}
         except ValueError as exc:
             raise InputError(str(exc)) from exc
         scores["prompt length (tokens)"] = out.token_counts.astype(np.float64)

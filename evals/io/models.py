@@ -106,6 +106,11 @@ def predict_in_batches(bundle: Bundle, texts: Sequence[str], batch_size: int = 6
         embedding=np.concatenate([p.embedding for p in parts])[inverse],
         token_counts=np.concatenate([p.token_counts for p in parts])[inverse],
         truncated=np.concatenate([p.truncated for p in parts])[inverse],
+        p_weak_ok=(
+            None
+            if parts[0].p_weak_ok is None
+            else np.concatenate([p.p_weak_ok for p in parts if p.p_weak_ok is not None])[inverse]
+        ),
     )
 
 

@@ -92,6 +92,8 @@ class LoggedPredictions:
     truncated: np.ndarray | None
     texts: list[str] | None
     models: dict[str, int] = field(default_factory=dict)
+    p_weak_ok: np.ndarray | None = None
+    """The routing head's output per record, when every record logged one."""
 
     @property
     def n(self) -> int:
@@ -122,6 +124,7 @@ def read_logged_predictions(
     tokens: list[int] = []
     truncated: list[bool] = []
     texts: list[str] = []
+    p_weak: list[float] = []
     models: dict[str, int] = {}
     for i, rec in enumerate(records):
         for h, labs in order.items():
@@ -137,6 +140,8 @@ def read_logged_predictions(
             truncated.append(bool(rec["truncated"]))
         if isinstance(rec.get("text"), str):
             texts.append(rec["text"])
+        if isinstance(rec.get("p_weak_ok"), (int, float)):
+            p_weak.append(float(rec["p_weak_ok"]))
         m = rec.get("model") or {}
         key = f"{m.get('name')} v{m.get('version')}"
         models[key] = models.get(key, 0) + 1
@@ -148,6 +153,7 @@ def read_logged_predictions(
         truncated=np.array(truncated, dtype=bool) if len(truncated) == n else None,
         texts=texts if len(texts) == n else None,
         models=models,
+        p_weak_ok=np.array(p_weak, dtype=np.float64) if len(p_weak) == n else None,
     )
 
 

@@ -20,32 +20,15 @@ Trade-offs:
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from typing import Literal
 
 import numpy as np
 
+from pipelines.train.intervals import Interval, check_interval_args, percentile_interval
+
 Alternative = Literal["two-sided", "less", "greater"]
 _CHUNK_CELLS = 4_000_000  # indices materialised per chunk (~32 MB of int64)
-
-
-@dataclass(frozen=True)
-class Interval:
-    """A point estimate with a (low, high) interval at `confidence`."""
-
-    estimate: float
-    low: float
-    high: float
-    confidence: float = 0.95
-
-    def to_dict(self) -> dict[str, float]:
-        return asdict(self)
-
-    def contains(self, value: float) -> bool:
-        return self.low <= value <= self.high
-
-    def fmt(self, digits: int = 3) -> str:
-        return f"{self.estimate:.{digits}f} [{self.low:.{digits}f}, {self.high:.{digits}f}]"
 
 
 @dataclass(frozen=True)
@@ -142,22 +125,6 @@ def _resample_chunks(n: int, n_boot: int, rng: np.random.Generator, m: int | Non
         chunks.append(rng.integers(0, n, size=(b, m)))
         done += b
     return chunks
-
-
-def percentile_interval(estimate: float, samples: np.ndarray, confidence: float) -> Interval:
-    finite = samples[np.isfinite(samples)]
-    if finite.size == 0:
-        return Interval(float(estimate), float("nan"), float("nan"), confidence)
-    tail = (1.0 - confidence) / 2.0
-    low, high = np.quantile(finite, [tail, 1.0 - tail])
-    return Interval(float(estimate), float(low), float(high), confidence)
-
-
-def check_interval_args(confidence: float, n_boot: int) -> None:
-    if not 0.0 < confidence < 1.0:
-        raise ValueError(f"confidence must be in (0, 1), got {confidence}")
-    if n_boot < 1:
-        raise ValueError(f"n_boot must be >= 1, got {n_boot}")
 
 
 def bootstrap_classification(

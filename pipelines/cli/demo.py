@@ -121,7 +121,14 @@ def demo_cmd(
     t0 = time.perf_counter()
     if rebuild_data or not Path("data/labelled/requests.parquet").is_file():
         report = build_dataset()
-        step("data build", t0, f"{getattr(report, 'rows', '?')} labelled rows -> data/labelled/")
+        from pipelines.data.outcomes import build_outcomes
+
+        outcomes = build_outcomes(Path("data/raw"), Path("data/labelled"))
+        step(
+            "data build",
+            t0,
+            f"{getattr(report, 'rows', '?')} labelled rows, {len(outcomes):,} outcome rows -> data/labelled/",
+        )
     config = TrainConfig()
     t0 = time.perf_counter()
     result = train(config, echo=console.print)
@@ -148,7 +155,7 @@ def demo_cmd(
         ready, response, ms = classify_over_http(f"models:/{config.model_name}@champion", EXAMPLES)
         step("serve + classify over HTTP", t0, f"{len(EXAMPLES)} texts in one request: {ms:.1f} ms")
         table = Table(title=f"classified over HTTP by {response['model']}")
-        for col in ("text", "tier", "conf", "complexity", "task", "tokens"):
+        for col in ("text", "tier", "conf", "complexity", "p_weak_ok", "task", "tokens"):
             table.add_column(col)
         for text, res in zip(EXAMPLES, response["results"], strict=True):
             table.add_row(
@@ -156,6 +163,7 @@ def demo_cmd(
                 res["tier"],
                 f"{res['confidence']:.2f}",
                 f"{res['complexity']:.2f}",
+                "-" if res.get("p_weak_ok") is None else f"{res['p_weak_ok']:.2f}",
                 str(res.get("task")),
                 str(res["tokens"]),
             )
@@ -174,6 +182,13 @@ def demo_cmd(
             f"  ECE {m.get(f'test_{head}_ece', float('nan')):.3f}",
         )
     summary.add_row("ONNX parity (max |diff|)", f"{m['parity_max_abs_diff']:.1e}")
+    if "loso_apgr_mean" in m:
+        summary.add_row(
+            "routing head, held-out-source APGR",
+            f"mean {m['loso_apgr_mean']:.3f} (prompt length "
+            f"{m.get('loso_length_apgr_mean', float('nan')):.3f}, random 0.500), "
+            f"worst source {m['loso_apgr_min']:.3f}",
+        )
     eco = gate["economics"]
     summary.add_row(
         "gate (test split)",

@@ -169,9 +169,10 @@ def promote_command(
         No key metric may be worse than the champion's by more than --tolerance (absolute; losses and ECE
         count lower as better). When the two were trained on different data (dataset digests differ), their
         stored numbers come from different test sets: both are then scored on the champion's test rows and on
-        the candidate's, and a drop on either refuses. Prints the comparison; exits 1 when refused, 2 on
-        registry errors. --force promotes anyway and records promoted_by_force=true on the version;
-        `tierroute rollback` moves champion back."""
+        the candidate's, and a drop on either refuses. When both logged `loso_apgr_mean` (held-out-source
+        routing value of `tierroute train`), a drop beyond --tolerance refuses too. Prints the comparison;
+        exits 1 when refused, 2 on registry errors. --force promotes anyway and records
+        promoted_by_force=true on the version; `tierroute rollback` moves champion back."""
         # Over 60 lines: mostly typer option declarations; the body is parse -> promote -> print.
         from pipelines.registry import KEY_METRICS, RegistryError, promote
 

@@ -15,6 +15,12 @@ from rich.table import Table
 
 from serving.cli.errors import fail
 
+ROUTING_C = 0.01
+ROUTING_LENGTH_COEF = 1.0
+ROUTING_ROWS = 2000
+"""Defaults of `pipelines.train.routing` (DEFAULT_C, ...), repeated so `--help` imports no sklearn;
+tests/pipelines/train/test_routing.py checks they agree."""
+
 console = Console(stderr=False)
 err = Console(stderr=True)
 
@@ -68,6 +74,45 @@ def train_cmd(
     seed: Annotated[int, typer.Option(help="Random seed for CV folds.")] = 0,
     threads: Annotated[int, typer.Option(help="ONNX Runtime threads for embedding.")] = 2,
     progress: Annotated[bool, typer.Option(help="Show progress bars.")] = True,
+    routing_head: Annotated[
+        bool,
+        typer.Option(
+            help="Train the routing head (bundle output `p_weak_ok`; `complexity = 1 - p_weak_ok`) on the "
+            "outcome rows and any labelled `weak_ok` rows."
+        ),
+    ] = True,
+    outcomes: Annotated[
+        Path,
+        typer.Option(
+            help="Outcome rows (`tierroute data build` writes them); built from --raw when absent."
+        ),
+    ] = Path("data/labelled/outcomes.parquet"),
+    raw: Annotated[Path, typer.Option(help="Raw data folder the outcome rows are built from.")] = Path(
+        "data/raw"
+    ),
+    routing_c: Annotated[float, typer.Option("--routing-c", help="Routing head's inverse L2 strength.")] = (
+        ROUTING_C
+    ),
+    routing_length_coef: Annotated[
+        float, typer.Option(help="Length prior: weight on the standardised log token count (0: none).")
+    ] = ROUTING_LENGTH_COEF,
+    routing_rows_per_source: Annotated[
+        int, typer.Option(help="Outcome rows per source (seeded hash sample; bounds the embedding time).")
+    ] = ROUTING_ROWS,
+    loso: Annotated[
+        bool,
+        typer.Option(
+            help="Report leave-one-source-out APGR / CPT(50%) / CPT(80%) of the routing head per outcome "
+            "source (logged as loso_* metrics)."
+        ),
+    ] = True,
+    previous_model: Annotated[
+        str | None,
+        typer.Option(
+            help="Bundle folder or models:/ URI (e.g. models:/tierroute-classifier@champion) whose "
+            "`complexity` the LOSO report shows on the same rows."
+        ),
+    ] = None,
 ) -> None:
     """Train one calibrated head per label column on frozen MiniLM embeddings, export an ONNX bundle,
     check ONNX/training parity, log everything to MLflow and register a new version as `candidate`.
@@ -92,6 +137,14 @@ def train_cmd(
             min_confidence=min_confidence,
             seed=seed,
             threads=threads,
+            routing_head=routing_head,
+            outcomes=outcomes,
+            raw=raw,
+            routing_C=routing_c,
+            routing_length_coef=routing_length_coef,
+            routing_rows_per_source=routing_rows_per_source,
+            loso=loso,
+            previous_model=previous_model,
         )
         if precision not in ("fp32", "int8"):
             raise ValueError(f"precision must be fp32 or int8, got {precision!r}")

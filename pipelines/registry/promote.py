@@ -10,6 +10,11 @@ unknown) the stored rows are shown for information and `same_rows_check` must sc
 the champion's test rows and on the candidate's; without it the promotion is refused. `rollback`
 moves `champion` back (to the version it was promoted from, or any version) and records it like a
 forced promotion.
+
+Held-out routing value: when both versions logged `loso_apgr_mean` (`tierroute train`'s mean
+leave-one-source-out APGR of the routing head), the candidate's must not be lower than the champion's by
+more than the same tolerance. It is measured on sources the head did not see, so it decides even when
+the versions' test splits differ; a version without it (an older champion) is not compared.
 """
 
 from __future__ import annotations
@@ -128,6 +133,20 @@ def compare_metrics(
     return rows
 
 
+LOSO_KEY = "loso_apgr_mean"
+
+
+def loso_row(
+    champion: Mapping[str, float] | None, candidate: Mapping[str, float], tolerance: float
+) -> ComparisonRow | None:
+    """The held-out routing value row, or None unless both versions logged `loso_apgr_mean`."""
+    champ = champion.get(LOSO_KEY) if champion is not None else None
+    cand = candidate.get(LOSO_KEY)
+    if champ is None or cand is None:
+        return None
+    return compare_metrics({LOSO_KEY: champ}, {LOSO_KEY: cand}, [LOSO_KEY], tolerance)[0]
+
+
 def _informational(row: ComparisonRow, ctx: PromotionContext) -> ComparisonRow:
     """A stored-metric row of two versions measured on different test sets: shown, never deciding."""
     if row.champion is None or row.candidate is None:
@@ -167,11 +186,12 @@ def promote(
     with _errors(f"promoting {model_name!r}", uri):
         cand_mv = _get_version(client, uri, model_name, candidate_alias, None)
         aliases = _aliases(client, model_name)
-        candidate = _version_info(client, cand_mv, aliases, metric_keys)
+        keys = [*metric_keys, LOSO_KEY]
+        candidate = _version_info(client, cand_mv, aliases, keys)
         champion: VersionInfo | None = None
         if champion_alias in aliases:
             champ_mv = client.get_model_version(model_name, str(aliases[champion_alias]))
-            champion = _version_info(client, champ_mv, aliases, metric_keys)
+            champion = _version_info(client, champ_mv, aliases, keys)
     previous = champion.version if champion else None
     if champion is not None and champion.version == candidate.version:
         return PromotionResult(
@@ -209,6 +229,9 @@ def promote(
             )
         elif same_rows_check not in checks:
             checks.insert(0, same_rows_check)
+    held_out = loso_row(champion.metrics if champion else None, candidate.metrics, tolerance)
+    if held_out is not None:
+        rows.append(held_out)
     for check in checks:
         name = getattr(check, "__name__", type(check).__name__)
         try:

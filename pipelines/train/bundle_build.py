@@ -28,6 +28,7 @@ from typing import Any
 
 from pipelines.train.encoder_export import EMBED_DIM, EncoderArtifact
 from pipelines.train.heads import FittedHead
+from pipelines.train.routing import ROUTING_INPUT, ROUTING_OUTPUT, RoutingHead, routing_head_to_onnx
 from serving.model.bundle import (
     BUNDLE_SCHEMA_VERSION,
     MANIFEST,
@@ -54,8 +55,12 @@ def head_to_onnx(head: FittedHead, input_name: str = "embedding", width: int = E
     )
 
 
-def merge_heads(encoder_path: Path, heads: Sequence[FittedHead]) -> Any:
-    """The encoder graph with every head appended, reading the shared `embedding` tensor."""
+def merge_heads(encoder_path: Path, heads: Sequence[FittedHead], routing: RoutingHead | None = None) -> Any:
+    """The encoder graph with every head appended, reading the shared `embedding` tensor.
+
+    With a routing head the graph gains a second input `request_features` [N, F] (computed by
+    `serving.model.textprep.request_feature_matrix`) and an output `p_weak_ok` [N, 1]: the routing
+    pipeline (scaler + logistic) reads `Concat(embedding, request_features)`."""
     import onnx
     from onnx import TensorProto, helper
 
@@ -85,10 +90,47 @@ def merge_heads(encoder_path: Path, heads: Sequence[FittedHead]) -> Any:
         graph.output.append(
             helper.make_tensor_value_info(out, TensorProto.FLOAT, ["batch", len(head.labels)])
         )
+    if routing is not None:
+        _append_routing(graph, routing, opsets)
     del model.opset_import[:]
     for domain, version in sorted(opsets.items()):
         model.opset_import.append(helper.make_opsetid(domain, version))
     return model
+
+
+def _append_routing(graph: Any, routing: RoutingHead, opsets: dict[str, int]) -> None:
+    import onnx
+    from onnx import TensorProto, helper
+
+    n_feat = len(routing.describe()["features"])
+    prefix = "routing__"
+    h = onnx.compose.add_prefix(routing_head_to_onnx(routing, EMBED_DIM + n_feat), prefix)
+    for imp in h.opset_import:
+        opsets[imp.domain] = max(opsets.get(imp.domain, 0), imp.version)
+    graph.input.append(helper.make_tensor_value_info(ROUTING_INPUT, TensorProto.FLOAT, ["batch", n_feat]))
+    graph.node.append(
+        helper.make_node(
+            "Concat", ["embedding", ROUTING_INPUT], [prefix + "routing_input"], axis=1, name="routing_concat"
+        )
+    )
+    graph.node.extend(h.graph.node)
+    graph.initializer.extend(h.graph.initializer)
+    graph.initializer.extend(
+        [
+            helper.make_tensor("routing_slice_start", TensorProto.INT64, [1], [1]),
+            helper.make_tensor("routing_slice_end", TensorProto.INT64, [1], [2]),
+            helper.make_tensor("routing_slice_axis", TensorProto.INT64, [1], [1]),
+        ]
+    )
+    graph.node.append(
+        helper.make_node(
+            "Slice",
+            [prefix + "probabilities", "routing_slice_start", "routing_slice_end", "routing_slice_axis"],
+            [ROUTING_OUTPUT],
+            name="p_weak_ok_slice",
+        )
+    )
+    graph.output.append(helper.make_tensor_value_info(ROUTING_OUTPUT, TensorProto.FLOAT, ["batch", 1]))
 
 
 def publish_dir(tmp: Path, out_dir: Path) -> None:
@@ -111,8 +153,10 @@ def build_bundle(
     *,
     name: str = "tierroute-classifier",
     metadata: dict[str, Any] | None = None,
+    routing: RoutingHead | None = None,
 ) -> Path:
-    """Assemble and atomically write a bundle folder; returns its path."""
+    """Assemble and atomically write a bundle folder; returns its path. `routing`: an optional routing
+    head (`p_weak_ok`), described in the manifest's `routing` block (see `serving.model.bundle`)."""
     import onnx
 
     if not heads:
@@ -127,7 +171,7 @@ def build_bundle(
     thresholds = metadata.pop("thresholds", {"min_confidence": 0.5})
     return write_bundle(
         out_dir,
-        lambda path: onnx.save(merge_heads(encoder.path, heads), str(path)),
+        lambda path: onnx.save(merge_heads(encoder.path, heads, routing), str(path)),
         encoder,
         heads,
         kind="classifier",
@@ -136,6 +180,7 @@ def build_bundle(
         thresholds=thresholds,
         metadata=metadata,
         expected_outputs=lambda folder, manifest: Bundle(folder, manifest).expected_outputs(),
+        extra={"routing": routing.describe()} if routing is not None else None,
     )
 
 

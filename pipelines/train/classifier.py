@@ -4,6 +4,11 @@ Job: validated labelled data -> cached embeddings -> one calibrated head per lab
 test metrics and plots -> one ONNX bundle (with a parity check against the training-time heads)
 -> MLflow run + registered version with alias `candidate`.
 
+Besides the label heads, a routing head (`pipelines.train.routing`, output `p_weak_ok`) is trained on the
+outcome rows, scored leave-one-source-out (`pipelines.train.loso.routing_loso`: APGR and CPT(50%)/CPT(80%)
+per held-out source next to prompt length, random routing and, with `previous_model`, the previous
+champion's `complexity`) and exported into the same bundle.
+
 Order matters for "bad input loses nothing": the data file is validated before anything is
 embedded, logged or written; the bundle is written atomically; if registration fails, the
 freshly written bundle is removed again, so neither `models/` nor the registry holds a
@@ -28,9 +33,18 @@ from pipelines.train.embed import Embedder
 from pipelines.train.encoder_export import EncoderArtifact, Precision, export_encoder
 from pipelines.train.heads import FittedHead, fit_head
 from pipelines.train.metrics import classification_metrics, plot_confusion_matrix, plot_reliability
+from pipelines.train.routing import (
+    DEFAULT_C,
+    DEFAULT_LENGTH_COEF,
+    DEFAULT_ROWS_PER_SOURCE,
+    RoutingHead,
+    fit_routing_head,
+    routing_rows,
+    sources_summary,
+)
 from pipelines.train.sanity import agreement, read_sanity
 from serving.model.bundle import Bundle
-from serving.model.textprep import TruncationSpec
+from serving.model.textprep import REQUEST_FEATURE_NAMES, TruncationSpec, request_feature_matrix
 
 log = logging.getLogger(__name__)
 
@@ -59,6 +73,19 @@ class TrainConfig:
     min_confidence: float = 0.5
     seed: int = 0
     threads: int = 2
+    routing_head: bool = True
+    """Train the routing head (`p_weak_ok`) on the outcome rows (and labelled `weak_ok` rows)."""
+    outcomes: Path | None = Path("data/labelled/outcomes.parquet")
+    raw: Path | None = Path("data/raw")
+    """Where outcome rows are built from when `outcomes` is absent."""
+    routing_rows_per_source: int = DEFAULT_ROWS_PER_SOURCE
+    routing_C: float = DEFAULT_C
+    routing_length_coef: float = DEFAULT_LENGTH_COEF
+    loso: bool = True
+    """Report leave-one-source-out routing value of the routing head (`loso_*` metrics)."""
+    loso_n_boot: int = 200
+    previous_model: str | None = None
+    """Bundle folder or `models:/` URI whose `complexity` the LOSO report shows on the same rows."""
 
     def __post_init__(self) -> None:
         if not self.label_columns:
@@ -76,6 +103,10 @@ class TrainConfig:
             "precision": self.precision,
             "seed": self.seed,
             "min_confidence": self.min_confidence,
+            "routing_head": self.routing_head,
+            "routing_C": self.routing_C,
+            "routing_length_coef": self.routing_length_coef,
+            "routing_rows_per_source": self.routing_rows_per_source,
         }
 
 
@@ -89,6 +120,8 @@ class TrainResult:
     run_id: str | None = None
     model_uri: str | None = None
     timings: dict[str, float] = field(default_factory=dict)
+    routing: RoutingHead | None = None
+    loso: list[Any] = field(default_factory=list)
 
 
 def _split_arrays(df: Any, X: np.ndarray, column: str) -> dict[str, tuple[np.ndarray, list[str]]]:
@@ -101,12 +134,23 @@ def _split_arrays(df: Any, X: np.ndarray, column: str) -> dict[str, tuple[np.nda
 
 
 def parity_max_diff(
-    bundle_dir: Path, heads: Sequence[FittedHead], texts: Sequence[str], X: np.ndarray
+    bundle_dir: Path,
+    heads: Sequence[FittedHead],
+    texts: Sequence[str],
+    X: np.ndarray,
+    routing: RoutingHead | None = None,
 ) -> float:
-    """Max |bundle probability - training-time head probability| over `texts`."""
+    """Max |bundle probability - training-time head probability| over `texts` (every head, and
+    `p_weak_ok` against the training-time routing head when there is one)."""
     bundle = Bundle.load(bundle_dir)
     out = bundle.predict_arrays(list(texts))
-    return max(float(np.abs(out.probs[h.name] - h.predict_proba(X)).max()) for h in heads)
+    diffs = [float(np.abs(out.probs[h.name] - h.predict_proba(X)).max()) for h in heads]
+    if routing is not None:
+        if out.p_weak_ok is None:
+            return float("inf")
+        want = routing.predict(X, request_feature_matrix(list(texts)))
+        diffs.append(float(np.abs(out.p_weak_ok - want).max()))
+    return max(diffs)
 
 
 def train(
@@ -207,6 +251,12 @@ def train(
         )
 
     t = time.perf_counter()
+    routing, loso = (
+        _train_routing(config, df, embedder, metrics, echo, progress) if config.routing_head else (None, [])
+    )
+    timings["routing_s"] = time.perf_counter() - t
+
+    t = time.perf_counter()
     stamp = time.strftime("%Y%m%d-%H%M%S")
     bundle_dir = build_bundle(
         Path(config.out_dir) / f"{config.model_name}-{stamp}",
@@ -217,15 +267,16 @@ def train(
         metadata={
             "thresholds": {"min_confidence": config.min_confidence},
             "training_data": {"digest": data.digest, "rows": len(df), "path": str(config.data)},
-            "metrics": {k: round(v, 6) for k, v in metrics.items() if k.startswith("test_")},
+            "metrics": {k: round(v, 6) for k, v in metrics.items() if k.startswith(("test_", "loso_apgr_"))},
         },
+        routing=routing,
     )
     timings["export_s"] = time.perf_counter() - t
     test_mask = (df["split"] == "test").to_numpy()
     idx = np.flatnonzero(test_mask)[:PARITY_TEXTS]
     if len(idx) == 0:
         idx = np.arange(min(PARITY_TEXTS, len(df)))
-    parity = parity_max_diff(bundle_dir, heads, df["text"].iloc[idx].tolist(), X[idx])
+    parity = parity_max_diff(bundle_dir, heads, df["text"].iloc[idx].tolist(), X[idx], routing)
     metrics["parity_max_abs_diff"] = parity
     if parity > PARITY_TOLERANCE:
         shutil.rmtree(bundle_dir, ignore_errors=True)
@@ -247,13 +298,115 @@ def train(
     report.write_text(json.dumps({"metrics": metrics, "timings": timings}, indent=2))
     artifacts.append(report)
 
-    result = TrainResult(bundle_dir, metrics, heads, artifacts, timings=timings)
+    result = TrainResult(bundle_dir, metrics, heads, artifacts, timings=timings, routing=routing, loso=loso)
     if config.register:  # removes the bundle folder if registration fails
         from pipelines.train.register import register_trained
 
         register_trained(config, result, echo, dataset_df=data.df, dataset_digest=data.digest)
     timings["total_s"] = time.perf_counter() - t0
     return result
+
+
+def _train_routing(
+    config: TrainConfig,
+    df: Any,
+    embedder: Embedder,
+    metrics: dict[str, float],
+    echo: Callable[[str], None],
+    progress: bool,
+) -> tuple[RoutingHead | None, list[Any]]:
+    """Fit the routing head on the routing rows; LOSO report and sanity rank correlation into `metrics`."""
+    from pipelines.train.loso import markdown_table, routing_loso
+
+    rows = routing_rows(
+        df, config.outcomes, config.raw, rows_per_source=config.routing_rows_per_source, echo=echo
+    )
+    if rows is None or rows["weak_ok"].nunique() < 2:
+        echo("routing head: skipped (no outcome rows and no labelled weak_ok rows with both values)")
+        return None, []
+    texts = rows["text"].tolist()
+    emb = embedder.embed(texts, progress=progress)
+    feats = request_feature_matrix(texts)
+    ok = rows["weak_ok"].to_numpy(dtype=bool)
+    src = rows["source"].to_numpy().astype(str)
+
+    def fit(mask: np.ndarray) -> RoutingHead:
+        return fit_routing_head(
+            emb[mask],
+            feats[mask],
+            ok[mask],
+            src[mask],
+            C=config.routing_C,
+            length_coef=config.routing_length_coef,
+            seed=config.seed,
+        )
+
+    head = fit(np.ones(len(rows), dtype=bool))
+    metrics["routing_rows"] = float(len(rows))
+    echo(
+        f"routing head: C={config.routing_C:g}, length prior {config.routing_length_coef:g}, "
+        f"{len(rows):,} rows ({sources_summary(src)})"
+    )
+    loso: list[Any] = []
+    if config.loso:
+        previous = _previous_complexity(config.previous_model, rows, echo)
+        log_tokens = feats[:, REQUEST_FEATURE_NAMES.index("log_tokens")]
+        loso = routing_loso(
+            src,
+            rows["weak_quality"].to_numpy(dtype=np.float64),
+            rows["strong_quality"].to_numpy(dtype=np.float64),
+            log_tokens,
+            lambda train, test: 1.0 - fit(train).predict(emb[test], feats[test]),
+            previous=previous,
+            n_boot=config.loso_n_boot,
+            seed=config.seed,
+        )
+        from pipelines.train.loso import loso_metrics
+
+        metrics.update(loso_metrics(loso))
+        echo(
+            "leave-one-source-out routing value (APGR: higher is better; CPT: strong share, lower is better)"
+        )
+        echo(markdown_table(loso))
+    sanity = read_sanity()
+    if sanity:
+        from scipy.stats import spearmanr
+
+        stexts = [r["text"] for r in sanity]
+        p = head.predict(embedder.embed(stexts, progress=False), request_feature_matrix(stexts))
+        order = {"simple": 0, "complex": 1, "reasoning": 2}
+        tiers = [order.get(r.get("tier", ""), 1) for r in sanity]
+        rho = float(spearmanr(tiers, 1.0 - p).statistic)
+        metrics["sanity_complexity_spearman"] = rho
+        echo(f"sanity set: Spearman(expected tier, 1 - p_weak_ok) = {rho:.2f}")
+    return head, loso
+
+
+def _previous_complexity(model: str | None, rows: Any, echo: Callable[[str], None]) -> np.ndarray | None:
+    """The previous champion's `complexity` on the rows with outcome qualities (None without a model)."""
+    if not model:
+        return None
+    import tempfile
+
+    scored = rows["weak_quality"].notna() & rows["strong_quality"].notna()
+    texts = rows.loc[scored, "text"].astype(str).tolist()
+    with tempfile.TemporaryDirectory() as tmp:
+        path = Path(model)
+        if str(model).startswith("models:/"):
+            from pipelines.registry import download_bundle
+
+            path = download_bundle(str(model), Path(tmp) / "previous")
+        bundle = Bundle.load(path, threads=2)
+        echo(f"previous champion {model}: scoring {len(texts):,} rows")
+        order = np.argsort([len(t) for t in texts], kind="stable")
+        out = np.empty(len(texts), dtype=np.float64)
+        for start in range(0, len(texts), 64):
+            idx = order[start : start + 64]
+            c = bundle.predict_arrays([texts[i] for i in idx]).complexity()
+            if c is None:
+                raise ValueError(f"{model}: the previous model has neither a tier nor a routing head")
+            out[idx] = c
+    return out
 
 
 def _attach_reference_stats(

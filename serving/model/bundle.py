@@ -16,6 +16,14 @@ to make hot reloads of a half-copied bundle impossible to serve.
 - Bundles from the registry are compared with the version's `bundle_digest` tag (a digest of every
   file, bundle.json included: `folder_digest`) by `serving.model.source`.
 Version-1 bundles (no expectations) are refused with a message asking to re-export them.
+
+Routing head (optional manifest block `routing`, issue #13): a logistic head on the embedding plus the
+request features (`serving.model.textprep.request_features`, fed as a second graph input
+`request_features`), whose output `p_weak_ok` is the calibrated probability that the cheap model's answer
+is as good as the strong model's. When a bundle has it, `complexity = 1 - p_weak_ok` (calibrated and
+monotone: the router's `complexity >= threshold` then means "P(cheap is not good enough) >= threshold"),
+and `tier` stays the tier head's label. Bundles without the block load and serve exactly as before
+(`p_weak_ok` is null, `complexity` the tier formula).
 """
 
 from __future__ import annotations
@@ -30,7 +38,13 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from serving.model.onnx_session import make_session
-from serving.model.textprep import TextTokenizer, TruncationSpec
+from serving.model.textprep import (
+    REQUEST_FEATURE_NAMES,
+    REQUEST_FEATURES_VERSION,
+    TextTokenizer,
+    TruncationSpec,
+    request_feature_matrix,
+)
 
 if TYPE_CHECKING:
     from serving.model.batcher import CancelToken
@@ -139,6 +153,13 @@ class BundleOutput:
     embedding: np.ndarray
     token_counts: np.ndarray
     truncated: np.ndarray
+    p_weak_ok: np.ndarray | None = None
+    """[N] calibrated P(cheap model is good enough), when the bundle has a routing head."""
+
+    def complexity(self) -> np.ndarray | None:
+        """`complexity` per text: 1 - p_weak_ok with a routing head, else the tier formula (None without
+        a tier head)."""
+        return complexity_of(self.probs.get(TIER_HEAD), self.p_weak_ok)
 
 
 @dataclass
@@ -152,6 +173,7 @@ class Prediction:
     complexity: float | None = None
     confidence: float | None = None
     extra: dict[str, Any] = field(default_factory=dict)
+    p_weak_ok: float | None = None
 
     def to_result(self) -> dict[str, Any]:
         out: dict[str, Any] = {}
@@ -160,6 +182,7 @@ class Prediction:
             out[f"{head}_probs"] = self.probs[head]
         out["complexity"] = self.complexity
         out["confidence"] = self.confidence
+        out["p_weak_ok"] = self.p_weak_ok
         out["tokens"] = self.tokens
         out["truncated"] = self.truncated
         return out
@@ -169,6 +192,37 @@ def complexity_from_tier_probs(probs: np.ndarray) -> np.ndarray:
     """Expected tier index / (K-1): 0 = surely the cheapest tier, 1 = surely the strongest."""
     k = probs.shape[1]
     return (probs @ np.arange(k, dtype=np.float64)) / max(k - 1, 1)
+
+
+def complexity_of(tier_probs: np.ndarray | None, p_weak_ok: np.ndarray | None) -> np.ndarray | None:
+    """`1 - p_weak_ok` when the bundle has a routing head (monotone, calibrated), else the tier formula."""
+    if p_weak_ok is not None:
+        return 1.0 - np.asarray(p_weak_ok, dtype=np.float64)
+    return complexity_from_tier_probs(tier_probs) if tier_probs is not None else None
+
+
+@dataclass(frozen=True)
+class RoutingSpec:
+    """The manifest's `routing` block: graph input/output names and the request features it reads."""
+
+    input: str
+    output: str
+    features: tuple[str, ...]
+
+    @classmethod
+    def from_manifest(cls, path: Path, block: Any) -> RoutingSpec:
+        try:
+            spec = cls(str(block["input"]), str(block["output"]), tuple(block["features"]))
+            version = int(block["features_version"])
+        except (KeyError, TypeError, ValueError) as exc:
+            raise BundleError(f"{path}: malformed 'routing' block in the manifest ({exc})") from exc
+        if spec.features != REQUEST_FEATURE_NAMES or version != REQUEST_FEATURES_VERSION:
+            raise BundleError(
+                f"{path}: the routing head reads request features {list(spec.features)} (version {version}); "
+                f"this runtime computes {list(REQUEST_FEATURE_NAMES)} (version {REQUEST_FEATURES_VERSION}): "
+                "re-train the bundle with a matching tierroute"
+            )
+        return spec
 
 
 def open_tokenizer(bundle_dir: Path, spec: TruncationSpec) -> TextTokenizer:
@@ -233,7 +287,19 @@ class Bundle:
         wanted = {h.output for h in self.heads} | {"embedding"}
         if not wanted <= outputs:
             raise BundleError(f"{path}: graph lacks outputs {sorted(wanted - outputs)}")
+        self.routing = (
+            RoutingSpec.from_manifest(self.path, manifest["routing"]) if manifest.get("routing") else None
+        )
+        if self.routing is not None:
+            inputs = {i.name for i in self.session.get_inputs()}
+            if self.routing.input not in inputs or self.routing.output not in outputs:
+                raise BundleError(
+                    f"{path}: the manifest declares a routing head but the graph lacks "
+                    f"input {self.routing.input!r} or output {self.routing.output!r}"
+                )
         self._output_names = ["embedding", *[h.output for h in self.heads]]
+        if self.routing is not None:
+            self._output_names.append(self.routing.output)
         self.per_item = runs_per_item(manifest)
 
     @classmethod
@@ -260,6 +326,7 @@ class Bundle:
                 embedding=np.zeros((0, dim), np.float32),
                 token_counts=np.zeros(0, np.int64),
                 truncated=np.zeros(0, bool),
+                p_weak_ok=np.zeros(0, np.float32) if self.routing is not None else None,
             )
         if self.per_item and len(texts) > 1:
             parts = [self.predict_arrays([t], cancel) for t in texts]
@@ -268,21 +335,32 @@ class Bundle:
                 embedding=np.concatenate([o.embedding for o in parts]),
                 token_counts=np.concatenate([o.token_counts for o in parts]),
                 truncated=np.concatenate([o.truncated for o in parts]),
+                p_weak_ok=(
+                    np.concatenate([o.p_weak_ok for o in parts if o.p_weak_ok is not None])
+                    if self.routing is not None
+                    else None
+                ),
             )
         batch = self.tokenizer.encode_batch(texts)
-        values = run_session(self.session, self._output_names, batch.feeds(), cancel)
-        probs = {h.name: np.asarray(v) for h, v in zip(self.heads, values[1:], strict=True)}
+        feeds = batch.feeds()
+        if self.routing is not None:
+            feeds[self.routing.input] = request_feature_matrix(texts)
+        values = run_session(self.session, self._output_names, feeds, cancel)
+        probs = {
+            h.name: np.asarray(v) for h, v in zip(self.heads, values[1 : 1 + len(self.heads)], strict=True)
+        }
         return BundleOutput(
             probs=probs,
             embedding=np.asarray(values[0]),
             token_counts=batch.token_counts,
             truncated=batch.truncated,
+            p_weak_ok=np.asarray(values[-1]).reshape(-1) if self.routing is not None else None,
         )
 
     def predict(self, texts: Sequence[str], cancel: CancelToken | None = None) -> list[Prediction]:
         out = self.predict_arrays(texts, cancel)
         tier = out.probs.get(TIER_HEAD)
-        complexity = complexity_from_tier_probs(tier) if tier is not None else None
+        complexity = out.complexity()
         results: list[Prediction] = []
         for i in range(len(texts)):
             labels: dict[str, str] = {}
@@ -299,6 +377,7 @@ class Bundle:
                     truncated=bool(out.truncated[i]),
                     complexity=float(np.clip(complexity[i], 0.0, 1.0)) if complexity is not None else None,
                     confidence=float(tier[i].max()) if tier is not None else None,
+                    p_weak_ok=float(out.p_weak_ok[i]) if out.p_weak_ok is not None else None,
                 )
             )
         return results
@@ -308,6 +387,7 @@ class Bundle:
         precision = str(self.manifest.get("encoder", {}).get("precision", "fp32"))
         cases = [
             {"text": text, "labels": p.labels, "probs": p.probs}
+            | ({"p_weak_ok": p.p_weak_ok} if p.p_weak_ok is not None else {})
             for text, p in zip(SELF_CHECK_TEXTS, self.predict(list(SELF_CHECK_TEXTS)), strict=True)
         ]
         return {"atol": SELF_CHECK_ATOL.get(precision, SELF_CHECK_ATOL["int8"]), "cases": cases}
@@ -332,9 +412,18 @@ class Bundle:
             check = self.manifest["self_check"]
             atol = float(check["atol"])
             cases = [(str(c["text"]), dict(c["labels"]), dict(c["probs"])) for c in check["cases"]]
-        except (KeyError, TypeError, ValueError) as exc:
+            routing = [c.get("p_weak_ok") for c in check["cases"]]
+        except (KeyError, TypeError, ValueError, AttributeError) as exc:
             raise BundleError(f"{self.path}: malformed 'self_check' in the manifest ({exc})") from exc
         got = self.predict([text for text, _, _ in cases])
+        for k, (recorded, pred) in enumerate(zip(routing, got, strict=True)):
+            if (recorded is None) != (pred.p_weak_ok is None) or (
+                pred.p_weak_ok is not None and not abs(pred.p_weak_ok - float(recorded)) <= atol
+            ):
+                raise BundleError(
+                    f"self-check case {k}: p_weak_ok {pred.p_weak_ok} differs from the recorded {recorded}; "
+                    "the manifest does not describe this graph: refusing it"
+                )
         for k, ((_, labels, probs), pred) in enumerate(zip(cases, got, strict=True)):
             for head in self.heads:
                 problem = compare_expected(head.name, labels.get(head.name), probs.get(head.name), pred, atol)

@@ -32,7 +32,9 @@ def serving_bundle(request: pytest.FixtureRequest, tmp_path_factory: pytest.Temp
     from tests.support.bundles import build_small_bundle
 
     cache: Path = request.getfixturevalue("session_cache")
-    return build_small_bundle(tmp_path_factory.mktemp("serving-bundle") / "bundle", cache / "encoder")
+    return build_small_bundle(
+        tmp_path_factory.mktemp("serving-bundle") / "bundle", cache / "encoder", routing=True
+    )
 
 
 @pytest.fixture(scope="module")

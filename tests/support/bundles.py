@@ -35,8 +35,13 @@ TASK_TEXTS = {
 FILLERS = ["France", "penicillin", "Rust", "the moon", "tea", "Kubernetes"]
 
 
-def build_small_bundle(out_dir: Path, encoder_cache: Path, precision: str = "fp32") -> Path:
-    """Export the encoder into `encoder_cache` (cached) and write a bundle to `out_dir`."""
+def build_small_bundle(
+    out_dir: Path, encoder_cache: Path, precision: str = "fp32", *, routing: bool = False
+) -> Path:
+    """Export the encoder into `encoder_cache` (cached) and write a bundle to `out_dir`.
+
+    `routing=True` adds a routing head (`p_weak_ok`) trained on "the cheap model does the simple
+    texts", with two alternating sources."""
     from pipelines.data.labels import TASKS, TIERS
     from pipelines.train.bundle_build import build_bundle
     from pipelines.train.embed import Embedder
@@ -64,4 +69,18 @@ def build_small_bundle(out_dir: Path, encoder_cache: Path, precision: str = "fp3
         fit_head("tier", X, tiers, X, tiers, TIERS, Cs=(1.0,), cv_folds=2),
         fit_head("task", X, tasks, X, tasks, TASKS, Cs=(1.0,), cv_folds=2),
     ]
-    return build_bundle(Path(out_dir), encoder, heads, spec, name="tierroute-classifier")
+    head = None
+    if routing:
+        import numpy as np
+
+        from pipelines.train.routing import fit_routing_head
+        from serving.model.textprep import request_feature_matrix
+
+        head = fit_routing_head(
+            X,
+            request_feature_matrix(texts),
+            np.array([t == "simple" for t in tiers]),
+            np.array(["a", "b"] * (len(texts) // 2) + ["a"] * (len(texts) % 2)),
+            C=1.0,
+        )
+    return build_bundle(Path(out_dir), encoder, heads, spec, name="tierroute-classifier", routing=head)

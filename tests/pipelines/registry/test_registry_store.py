@@ -385,3 +385,29 @@ def test_serving_and_pipelines_use_one_default_store(
     assert registry.bundle_digest(Path(path)) == registry.bundle_digest(tiny_bundle)
     assert sorted(p.name for p in tmp_path.iterdir()) == ["c", "confusion_tier.png", "mlruns", "report.json"]
     assert (tmp_path / "mlruns" / "artifacts").is_dir()
+
+
+def test_worse_held_out_routing_value_is_refused(
+    tracking_uri: str, tiny_bundle: Path, make_record: Callable[..., Any]
+) -> None:
+    """Same macro-F1, but the candidate's mean leave-one-source-out APGR is lower beyond the tolerance."""
+
+    def record(loso: float | None) -> Any:
+        rec = make_record(tier_f1=0.80, task_f1=0.70)
+        if loso is not None:
+            rec.metrics["loso_apgr_mean"] = loso
+        return rec
+
+    log_and_register(record(0.56), tiny_bundle)
+    promote(NAME)
+    log_and_register(record(0.52), tiny_bundle)
+    refused = promote(NAME, tolerance=0.01)
+    assert not refused.promoted and "loso_apgr_mean" in refused.reason
+    row = next(r for r in refused.rows if r.metric == "loso_apgr_mean")
+    assert not row.ok and row.delta == pytest.approx(-0.04)
+    assert resolve(f"models:/{NAME}@champion").version == 1
+    log_and_register(record(0.555), tiny_bundle)  # within the tolerance: promoted
+    assert promote(NAME, tolerance=0.01).promoted
+    log_and_register(record(None), tiny_bundle)  # no LOSO report (--no-loso): not compared
+    result = promote(NAME, tolerance=0.01)
+    assert result.promoted and all(r.metric != "loso_apgr_mean" for r in result.rows)

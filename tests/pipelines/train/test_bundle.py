@@ -53,6 +53,12 @@ def test_parity_with_torch_encoder_and_sklearn_heads(trained, small_labelled_fil
     for head in trained.heads:
         diff = np.abs(out.probs[head.name] - head.predict_proba(X)).max()
         assert diff <= 1e-4, f"{head.name}: {diff}"
+    from serving.model.textprep import request_feature_matrix
+
+    assert trained.routing is not None and out.p_weak_ok is not None
+    want = trained.routing.predict(X, request_feature_matrix(texts))
+    assert np.abs(out.p_weak_ok - want).max() <= 1e-4
+    assert float(np.std(want)) > 0.01 and want.min() >= 0.0 and want.max() <= 1.0  # not a constant
     assert trained.metrics["parity_max_abs_diff"] <= 1e-4
 
 
@@ -75,11 +81,13 @@ def test_predictions_follow_the_contract(trained_bundle: Path) -> None:
             "confidence",
             "tokens",
             "truncated",
+            "p_weak_ok",
         }
         assert r["tier"] == max(r["tier_probs"], key=r["tier_probs"].get)
         assert sum(r["tier_probs"].values()) == pytest.approx(1.0, abs=1e-4)
-        expected = (r["tier_probs"]["complex"] + 2 * r["tier_probs"]["reasoning"]) / 2
-        assert r["complexity"] == pytest.approx(expected, abs=1e-6)
+        # the bundle has a routing head: complexity is 1 - p_weak_ok, not the tier formula
+        assert 0.0 <= r["p_weak_ok"] <= 1.0
+        assert r["complexity"] == pytest.approx(1.0 - r["p_weak_ok"], abs=1e-6)
         assert r["confidence"] == pytest.approx(max(r["tier_probs"].values()))
     assert preds[2].tokens == 0
     assert bundle.predict([]) == []

@@ -37,11 +37,15 @@ def test_classify_returns_contract_results_in_input_order(server: Server) -> Non
         assert single["tokens"] == batched["tokens"]
         for label, p in single["tier_probs"].items():
             assert batched["tier_probs"][label] == pytest.approx(p, abs=1e-4)
+        assert batched["p_weak_ok"] == pytest.approx(single["p_weak_ok"], abs=1e-4)
     for result in body.results:
         assert math.isclose(sum(result.tier_probs.values()), 1.0, abs_tol=1e-3)
         assert result.tier == max(result.tier_probs, key=result.tier_probs.__getitem__)
         assert result.confidence == pytest.approx(max(result.tier_probs.values()))
         assert result.task_probs is not None and result.task in result.task_probs
+        # the served bundle has a routing head: p_weak_ok over HTTP, complexity = 1 - p_weak_ok
+        assert result.p_weak_ok is not None and 0.0 <= result.p_weak_ok <= 1.0
+        assert result.complexity == pytest.approx(1.0 - result.p_weak_ok, abs=1e-6)
 
 
 def test_single_text_form_and_long_text_truncation(server: Server) -> None:

@@ -1,0 +1,214 @@
+"""The routing head: calibrated P(the cheap model's answer is as good as the strong model's), `p_weak_ok`.
+
+Job: assemble the routing rows (the outcome rows of `pipelines.data.outcomes` plus any labelled rows
+with a `weak_ok` value), fit one logistic head on the MiniLM embedding plus the request features
+(`serving.model.textprep.request_features`, computed by the same function at serving time), and export
+it as an ONNX graph that the bundle writer splices beside the tier and task heads.
+
+The head (issue #13, chosen by leave-one-source-out routing value; see README "Routing value"):
+- input: `[embedding (384), request features (11)]`, standardised by a `StandardScaler` that is part of
+  the exported pipeline (its mean/scale live in the ONNX graph, so serving standardises exactly as
+  training did);
+- target: `weak_ok` (the cheap class did as well as the strong class), every source weighted equally so
+  the largest source does not decide the head;
+- a length prior: `length_coef` is subtracted from the standardised log-token-count weight (the only
+  signal that transferred between sources), folded into the head's weights;
+- calibration: Platt scaling (a slope and an offset on the logit, slope kept > 0 so the ranking is the
+  blended head's) fitted on the same equally weighted rows, folded into the weights too. The result is
+  still one `StandardScaler + LogisticRegression` pipeline, which skl2onnx exports exactly.
+
+Trade-off: calibration on the training sources says nothing about a new source's base rate; the
+LOSO report (`pipelines.train.loso.routing_loso`) is what shows how the head ranks a new source.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from serving.model.textprep import REQUEST_FEATURE_NAMES, REQUEST_FEATURES_VERSION
+
+ROUTING_INPUT = "request_features"
+ROUTING_OUTPUT = "p_weak_ok"
+LOG_TOKENS = REQUEST_FEATURE_NAMES.index("log_tokens")
+DEFAULT_C = 0.01
+DEFAULT_LENGTH_COEF = 1.0
+DEFAULT_ROWS_PER_SOURCE = 2000
+MIN_PLATT_SLOPE = 0.05
+
+
+def equal_source_weights(sources: np.ndarray) -> np.ndarray:
+    """Row weights giving every source the same total weight (mean weight 1)."""
+    _, inverse, counts = np.unique(np.asarray(sources).astype(str), return_inverse=True, return_counts=True)
+    return np.asarray((1.0 / counts)[inverse] * len(inverse) / len(counts), dtype=np.float64)
+
+
+@dataclass
+class RoutingHead:
+    """A fitted routing head: scaler + logistic regression on `[embedding, request features]`."""
+
+    model: Any  # sklearn Pipeline(StandardScaler, LogisticRegression), blend and calibration folded in
+    C: float
+    length_coef: float
+    platt: tuple[float, float]
+    use_embedding: bool
+    rows: dict[str, int] = field(default_factory=dict)
+
+    def predict(self, emb: np.ndarray, feats: np.ndarray) -> np.ndarray:
+        """p_weak_ok per row, float64 [N]."""
+        X = np.hstack([np.asarray(emb, np.float32), np.asarray(feats, np.float32)])
+        return np.asarray(self.model.predict_proba(X)[:, 1], dtype=np.float64)
+
+    def describe(self) -> dict[str, Any]:
+        return {
+            "input": ROUTING_INPUT,
+            "output": ROUTING_OUTPUT,
+            "features": list(REQUEST_FEATURE_NAMES),
+            "features_version": REQUEST_FEATURES_VERSION,
+            "target": "weak_ok (cheap model class as good as the strong class), sources weighted equally",
+            "inputs": "embedding + request features" if self.use_embedding else "request features",
+            "C": self.C,
+            "length_coef": self.length_coef,
+            "platt": list(self.platt),
+            "training_rows": dict(self.rows),
+            "complexity": "1 - p_weak_ok",
+        }
+
+
+def fit_routing_head(
+    emb: np.ndarray,
+    feats: np.ndarray,
+    weak_ok: np.ndarray,
+    sources: np.ndarray,
+    *,
+    C: float = DEFAULT_C,
+    length_coef: float = DEFAULT_LENGTH_COEF,
+    use_embedding: bool = True,
+    seed: int = 0,
+) -> RoutingHead:
+    from sklearn.linear_model import LogisticRegression
+    from sklearn.pipeline import make_pipeline
+    from sklearn.preprocessing import StandardScaler
+
+    y = np.asarray(weak_ok, dtype=bool).astype(np.int64)
+    if len(np.unique(y)) < 2:
+        raise ValueError("the routing head needs rows where the cheap model was and was not good enough")
+    X = np.hstack([np.asarray(emb, np.float32), np.asarray(feats, np.float32)]).astype(np.float64)
+    n_emb = np.asarray(emb).shape[1]
+    if not use_embedding:
+        X[:, :n_emb] = 0.0
+    w = equal_source_weights(sources)
+    model = make_pipeline(StandardScaler(), LogisticRegression(C=C, max_iter=3000, random_state=seed))
+    model.fit(X, y, logisticregression__sample_weight=w)
+    lr = model[-1]
+    coef = lr.coef_.copy()
+    if not use_embedding:
+        coef[:, :n_emb] = 0.0
+    coef[0, n_emb + LOG_TOKENS] -= length_coef  # longer -> less likely that the cheap model will do
+    lr.coef_ = coef
+    logit = np.asarray(model.decision_function(X), dtype=np.float64)
+    platt = LogisticRegression(C=1e4, max_iter=1000).fit(logit[:, None], y, sample_weight=w)
+    slope = max(float(platt.coef_[0, 0]), MIN_PLATT_SLOPE)
+    offset = float(platt.intercept_[0])
+    lr.coef_ = lr.coef_ * slope
+    lr.intercept_ = lr.intercept_ * slope + offset
+    counts = dict(zip(*np.unique(np.asarray(sources).astype(str), return_counts=True), strict=True))
+    return RoutingHead(
+        model, C, length_coef, (slope, offset), use_embedding, {str(k): int(v) for k, v in counts.items()}
+    )
+
+
+def routing_head_to_onnx(head: RoutingHead, width: int) -> Any:
+    """skl2onnx graph: input `routing_input` [N, width] -> `probabilities` [N, 2] (column 1: weak ok)."""
+    from skl2onnx import convert_sklearn
+    from skl2onnx.common.data_types import FloatTensorType
+
+    return convert_sklearn(
+        head.model,
+        initial_types=[("routing_input", FloatTensorType([None, width]))],
+        options={id(head.model[-1]): {"zipmap": False}},
+        target_opset={"": 17, "ai.onnx.ml": 3},
+    )
+
+
+# ------------------------------------------------------------------------------ routing rows
+
+
+def _hash(value: str) -> str:
+    return hashlib.sha256(value.encode()).hexdigest()
+
+
+def routing_rows(
+    labelled: Any,
+    outcomes: Path | None,
+    raw: Path | None,
+    *,
+    rows_per_source: int = DEFAULT_ROWS_PER_SOURCE,
+    echo: Any = print,
+) -> Any:
+    """Rows the routing head trains on: `text, source, weak_ok, weak_quality, strong_quality`.
+
+    Outcome rows come from `outcomes` (written by `tierroute data build`) or, when that file is absent,
+    are built in memory from `raw` (`pipelines.data.outcomes.build_outcomes`, a few seconds). RouteLLM
+    MMLU rows are kept to the texts the labelled data ships (their embeddings are the classifier's
+    anyway); every source is capped at `rows_per_source` rows by a seeded hash of the row id (the same
+    rule as `evals.eval.routing_experiments`). Labelled rows with a `weak_ok` value whose text is not an
+    outcome row are added with their own source and no quality (they train the head; LOSO scores only
+    rows with both qualities). Returns None when there is nothing to train on."""
+    import pandas as pd
+
+    frames = []
+    if outcomes is not None and Path(outcomes).is_file():
+        out = pd.read_parquet(outcomes)
+        echo(f"routing rows: {len(out):,} outcome rows from {outcomes}")
+    elif raw is not None and Path(raw).is_dir():
+        from pipelines.data.outcomes import build_outcomes
+
+        try:
+            out = build_outcomes(Path(raw), None)
+        except (FileNotFoundError, KeyError, ValueError) as exc:
+            echo(f"routing rows: no outcome rows ({exc})")
+            out = None
+        else:
+            echo(
+                f"routing rows: {len(out):,} outcome rows built from {raw} (`tierroute data build` writes them)"  # noqa: E501
+            )
+    else:
+        out = None
+    texts = set(labelled["text"].astype(str))
+    if out is not None and len(out):
+        out = out[(out["source"] != "routellm_mmlu") | out["text"].isin(texts)]
+        out = out.assign(_h=out["id"].astype(str).map(_hash)).sort_values(["source", "_h"])
+        out = out.groupby("source", sort=True).head(rows_per_source)
+        frames.append(out[["text", "source", "weak_ok", "weak_quality", "strong_quality"]])
+    if "weak_ok" in labelled.columns:
+        extra = labelled[labelled["weak_ok"].notna()]
+        if frames:
+            extra = extra[~extra["text"].isin(set(frames[0]["text"]))]
+        if len(extra):
+            frames.append(
+                pd.DataFrame(
+                    {
+                        "text": extra["text"].astype(str),
+                        "source": extra["source"].astype(str) if "source" in extra else "labelled",
+                        "weak_ok": extra["weak_ok"].astype(bool),
+                        "weak_quality": np.nan,
+                        "strong_quality": np.nan,
+                    }
+                )
+            )
+    if not frames:
+        return None
+    df = pd.concat(frames, ignore_index=True).drop_duplicates("text").reset_index(drop=True)
+    df["weak_ok"] = df["weak_ok"].astype(bool)
+    return df
+
+
+def sources_summary(sources: Sequence[str]) -> str:
+    names, counts = np.unique(np.asarray(sources).astype(str), return_counts=True)
+    return ", ".join(f"{n} {c:,}" for n, c in zip(names, counts, strict=True))

@@ -16,7 +16,7 @@ from rich.table import Table
 from serving.cli.errors import fail
 
 ROUTING_C = 0.01
-ROUTING_LENGTH_COEF = 1.0
+ROUTING_LENGTH_COEF = 4.0
 ROUTING_ROWS = 2000
 """Defaults of `pipelines.train.routing` (DEFAULT_C, ...), repeated so `--help` imports no sklearn;
 tests/pipelines/train/test_routing.py checks they agree."""

@@ -166,12 +166,12 @@ def loso_metrics(results: list[LosoResult]) -> dict[str, float]:
         p = prefix.get(r.router)
         if p is None:
             continue
-        values = {
+        keyed = {
             f"{p}_apgr_{r.source}": r.value.apgr.estimate,
             f"{p}_cpt50_{r.source}": r.value.share_for_50.estimate,
             f"{p}_cpt80_{r.source}": r.value.share_for_80.estimate,
         }
-        out.update({k: float(v) for k, v in values.items() if np.isfinite(v)})
+        out.update({k: float(v) for k, v in keyed.items() if np.isfinite(v)})
         if np.isfinite(r.value.apgr.estimate):
             per_router.setdefault(p, []).append(float(r.value.apgr.estimate))
     for p, values in per_router.items():

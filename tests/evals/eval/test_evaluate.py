@@ -56,6 +56,10 @@ def test_router_scores() -> None:
     probs = {"tier": np.array([[1.0, 0.0, 0.0], [0.0, 0.0, 1.0], [0.2, 0.6, 0.2]])}
     heads = {"tier": ("simple", "complex", "reasoning")}
     np.testing.assert_allclose(router_score("complexity", probs, heads), [0.0, 1.0, 0.5])
+    # a bundle with a routing head: complexity is what it serves, 1 - p_weak_ok, not the tier formula
+    p_weak = np.array([0.1, 0.7, 0.4])
+    np.testing.assert_allclose(router_score("complexity", probs, heads, p_weak), [0.9, 0.3, 0.6])
+    np.testing.assert_allclose(router_score("tier:reasoning", probs, heads, p_weak), [0.0, 1.0, 0.2])
     np.testing.assert_allclose(router_score("not:tier:simple", probs, heads), [0.0, 1.0, 0.8])
     np.testing.assert_allclose(router_score("tier:reasoning", probs, heads), [0.0, 1.0, 0.2])
     with pytest.raises(ValueError, match="no label"):

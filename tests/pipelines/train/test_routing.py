@@ -176,3 +176,24 @@ def test_cli_defaults_match_the_module() -> None:
         routing.DEFAULT_LENGTH_COEF,
         routing.DEFAULT_ROWS_PER_SOURCE,
     )
+
+
+def test_previous_model_complexity_on_the_scored_rows(bundles: tuple[Path, Path]) -> None:
+    """`--previous-model DIR`: the previous bundle's `complexity` on the rows with both qualities."""
+    import pandas as pd
+
+    from pipelines.train.classifier import _previous_complexity
+
+    rows = pd.DataFrame(
+        {
+            "text": TEXTS,
+            "weak_quality": [1.0, np.nan, 0.0, 1.0, 0.0, 1.0, 0.0, 1.0],
+            "strong_quality": [1.0, np.nan, 1.0, 1.0, 1.0, 1.0, 1.0, 1.0],
+        }
+    )
+    got = _previous_complexity(str(bundles[1]), rows, lambda _m: None)
+    assert got is not None and got.shape == (7,)
+    scored = [t for i, t in enumerate(TEXTS) if i != 1]
+    want = [p.complexity for p in Bundle.load(bundles[1]).predict(scored)]
+    np.testing.assert_allclose(got, want, atol=1e-6)
+    assert _previous_complexity(None, rows, lambda _m: None) is None

@@ -83,9 +83,7 @@ def train_cmd(
     ] = True,
     outcomes: Annotated[
         Path,
-        typer.Option(
-            help="Outcome rows (`tierroute data build` writes them); built from --raw when absent."
-        ),
+        typer.Option(help="Outcome rows (`tierroute data build` writes them); built from --raw when absent."),
     ] = Path("data/labelled/outcomes.parquet"),
     raw: Annotated[Path, typer.Option(help="Raw data folder the outcome rows are built from.")] = Path(
         "data/raw"

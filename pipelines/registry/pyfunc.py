@@ -79,5 +79,7 @@ class BundlePyfunc(PythonModel):
             columns = []
             for head in self._bundle.head_names:
                 columns += [head, f"{head}_probs"]
-            return pd.DataFrame(columns=[*columns, "complexity", "confidence", "tokens", "truncated"])
+            return pd.DataFrame(
+                columns=[*columns, "complexity", "confidence", "p_weak_ok", "tokens", "truncated"]
+            )
         return pd.DataFrame(rows, index=index)

@@ -412,13 +412,13 @@ class Bundle:
             check = self.manifest["self_check"]
             atol = float(check["atol"])
             cases = [(str(c["text"]), dict(c["labels"]), dict(c["probs"])) for c in check["cases"]]
-            routing = [c.get("p_weak_ok") for c in check["cases"]]
+            routing = [None if c.get("p_weak_ok") is None else float(c["p_weak_ok"]) for c in check["cases"]]
         except (KeyError, TypeError, ValueError, AttributeError) as exc:
             raise BundleError(f"{self.path}: malformed 'self_check' in the manifest ({exc})") from exc
         got = self.predict([text for text, _, _ in cases])
         for k, (recorded, pred) in enumerate(zip(routing, got, strict=True)):
             if (recorded is None) != (pred.p_weak_ok is None) or (
-                pred.p_weak_ok is not None and not abs(pred.p_weak_ok - float(recorded)) <= atol
+                pred.p_weak_ok is not None and not abs(pred.p_weak_ok - (recorded or 0.0)) <= atol
             ):
                 raise BundleError(
                     f"self-check case {k}: p_weak_ok {pred.p_weak_ok} differs from the recorded {recorded}; "

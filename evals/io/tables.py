@@ -105,7 +105,8 @@ def read_logged_predictions(
     without it the order of the first record is used. Every record must carry every head."""
     path = Path(path)
     try:
-        records = list(read_prediction_log(path))
+        # routed requests whose classifier was not consulted (or failed) carry no probabilities
+        records = [rec for rec in read_prediction_log(path) if rec.get("probs")]
     except PredictionLogError as exc:
         raise InputError(str(exc)) from exc
     if not records:

@@ -175,6 +175,8 @@ def merge_frames(frames: Sequence[pd.DataFrame], *, require: Sequence[str] = ())
             raise ValueError(f"input {i + 1} has no 'text' column")
     merged = pd.concat([df.astype(object) for df in frames], ignore_index=True, sort=False)
     merged = merged.astype(object).where(merged.notna(), None)
+    for column in merged.columns:
+        merged[column] = _harmonise(merged[column].tolist())
     missing = [c for c in require if c not in merged.columns]
     if missing:
         raise ValueError(f"--require column(s) {missing} are in no input")
@@ -188,6 +190,20 @@ def merge_frames(frames: Sequence[pd.DataFrame], *, require: Sequence[str] = ())
         if len(dupes):
             raise ValueError(f"{len(dupes)} id(s) used in more than one input, e.g. {dupes.iloc[0]!r}")
     return merged, before - len(merged)
+
+
+_BOOL_TEXT = {"true": True, "false": False}
+
+
+def _harmonise(values: list[Any]) -> list[Any]:
+    """One type per column for the file writers: booleans stay booleans (a CSV's "True"/"false" text
+    becomes one too), a column mixing other types becomes text; empty cells stay None."""
+    present = [v for v in values if v is not None]
+    if all(isinstance(v, bool) or (isinstance(v, str) and v.strip().lower() in _BOOL_TEXT) for v in present):
+        return [v if v is None or isinstance(v, bool) else _BOOL_TEXT[v.strip().lower()] for v in values]
+    if len({type(v) for v in present}) > 1:
+        return [None if v is None else str(v) for v in values]
+    return values
 
 
 def write_frame(df: pd.DataFrame, out: Path) -> Path:

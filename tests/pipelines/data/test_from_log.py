@@ -94,7 +94,7 @@ def test_weak_ok_rule_feedback_overrides_the_gate_and_skips_are_counted(tmp_path
     }
     assert set(df["source"]) == {"traffic"} and set(df["licence"]) == {"acme-internal"}
     assert df["tier"].isna().all() and df["task"].isna().all()  # empty by default
-    assert list(df["id"])[0] == f"traffic:{_id(1)}"
+    assert df["id"].iloc[0] == f"traffic:{_id(1)}"
     assert list(df["split"]) == [split_of(t, 0) for t in df["text"]]
     predicted, _ = rows_from_log(path, labels="predicted")
     assert set(predicted["tier"]) == {"simple"} and set(predicted["task"]) == {"chat"}

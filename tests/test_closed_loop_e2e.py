@@ -200,7 +200,11 @@ def test_one_retrain_from_the_log_learns_the_slice_the_cheap_model_fails(
     assert after != before
 
     # 5. routing value on held-out requests (topics the traffic never mentioned), before vs after
-    held = [r for r in simulate_requests(HELD_OUT, seed=1, topics=HELD_OUT_TOPICS) if r.slice != "table"]
+    held = [
+        r
+        for r in simulate_requests(HELD_OUT, seed=1, topics=HELD_OUT_TOPICS, distinct=True)
+        if r.slice != "table"
+    ]
     texts = [r.text for r in held]
     in_slice = np.array([r.slice == SLICE for r in held])
     ok = np.array([r.weak_ok for r in held])

@@ -7,7 +7,8 @@ as requires_code_execution) or in `x-tierroute-*` headers. The response is the p
 chat.completion JSON; headers say who answered and why:
 `x-tierroute-model` (the model that produced the answer), `x-tierroute-decided-by`,
 `x-tierroute-reason`, `x-tierroute-rule`, `x-tierroute-cascade`, `x-tierroute-decide-us`, and
-`x-tierroute-request-id` (the id `POST /v1/feedback` takes, when the service logs outcomes).
+`x-tierroute-request-id` (the id of the request's outcome record when the service logs outcomes,
+the one `POST /v1/feedback` takes).
 
 What a request may set is an allow-list (`chat_schema`): the OpenAI chat parameters the router
 supports, each bounded (n <= 4, max_tokens <= 32768, ...). Anything else is a 400 naming the

@@ -240,6 +240,7 @@ def _simulate_log(bundle_dir: Path, traffic: Sequence[SimRequest], log_path: Pat
     classifier = BundleClassifier(bundle_dir)
     settings = GateSettings()
     counts = {"requests": len(traffic), "escalated": 0, "feedback_bad": 0}
+    log_path.unlink(missing_ok=True)  # the log appends: start from an empty one
     with PredictionLog(log_path, include_text=True) as log:
         for i, req in enumerate(traffic):
             response = classifier.classify([req.text])

@@ -78,8 +78,16 @@ def label_columns(df: Any, heads: Mapping[str, Sequence[str]]) -> dict[str, list
     out: dict[str, list[Any]] = {}
     for name in heads:
         if name in df.columns:
-            out[name] = [None if is_missing(v) else v for v in df[name].tolist()]
+            out[name] = [None if is_missing(v) else _label(v) for v in df[name].tolist()]
     return out
+
+
+def _label(value: Any) -> Any:
+    """A boolean label as the trainer names it (`pipelines.data.dataset`: "true"/"false"), so a
+    head trained on a boolean column (e.g. `weak_ok`) is scored on the same file type it was trained on."""
+    if isinstance(value, bool | np.bool_):
+        return "true" if value else "false"
+    return value
 
 
 @dataclass

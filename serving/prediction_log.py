@@ -26,13 +26,13 @@ there is no cascade; `probs`/`labels` are empty when the classifier was not cons
 User feedback (`POST /v1/feedback`) appends
     {"kind": "tierroute.feedback", "v": 2, "ts": ..., "id": "<request id>", "verdict": "good" | "bad"}
 
-Text: only with `include_text=True` (the service's `--prediction-log-texts`); otherwise a routed record
-carries `text_hash` = "sha256:" + plain SHA-256 of the UTF-8 text, or "hmac-sha256:" + HMAC-SHA-256
-keyed with `TIERROUTE_LOG_HASH_KEY` when that is set. Plain by default because it is reproducible and
-joinable (dedupe repeats, match a text the operator holds elsewhere) with no secret to manage; it is
-pseudonymisation, not anonymisation: a short, guessable text ("hi") can be found by hashing guesses.
-Set the key to stop that (a reader of the log without the key cannot test guesses). Hashed rows
-cannot be trained on; `data from-log` counts and skips them.
+Text: only with `include_text=True` (the service's `TIERROUTE_PREDICTION_LOG_TEXTS=1`); otherwise a
+routed record carries `text_hash` = "sha256:" + plain SHA-256 of the UTF-8 text, or "hmac-sha256:" +
+HMAC-SHA-256 keyed with `TIERROUTE_LOG_HASH_KEY` when that is set. Plain by default because it is
+reproducible and joinable (dedupe repeats, match a text the operator holds elsewhere) with no secret to
+manage; it is pseudonymisation, not anonymisation: a short, guessable text ("hi") can be found by
+hashing guesses. Set the key to stop that (a reader of the log without the key cannot test guesses).
+Hashed rows cannot be trained on; `data from-log` counts and skips them.
 
 Trade-offs: JSONL, not SQLite: appends are one `write` under a lock (microseconds), the file can be
 tailed, rotated by the usual tools, shipped anywhere, and read by pandas. Thread-safe within one

@@ -206,8 +206,8 @@ def from_log(
     log: Annotated[
         list[Path],
         typer.Argument(
-            help="Prediction log(s) written by `tierroute serve --policy ... --prediction-log FILE "
-            "--prediction-log-texts` (JSONL; several files are read in order, e.g. rotated ones)."
+            help="Prediction log(s) written by `TIERROUTE_PREDICTION_LOG_TEXTS=1 tierroute serve --policy "
+            "... --prediction-log FILE` (JSONL; several files are read in order, e.g. rotated ones)."
         ),
     ],
     out: Annotated[
@@ -239,8 +239,8 @@ def from_log(
     stage-2 answer, so weak_ok stays false. The last feedback per request id wins.
 
     Skipped and counted: records without text (the log stores only a hash unless the service runs
-    with --prediction-log-texts; hashed rows cannot train), requests without a cascade or whose stage 1
-    was skipped or failed at the provider (no verdict), and plain /v1/classify records.
+    with TIERROUTE_PREDICTION_LOG_TEXTS=1; hashed rows cannot train), requests without a cascade or
+    whose stage 1 was skipped or failed at the provider (no verdict), and plain /v1/classify records.
 
     Columns: id (traffic:<request id>), text, source=traffic, tier, task (see --labels), weak_ok, split
     (seeded hash of the text, 70/15/15: repeats share a split), group (text hash), licence, commercial,
@@ -274,7 +274,7 @@ def from_log(
                 ["  weak_ok = True", f"{r.weak_ok_true:,}"],
                 ["  weak_ok = False", f"{r.weak_ok_false:,}"],
                 ["  of which feedback overrode the gate", f"{r.feedback_overrides:,}"],
-                ["skipped: no text (hashed; log with --prediction-log-texts)", f"{r.skipped_no_text:,}"],
+                ["skipped: no text (hashed; TIERROUTE_PREDICTION_LOG_TEXTS=1)", f"{r.skipped_no_text:,}"],
                 ["skipped: no stage-1 verdict (no cascade, skipped or failed)", f"{r.skipped_no_verdict:,}"],
                 ["skipped: not routed (/v1/classify)", f"{r.skipped_not_routed:,}"],
                 ["feedback records (distinct ids)", f"{r.feedback:,}"],

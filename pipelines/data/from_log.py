@@ -1,7 +1,7 @@
 """Labelled `weak_ok` rows from the service's own traffic: a prediction/outcome log in, training rows out.
 
 Job: `rows_from_log(paths)` reads logs written by `serving.prediction_log` (the service's
-`--prediction-log`, with `--prediction-log-texts`) and returns rows in the labelled-data schema of
+`--prediction-log`, with `TIERROUTE_PREDICTION_LOG_TEXTS=1`) and returns rows in the labelled-data schema of
 `pipelines.data.dataset` (the columns of the shipped `data/labelled/requests.parquet`), plus a report
 of what was kept and why the rest was skipped. `merge_frames` concatenates two labelled tables so
 `tierroute train` can learn from the default data and the traffic together.

@@ -76,7 +76,7 @@ def test_feedback_is_logged_next_to_the_routed_request(serving_bundle: Path, tmp
     routed = [r for r in records if r.get("id") == request_id and r["kind"] == "tierroute.prediction"]
     feedback = [r for r in records if r["kind"] == "tierroute.feedback"]
     assert len(routed) == 1 and routed[0]["route"]["cascade"] == "faq"
-    assert "What is the capital" not in log_path.read_text()  # hashed: no --prediction-log-texts
+    assert "What is the capital" not in log_path.read_text()  # hashed: no TIERROUTE_PREDICTION_LOG_TEXTS
     assert feedback == [
         {"kind": "tierroute.feedback", "v": 2, "ts": feedback[0]["ts"], "id": request_id, "verdict": "bad"}
     ]

@@ -98,17 +98,20 @@ def gate_router(get_gate: Any, settings: ServeSettings, dependencies: Sequence[A
     return build_gate_router(get_gate, settings, dependencies=dependencies, registry=registry)
 
 
-def build_policy_router(settings: ServeSettings, holder: ModelHolder, registry: Any = None) -> Any:
+def build_policy_router(
+    settings: ServeSettings, holder: ModelHolder, registry: Any = None, outcome_log: Any = None
+) -> Any:
     """The policy router for /v1/chat/completions, its classifier being the served model.
 
     `registry`: the Prometheus registry the app's /metrics renders; the router's
-    `tierroute_router_*` / `tierroute_cascade_*` series go there (None: the global default)."""
+    `tierroute_router_*` / `tierroute_cascade_*` series go there (None: the global default).
+    `outcome_log`: the prediction log, which then records every routed request's outcome."""
     from serving.router import Router, load_policy
 
     assert settings.policy is not None
     policy = load_policy(settings.policy)
     classifier = HolderClassifier(holder) if policy.classifier is not None else None
-    return Router(policy, classifier=classifier, registry=registry).warm()
+    return Router(policy, classifier=classifier, registry=registry, outcome_log=outcome_log).warm()
 
 
 def chat_router(router: Any) -> Any:

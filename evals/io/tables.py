@@ -78,8 +78,16 @@ def label_columns(df: Any, heads: Mapping[str, Sequence[str]]) -> dict[str, list
     out: dict[str, list[Any]] = {}
     for name in heads:
         if name in df.columns:
-            out[name] = [None if is_missing(v) else v for v in df[name].tolist()]
+            out[name] = [None if is_missing(v) else _label(v) for v in df[name].tolist()]
     return out
+
+
+def _label(value: Any) -> Any:
+    """A boolean label as the trainer names it (`pipelines.data.dataset`: "true"/"false"), so a
+    head trained on a boolean column (e.g. `weak_ok`) is scored on the same file type it was trained on."""
+    if isinstance(value, bool | np.bool_):
+        return "true" if value else "false"
+    return value
 
 
 @dataclass
@@ -107,7 +115,8 @@ def read_logged_predictions(
     without it the order of the first record is used. Every record must carry every head."""
     path = Path(path)
     try:
-        records = list(read_prediction_log(path))
+        # routed requests whose classifier was not consulted (or failed) carry no probabilities
+        records = [rec for rec in read_prediction_log(path) if rec.get("probs")]
     except PredictionLogError as exc:
         raise InputError(str(exc)) from exc
     if not records:

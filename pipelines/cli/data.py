@@ -1,8 +1,11 @@
-"""`tierroute data ...`: build the default labelled set and validate a user's labelled file.
+"""`tierroute data ...`: build the default labelled set, validate a user's labelled file, turn the
+service's own traffic into labelled rows and merge labelled files.
 
 Job: the `data` command group, mounted by `register(root, bench)`. `data build` turns data/raw/ into
 data/labelled/ (and refreshes the data card's tables); `data validate` runs exactly the validation the
-trainer runs first and prints a summary, or the error and exit code 2 (bad input, as for `train`).
+trainer runs first and prints a summary, or the error and exit code 2 (bad input, as for `train`);
+`data from-log` turns a prediction/outcome log into `weak_ok` rows (`pipelines.data.from_log`);
+`data merge` concatenates labelled files (e.g. the default set and those rows) for `train`.
 Heavy imports (pandas, pyarrow, scipy) happen inside the commands so `tierroute --help` stays fast.
 """
 
@@ -196,6 +199,136 @@ def validate(
             rows.append(["(missing)", f"{missing:,}"])
         console.print(_table(f"{column}", ["label", "rows"], rows))
     console.print(f"digest {data.digest}")
+
+
+@data_app.command("from-log")
+def from_log(
+    log: Annotated[
+        list[Path],
+        typer.Argument(
+            help="Prediction log(s) written by `TIERROUTE_PREDICTION_LOG_TEXTS=1 tierroute serve --policy "
+            "... --prediction-log FILE` (JSONL; several files are read in order, e.g. rotated ones)."
+        ),
+    ],
+    out: Annotated[
+        Path, typer.Option("--out", help="Labelled file to write: .parquet, .csv or .jsonl.")
+    ] = Path("data/labelled/traffic.parquet"),
+    licence: Annotated[
+        str, typer.Option("--licence", help="Licence recorded on every row: your deployment's own terms.")
+    ] = "own-traffic",
+    commercial: Annotated[
+        bool,
+        typer.Option("--commercial/--non-commercial", help="Value of the `commercial` column of every row."),
+    ] = True,
+    labels: Annotated[
+        str,
+        typer.Option(
+            "--labels",
+            help="tier/task of the rows: 'none' leaves them empty (honest: the log holds only the served "
+            "model's own guesses); 'predicted' copies the logged prediction, for training tier,task,weak_ok "
+            "heads on a merged file (every head needs a label on every row).",
+        ),
+    ] = "none",
+    seed: Annotated[int, typer.Option("--seed", help="Seed of the text hash that assigns the split.")] = 0,
+) -> None:
+    """Turn a prediction/outcome log into labelled `weak_ok` rows (the labelled-data schema).
+
+    One row per routed request whose cascade ran stage 1 and gated it, with text:
+    weak_ok = the gate accepted stage 1's answer AND no user feedback (POST /v1/feedback) marked it
+    bad. Feedback overrides the gate on an accepted answer; on a rejected one the user judged the
+    stage-2 answer, so weak_ok stays false. The last feedback per request id wins.
+
+    Skipped and counted: records without text (the log stores only a hash unless the service runs
+    with TIERROUTE_PREDICTION_LOG_TEXTS=1; hashed rows cannot train), requests without a cascade or
+    whose stage 1 was skipped or failed at the provider (no verdict), and plain /v1/classify records.
+
+    Columns: id (traffic:<request id>), text, source=traffic, tier, task (see --labels), weak_ok, split
+    (seeded hash of the text, 70/15/15: repeats share a split), group (text hash), licence, commercial,
+    label_kind (traffic_gate, or traffic_feedback when feedback overrode the gate). Exit 2 when the log
+    is unreadable or yields no rows.
+    """
+    from rich.console import Console
+
+    from pipelines.data.from_log import rows_from_log, write_frame
+    from serving.prediction_log import PredictionLogError
+
+    if labels not in ("none", "predicted"):
+        raise fail(f"--labels must be 'none' or 'predicted', got {labels!r}")
+    missing = [str(p) for p in log if not p.is_file()]
+    if missing:
+        raise fail(f"log file(s) not found: {', '.join(missing)}")
+    try:
+        df, report = rows_from_log(log, licence=licence, commercial=commercial, labels=labels, seed=seed)  # type: ignore[arg-type]
+    except PredictionLogError as exc:
+        raise fail(str(exc)) from exc
+    console = Console()
+    r = report
+    console.print(
+        _table(
+            "Log records",
+            ["what", "count"],
+            [
+                ["records read (predictions and routed requests)", f"{r.records:,}"],
+                ["routed requests", f"{r.routed:,}"],
+                ["rows written", f"{r.rows:,}"],
+                ["  weak_ok = True", f"{r.weak_ok_true:,}"],
+                ["  weak_ok = False", f"{r.weak_ok_false:,}"],
+                ["  of which feedback overrode the gate", f"{r.feedback_overrides:,}"],
+                ["skipped: no text (hashed; TIERROUTE_PREDICTION_LOG_TEXTS=1)", f"{r.skipped_no_text:,}"],
+                ["skipped: no stage-1 verdict (no cascade, skipped or failed)", f"{r.skipped_no_verdict:,}"],
+                ["skipped: not routed (/v1/classify)", f"{r.skipped_not_routed:,}"],
+                ["feedback records (distinct ids)", f"{r.feedback:,}"],
+                ["  for ids not in the log", f"{r.feedback_unmatched:,}"],
+            ],
+        )
+    )
+    if df.empty:
+        raise fail("no labelled rows in the log (see the skipped counts above)")
+    try:
+        write_frame(df, out)
+    except ValueError as exc:
+        raise fail(str(exc)) from exc
+    console.print(f"wrote {out} ({len(df):,} rows)")
+
+
+@data_app.command("merge")
+def merge(
+    files: Annotated[
+        list[Path], typer.Argument(help="Labelled files to concatenate (CSV/TSV/JSONL/JSON/Parquet).")
+    ],
+    out: Annotated[Path, typer.Option("--out", help="Merged file to write: .parquet, .csv or .jsonl.")],
+    require: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--require",
+            help="Drop rows whose value in this column is empty (repeatable), e.g. --require weak_ok to "
+            "train a weak_ok head on the rows that have one.",
+            show_default=False,
+        ),
+    ] = None,
+) -> None:
+    """Concatenate labelled files into one (union of their columns; a cell a file lacks is empty).
+
+    E.g. `tierroute data merge data/labelled/requests.parquet traffic.parquet --require weak_ok --out
+    merged.parquet`, then `tierroute train --data merged.parquet --label-columns tier,task,weak_ok`.
+    Rows keep their own split column; ids must not repeat across files (exit 2 if they do).
+    """
+    from rich.console import Console
+
+    from pipelines.data.dataset import DataValidationError, read_frame
+    from pipelines.data.from_log import merge_frames, write_frame
+
+    try:
+        frames = [read_frame(p) for p in files]
+        merged, dropped = merge_frames(frames, require=list(require or []))
+        write_frame(merged, out)
+    except (DataValidationError, ValueError) as exc:
+        raise fail(exc) from exc
+    Console().print(
+        f"wrote {out} ({len(merged):,} rows from {len(files)} files"
+        + (f"; {dropped:,} rows without {', '.join(require or [])} dropped" if dropped else "")
+        + ")"
+    )
 
 
 def register(root: typer.Typer, bench: typer.Typer) -> None:

@@ -4,7 +4,8 @@ Every route is registered here, when the app is built (the lifespan only starts 
 routes use): `/v1/classify` (`classify`), health/readiness/metadata/metrics/admin (`ops`), and the
 optional areas `serving.extensions` wires in: `/v1/gate` when the gate area is installed, and
 `/v1/chat/completions` when a policy is configured (its router is built in the lifespan and reached
-through `LiveRouter`). Middleware, outermost first: metrics (sees every status), the body-size cap,
+through `LiveRouter`), plus `/v1/feedback` (`feedback`) when routed outcomes are logged too
+(`--prediction-log`). Middleware, outermost first: metrics (sees every status), the body-size cap,
 the JSON 500 (`errors`).
 """
 
@@ -26,6 +27,7 @@ from serving.app.errors import (
     install_error_handlers,
     install_openapi,
 )
+from serving.app.feedback import FEEDBACK_MAX_BODY_BYTES, FEEDBACK_PATH, feedback_router
 from serving.app.metrics import MetricsMiddleware, ServiceMetrics
 from serving.app.ops import ops_router
 from serving.app.service import Service, protection
@@ -47,7 +49,11 @@ def _routers(service: Service) -> tuple[list[tuple[APIRouter, list[Any]]], dict[
     routers.append((extensions.chat_router(lifecycle.LiveRouter(service)), protected))
     from serving.router.chat_schema import LIMITS  # only with a policy: the router area is in use
 
-    return routers, {CHAT_PATH: max(settings.max_body_bytes, LIMITS.max_body_bytes)}
+    limits = {CHAT_PATH: max(settings.max_body_bytes, LIMITS.max_body_bytes)}
+    if settings.prediction_log is not None:  # routed outcomes are logged: users may judge them
+        routers.append((feedback_router(), protected))
+        limits[FEEDBACK_PATH] = FEEDBACK_MAX_BODY_BYTES
+    return routers, limits
 
 
 def route_paths(routers: Iterable[APIRouter]) -> set[str]:

@@ -101,7 +101,12 @@ async def start(service: Service, holder: ModelHolder | None) -> None:
     service.gate = await loop.run_in_executor(None, extensions.load_gate, settings)
     if settings.policy is not None:
         service.router = await loop.run_in_executor(
-            None, extensions.build_policy_router, settings, holder, service.metrics.registry
+            None,
+            extensions.build_policy_router,
+            settings,
+            holder,
+            service.metrics.registry,
+            service.prediction_log,
         )
     if settings.reload_interval_s > 0:
         service.tasks.append(asyncio.create_task(_poll(service, settings.reload_interval_s)))

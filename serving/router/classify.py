@@ -60,6 +60,8 @@ class Plan:
     rule_id: str | None = None
     caps: frozenset[str] = frozenset()
     classifier_latency_ms: float | None = None
+    classified: Any = None
+    """(model ref, result) of the classifier's answer, for the outcome log; None without one."""
 
 
 def cap_text(text: str, per_end: int = HTTP_TEXT_CAP_CHARS) -> str:
@@ -207,9 +209,10 @@ class ClassifierStage:
             trace.append(ClassifierConsulted(rule.id, "ok", tier, task, conf, latency, result.tokens))
         caps = self.task_caps.get(task or "", frozenset()) | rule.require
         cascade = tier_cascade.get(tier)
+        classified = (response.model, result)
         if cascade is not None:
-            return Plan("cascade", cascade, "classifier", reason, rule.id, caps, latency)
-        return Plan("tier", tier, "classifier", reason, rule.id, caps, latency)
+            return Plan("cascade", cascade, "classifier", reason, rule.id, caps, latency, classified)
+        return Plan("tier", tier, "classifier", reason, rule.id, caps, latency, classified)
 
 
 def _failure_status(exc: Exception) -> str:

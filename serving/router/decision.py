@@ -165,6 +165,10 @@ class Decision:
     server_error_fallbacks: list[str] = field(default_factory=list)
     required_capabilities: tuple[str, ...] = ()
     decide_us: float = 0.0
+    classified: Any = None
+    """(model ref, result) of the classifier's answer when it decided; read by the outcome log."""
+    request_id: str = ""
+    """Set when the request is executed: the id of its outcome-log record (`x-tierroute-request-id`)."""
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -179,6 +183,7 @@ class Decision:
             "classifier_latency_ms": self.classifier_latency_ms,
             "required_capabilities": list(self.required_capabilities),
             "decide_us": round(self.decide_us, 1),
+            "request_id": self.request_id or None,
             "trace": [s.to_dict() for s in self.trace],
         }
 

@@ -69,11 +69,14 @@ class Router:
         litellm_router: Any | None = None,
         log_texts: bool | None = None,
         registry: CollectorRegistry | None = None,
+        outcome_log: Any | None = None,
     ) -> None:
         """`log_texts`: allow request text in logs (LiteLLM's debug output); None reads the service's
         opt-in, `TIERROUTE_LOG_TEXTS`. Off, no log level shows message content. `registry`: the
         Prometheus registry the router's series go to (the one the service's /metrics renders);
-        None = prometheus_client's default registry."""
+        None = prometheus_client's default registry. `outcome_log`: a `serving.prediction_log.
+        PredictionLog` that gets one record per executed request (classifier outputs, cascade gate
+        verdict, final model; text under its own opt-in), for `tierroute data from-log`."""
         self._log_texts = log_texts
         self.policy = policy if isinstance(policy, Policy) else load_policy(policy)
         p = self.policy
@@ -88,7 +91,9 @@ class Router:
             )
         self._cls = ClassifierStage(p.classifier, classifier)
         self._planner = Planner(p, Catalog(p), self._cls, self.tracker, self.ledger)
-        self._runner = Runner(p, self.tracker, self.ledger, _learned_gates(p, learned_gate), self.metrics)
+        self._runner = Runner(
+            p, self.tracker, self.ledger, _learned_gates(p, learned_gate), self.metrics, outcome_log
+        )
         self._executor: Any | None = None
         self._litellm_router = litellm_router
         self._exec_lock = threading.Lock()

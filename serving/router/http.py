@@ -6,7 +6,9 @@ Routing hints travel in the request's `metadata` (use_case, sla, critical, route
 as requires_code_execution) or in `x-tierroute-*` headers. The response is the provider's
 chat.completion JSON; headers say who answered and why:
 `x-tierroute-model` (the model that produced the answer), `x-tierroute-decided-by`,
-`x-tierroute-reason`, `x-tierroute-rule`, `x-tierroute-cascade`, `x-tierroute-decide-us`.
+`x-tierroute-reason`, `x-tierroute-rule`, `x-tierroute-cascade`, `x-tierroute-decide-us`, and
+`x-tierroute-request-id` (the id of the request's outcome record when the service logs outcomes,
+the one `POST /v1/feedback` takes).
 
 What a request may set is an allow-list (`chat_schema`): the OpenAI chat parameters the router
 supports, each bounded (n <= 4, max_tokens <= 32768, ...). Anything else is a 400 naming the
@@ -130,6 +132,8 @@ def decision_headers(decision: Decision) -> dict[str, str]:
         "x-tierroute-reason": _header_safe(decision.reason),
         "x-tierroute-decide-us": f"{decision.decide_us:.0f}",
     }
+    if decision.request_id:
+        headers["x-tierroute-request-id"] = decision.request_id
     if decision.rule_id:
         headers["x-tierroute-rule"] = decision.rule_id
     if decision.cascade is not None:

@@ -240,6 +240,7 @@ class Planner:
             rule_id=plan.rule_id,
             cascade=cascade,
             classifier_latency_ms=plan.classifier_latency_ms,
+            classified=plan.classified,
             server_error_fallbacks=server_fallbacks,
             required_capabilities=tuple(sorted(needs.caps)) if needs.caps else (),
             decide_us=(time.perf_counter() - t0) * 1e6,

@@ -5,6 +5,13 @@ Job: `Runner.complete()` is the generator behind `Router.complete()` and `Router
 ledger write and the learned gate (both blocking: a worker thread under the async driver), and
 returns the LiteLLM response with the decision attached.
 
+Outcome log: with an `outcome_log` (the service's opt-in prediction log, `serving.prediction_log`)
+every executed request gets an id (`Decision.request_id`, sent as `x-tierroute-request-id`) and one
+record: the classifier's outputs, the cascade's stage-1 model, the gate's verdict, whether it
+escalated, the model that answered, and the text (opt-in) or its hash. `tierroute data from-log` turns
+these into `weak_ok` training rows. A failure to log is logged and never fails the request; requests
+that fail (every provider down, budget, ...) are not recorded.
+
 Trade-offs: the cascade's stage 1 is always buffered whole (the gate judges a complete answer);
 a stage-1 failure counts as an escalation for the fallback-rate alarm.
 """
@@ -12,6 +19,8 @@ a stage-1 failure counts as an escalation for the fallback-rate alarm.
 from __future__ import annotations
 
 import asyncio
+import logging
+import uuid
 from collections.abc import AsyncIterator, Generator, Mapping
 from typing import Any
 
@@ -19,6 +28,7 @@ from serving.router.budget import BudgetLedger, usage_of
 from serving.router.cascade import FallbackTracker, LearnedGateFn, run_gate
 from serving.router.core import Blocking, Call, Op, adrive
 from serving.router.decision import (
+    CascadePlanned,
     ClassifierConsulted,
     Decision,
     Executed,
@@ -31,6 +41,7 @@ from serving.router.policy import Policy
 from serving.router.request import RouteRequest, extract
 
 DECISION_KEY = "tierroute_decision"
+log = logging.getLogger("tierroute.router.running")
 
 
 class Runner:
@@ -43,8 +54,10 @@ class Runner:
         ledger: BudgetLedger | None,
         learned: dict[str, tuple[LearnedGateFn | None, float]],
         metrics: RouterMetrics,
+        outcome_log: Any = None,
     ) -> None:
         self.policy = policy
+        self.outcome_log = outcome_log
         self.tracker = tracker
         self.ledger = ledger
         self.learned = learned
@@ -54,11 +67,12 @@ class Runner:
     def complete(
         self, ex: Any, d: Decision, req: RouteRequest, msgs: list[dict[str, Any]], kw: dict[str, Any]
     ) -> Generator[Op, Any, Any]:
+        d.request_id = uuid.uuid4().hex
         if d.cascade is None:
             result = yield from self.run(ex, d, d.model, d.server_error_fallbacks, msgs, kw)
         else:
             result = yield from self._cascade(ex, d, req, msgs, kw)
-        return self.done(d, result)
+        return self.done(d, result, req)
 
     def run(
         self, ex: Any, d: Decision, model: str, fb: list[str], msgs: list[dict[str, Any]], kw: dict[str, Any]
@@ -149,14 +163,32 @@ class Runner:
         self.metrics.cascade_requests.labels(name, "accepted" if v.ok else "escalated").inc()
         return v.ok
 
-    def done(self, d: Decision, result: Any) -> Any:
+    def done(self, d: Decision, result: Any, req: RouteRequest | None = None) -> Any:
         response = result.response
         hidden = getattr(response, "_hidden_params", None)
         if isinstance(hidden, dict):
             hidden[DECISION_KEY] = d
         self.metrics.decisions.labels(result.answered_by, d.decided_by).inc()
         self.count_classifier_fallbacks(d)
+        if req is not None:
+            self.log_outcome(d, req, result.answered_by)
         return response
+
+    def log_outcome(self, d: Decision, req: RouteRequest, final: str | None) -> None:
+        """One outcome record for an executed request (no-op without an outcome log; never raises)."""
+        if self.outcome_log is None or not d.request_id:
+            return
+        try:
+            model, result = _classified(d.classified)
+            self.outcome_log.write_routed(
+                d.request_id,
+                outcome_of(d, final),
+                extract(req, self.default_sla).prompt,
+                result=result,
+                model=model,
+            )
+        except Exception as exc:  # the answer is ready: a log problem must not cost the client it
+            log.warning("outcome log write failed: %s: %s", type(exc).__name__, exc)
 
     # -- streaming (async only: it exists for the HTTP endpoint) -------------------------------
 
@@ -167,20 +199,28 @@ class Runner:
         answer and the chunks as OpenAI chunk dicts. A cascade buffers and gates stage 1 first: an
         accepted answer is replayed as chunks, a rejected one is replaced by stage 2's live stream."""
         usage = bool((kw.pop("stream_options", None) or {}).get("include_usage"))
+        d.request_id = uuid.uuid4().hex
         model, fb = d.model, d.server_error_fallbacks
         if d.cascade is not None:
             first = await adrive(self.stage1(ex, d, req, msgs, kw))
             if first is not None:
-                return first.answered_by, _replay(self.done(d, first), usage)
+                return first.answered_by, _replay(self.done(d, first, req), usage)
             model, fb = d.cascade.stage2, list(d.cascade.stage2_fallbacks)
         try:
             stream = await ex.astream(model, msgs, fb, **kw)
         except RouterError as err:
             raise self.failed(d, model, err) from err
-        return model, self._relay(ex, d, model, stream, msgs, usage)
+        return model, self._relay(ex, d, req, model, stream, msgs, usage)
 
     async def _relay(
-        self, ex: Any, d: Decision, model: str, stream: Any, msgs: list[dict[str, Any]], usage: bool
+        self,
+        ex: Any,
+        d: Decision,
+        req: RouteRequest,
+        model: str,
+        stream: Any,
+        msgs: list[dict[str, Any]],
+        usage: bool,
     ) -> AsyncIterator[dict[str, Any]]:
         """Pass the provider's chunks through; when the stream ends, fails or is cancelled (client
         gone), close the provider call and record what was spent."""
@@ -199,6 +239,7 @@ class Runner:
             result = ex.stream_result(model, stream, chunks, msgs)
             self.metrics.decisions.labels(result.answered_by, d.decided_by).inc()
             self.count_classifier_fallbacks(d)
+            self.log_outcome(d, req, result.answered_by)
             pending = asyncio.get_running_loop().run_in_executor(None, self.record, d, result)
             if finished:  # the ledger write is done before [DONE]; a cancelled stream cannot wait for it
                 await pending
@@ -207,6 +248,47 @@ class Runner:
         for step in d.trace:
             if isinstance(step, ClassifierConsulted) and step.status != "ok":
                 self.metrics.classifier_fallbacks.labels(step.status).inc()
+
+
+def outcome_of(d: Decision, final: str | None) -> dict[str, Any]:
+    """The `route` object of an outcome record (format: `serving.prediction_log`): who decided, the
+    cascade's stage 1 and its gate verdict, whether it escalated, and the model that answered."""
+    out: dict[str, Any] = {
+        "decided_by": d.decided_by,
+        "rule": d.rule_id,
+        "cascade": None,
+        "stage1": None,
+        "gate": None,
+        "escalated": False,
+        "final": final,
+    }
+    if d.cascade is None:
+        return out
+    skipped = any(isinstance(s, CascadePlanned) and s.skip_stage1 for s in d.trace)
+    gate = next((s for s in reversed(d.trace) if isinstance(s, GateChecked)), None)
+    executed = [s for s in d.trace if isinstance(s, Executed)]
+    out["cascade"] = d.cascade.name
+    if not skipped:
+        stage1 = executed[0].answered_by if gate is not None and executed else None
+        out["stage1"] = stage1 or d.cascade.stage1
+    if gate is not None:
+        out["gate"] = {"ok": gate.ok, "reasons": list(gate.reasons), "p_acceptable": gate.p_acceptable}
+    out["escalated"] = gate is None or not gate.ok
+    return out
+
+
+def _classified(classified: Any) -> tuple[dict[str, Any] | None, dict[str, Any] | None]:
+    """(model ref, result) of the classifier's answer as plain dicts; (None, None) without one."""
+    if classified is None:
+        return None, None
+    model, result = classified
+    ref = (
+        model.model_dump(include={"name", "version", "alias"})
+        if hasattr(model, "model_dump")
+        else dict(model)
+    )
+    res = result.model_dump() if hasattr(result, "model_dump") else dict(result)
+    return ref, res
 
 
 def _chunk_dict(chunk: Any, usage: bool) -> dict[str, Any] | None:

@@ -3,10 +3,11 @@
 Job: stand in for Anthropic, OpenAI, Bedrock... in tests, since no provider can be reached here.
 Each "provider" is a path prefix (`/<provider>/v1/chat/completions`), so one server plays several
 providers and LiteLLM deployments differ only by `api_base`. Behaviour is scripted per
-(provider, model): one-shot steps queued with `script()` run first, then the sticky default set
-with `set_default()`. Kinds: ok, error (any status, e.g. 429/500/503), slow (sleep, then ok),
-refusal, invalid_json. Every answer reports token usage; every call is logged for assertions.
-`stream: true` is answered with server-sent events in OpenAI's chunk format (one chunk per word,
+(provider, model): one-shot steps queued with `script()` run first, then a responder set with
+`set_responder()` (a function of the request body: a step, or None to fall through), then the
+sticky default set with `set_default()`. Kinds: ok, error (any status, e.g. 429/500/503), slow
+(sleep, then ok), refusal, invalid_json. Every answer reports token usage; every call is logged for
+assertions. `stream: true` is answered with server-sent events in OpenAI's chunk format (one chunk per word,
 `chunk_delay_s` apart; usage last when `stream_options.include_usage`); streams cut short by the
 client are counted in `streams_cut`.
 
@@ -22,6 +23,7 @@ import threading
 import time
 import uuid
 from collections import defaultdict, deque
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -63,6 +65,7 @@ class FakeProvider:
         self._lock = threading.Lock()
         self._queues: dict[tuple[str, str], deque[Step]] = defaultdict(deque)
         self._defaults: dict[tuple[str, str], Step] = {}
+        self._responders: dict[tuple[str, str], Callable[[dict[str, Any]], Step | None]] = {}
         self.calls: list[Call] = []
         self.streams_completed = 0
         self.streams_cut = 0  # streams whose client (the router) went away before the end
@@ -82,10 +85,18 @@ class FakeProvider:
         with self._lock:
             self._defaults[(provider, model)] = step
 
+    def set_responder(
+        self, provider: str, model: str, responder: Callable[[dict[str, Any]], Step | None]
+    ) -> None:
+        """Answer by content: `responder(body)` picks the step (None: the default step)."""
+        with self._lock:
+            self._responders[(provider, model)] = responder
+
     def reset(self) -> None:
         with self._lock:
             self._queues.clear()
             self._defaults.clear()
+            self._responders.clear()
             self.calls.clear()
             self.streams_completed = self.streams_cut = 0
 
@@ -93,12 +104,18 @@ class FakeProvider:
         with self._lock:
             return [c for c in self.calls if c.provider == provider and (model is None or c.model == model)]
 
-    def _next_step(self, provider: str, model: str) -> Step:
+    def _next_step(self, provider: str, model: str, body: dict[str, Any] | None = None) -> Step:
         with self._lock:
             queue = self._queues.get((provider, model))
             if queue:
                 return queue.popleft()
-            return self._defaults.get((provider, model), Step())
+            responder = self._responders.get((provider, model))
+            default = self._defaults.get((provider, model), Step())
+        if responder is not None:
+            step = responder(body or {})
+            if step is not None:
+                return step
+        return default
 
     # -- app ---------------------------------------------------------------------------------
     def _build_app(self) -> FastAPI:
@@ -108,7 +125,7 @@ class FakeProvider:
         async def chat(provider: str, request: Request) -> Response:
             body = await request.json()
             model = str(body.get("model", ""))
-            step = self._next_step(provider, model)
+            step = self._next_step(provider, model, body)
             if step.delay_s or step.kind == "slow":
                 await asyncio.sleep(step.delay_s)
             status = step.status if step.kind == "error" else 200

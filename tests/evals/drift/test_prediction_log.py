@@ -84,3 +84,22 @@ def test_read_as_arrays_in_model_label_order(tmp_path: Path) -> None:
     assert logged.token_counts is not None and list(logged.token_counts) == [12, 12]
     with pytest.raises(InputError, match="no probabilities for head"):
         read_logged_predictions(path, {"tier": ("simple", "complex")})
+
+
+def test_routed_and_feedback_records_share_the_log_and_drift_reads_the_classified_ones(
+    tmp_path: Path,
+) -> None:
+    path = tmp_path / "routed.jsonl"
+    route = {"decided_by": "explicit", "rule": None, "cascade": None, "stage1": None, "gate": None}
+    with PredictionLog(path) as log:
+        log.write(MODEL, [_result(0.7)])
+        log.write_routed(
+            "a" * 32, {**route, "decided_by": "classifier"}, "text", result=_result(0.2), model=MODEL
+        )
+        log.write_routed("b" * 32, route, "no classifier here")  # explicit route: no probabilities
+        log.write_feedback("a" * 32, "bad")
+    assert [r.get("id") for r in read_prediction_log(path)] == [None, "a" * 32, "b" * 32]
+    logged = read_logged_predictions(path, {"tier": ("simple", "complex", "reasoning")})
+    assert logged.n == 2  # the classify record and the routed one the classifier decided
+    with pytest.raises(ValueError, match="verdict"):
+        log.write_feedback("c" * 32, "meh")

@@ -74,14 +74,17 @@ def run_variants(
     repeats: int = 60,
     encoder_cache: Path = Path("models/encoder"),
     embedding_cache: Path | None = Path(".cache/embeddings"),
+    keep_dir: Path | None = None,
 ) -> list[VariantRow]:
+    """Train, serve and time each variant; with `keep_dir`, its bundles are kept there (for `bench http`)."""
     from pipelines.bench.classify import measure, text_of_tokens
     from pipelines.train.classifier import TrainConfig, train
     from serving.model.bundle import TOKENIZER_FILE, Bundle
 
     test = _test_rows(data)
     rows: list[VariantRow] = []
-    with tempfile.TemporaryDirectory() as tmp:
+    with tempfile.TemporaryDirectory() as tmp_dir:
+        tmp = str(keep_dir) if keep_dir is not None else tmp_dir
         for name, spec, precision in variants:
             config = TrainConfig(
                 data=data,
@@ -89,6 +92,7 @@ def run_variants(
                 precision=precision,
                 register=False,
                 out_dir=Path(tmp),
+                model_name=_slug(name) if keep_dir is not None else "tierroute-classifier",
                 encoder_cache=encoder_cache,
                 embedding_cache=embedding_cache,
             )
@@ -117,6 +121,12 @@ def run_variants(
                 )
             )
     return rows
+
+
+def _slug(name: str) -> str:
+    """`head_tail 128 int8-static` -> `variant-head_tail-128-int8-static` (a kept bundle's folder prefix)."""
+    kept = "".join(c if c.isalnum() or c in "_-" else "-" for c in name.split(" (")[0])
+    return "variant-" + "-".join(p for p in kept.split("-") if p)
 
 
 def _test_rows(data: Path) -> Any:

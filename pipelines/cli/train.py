@@ -198,6 +198,9 @@ def bench_variants_cmd(
         ),
     ] = None,
     repeats: Annotated[int, typer.Option(help="Timed batch-1 calls per latency cell.")] = 60,
+    keep: Annotated[
+        Path | None, typer.Option(help="Keep each variant's bundle in this folder (default: discarded).")
+    ] = None,
 ) -> None:
     """Train the default heads for several truncation/precision variants (no registry) and print test
     macro-F1 (as trained, and as served one text at a time), routing value (APGR of `complexity` on the
@@ -210,7 +213,7 @@ def bench_variants_cmd(
         variants = select_variants(only)
     except ValueError as exc:
         raise fail(exc) from exc
-    rows = run_variants(data, variants, repeats=repeats)
+    rows = run_variants(data, variants, repeats=repeats, keep_dir=keep)
     table = Table(title="truncation / precision variants (2 threads, batch 1)")
     heads = list(rows[0].macro_f1) if rows else []
     columns = [

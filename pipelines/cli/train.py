@@ -134,9 +134,12 @@ def bench_classify_cmd(
     embed_texts: Annotated[
         int, typer.Option(help="Texts for the embedding-throughput row (0 to skip).")
     ] = 512,
+    embed_precisions: Annotated[
+        str, typer.Option(help="Encoder precisions timed for embedding throughput, same run, same texts.")
+    ] = "fp32,int8-static",
 ) -> None:
     """Print p50/p99 in-process bundle latency (batch 1 and 32, 1 and 2 threads) and training
-    embedding throughput (texts/s, fp32 encoder, <= 128 tokens). No timed assertions: read the table."""
+    embedding throughput (texts/s per encoder precision, <= 128 tokens). No timed assertions: read the table."""
     import platform
 
     from pipelines.bench.classify import bench_bundle, bench_embedding_throughput, latest_bundle
@@ -167,11 +170,14 @@ def bench_classify_cmd(
 
         spec = TruncationSpec.from_dict(json.loads((path / "bundle.json").read_text())["text"])
         texts = _sample_texts(embed_texts)
-        rate = bench_embedding_throughput(texts, spec)
-        console.print(
-            f"embedding throughput: {rate:.0f} texts/s on {len(texts)} real texts "
-            f"(max {spec.max_tokens} tokens)"
-        )
+        rates: dict[str, float] = {}
+        for precision in [p.strip() for p in embed_precisions.split(",") if p.strip()]:
+            rates[precision] = rate = bench_embedding_throughput(texts, spec, precision=precision)
+            first = next(iter(rates.values()))
+            console.print(
+                f"embedding throughput, {precision}: {rate:.0f} texts/s on {len(texts)} real texts "
+                f"(max {spec.max_tokens} tokens, length-sorted batches; x{rate / first:.2f} the first row)"
+            )
         del Bundle
 
 

@@ -139,7 +139,8 @@ def bench_classify_cmd(
     ] = "fp32,int8-static",
 ) -> None:
     """Print p50/p99 in-process bundle latency (batch 1 and 32, 1 and 2 threads) and training
-    embedding throughput (texts/s per encoder precision, <= 128 tokens). No timed assertions: read the table."""
+    embedding throughput (texts/s per encoder precision, <= 128 tokens). No timed assertions: read the
+    table."""
     import platform
 
     from pipelines.bench.classify import bench_bundle, bench_embedding_throughput, latest_bundle

@@ -88,13 +88,19 @@ def bench_bundle(
 
 
 def bench_embedding_throughput(
-    texts: Sequence[str], spec: TruncationSpec, threads: int = 2, encoder_cache: Path = Path("models/encoder")
+    texts: Sequence[str],
+    spec: TruncationSpec,
+    threads: int = 2,
+    encoder_cache: Path = Path("models/encoder"),
+    precision: str = "fp32",
 ) -> float:
-    """Texts/s of the training embedder (cache off) on the given texts."""
+    """Texts/s of the training embedder (cache off, length-sorted batches as `train` runs them)."""
     from pipelines.train.embed import Embedder
     from pipelines.train.encoder_export import export_encoder
 
-    embedder = Embedder(export_encoder(encoder_cache), spec, cache_dir=None, threads=threads)
+    encoder = export_encoder(encoder_cache, precision)  # type: ignore[arg-type]
+    batch = 1 if precision == "int8" else 16  # dynamic int8 trains one text per call
+    embedder = Embedder(encoder, spec, cache_dir=None, threads=threads, batch_size=batch)
     embedder.encode_uncached(list(texts[:32]))  # warm-up
     t = time.perf_counter()
     embedder.encode_uncached(list(texts))

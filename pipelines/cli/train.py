@@ -62,7 +62,13 @@ def train_cmd(
         str, typer.Option(help="'head_tail' (keep start and end) or 'head'.")
     ] = "head_tail",
     head_tokens: Annotated[int, typer.Option(help="With head_tail: tokens kept from the start.")] = 32,
-    precision: Annotated[str, typer.Option(help="Encoder precision: fp32 or int8 (per-channel).")] = "fp32",
+    precision: Annotated[
+        str,
+        typer.Option(
+            help="Encoder precision: fp32, int8-static (calibrated QDQ, batches) or int8 (dynamic, one "
+            "text per call)."
+        ),
+    ] = "fp32",
     model_name: Annotated[str, typer.Option(help="Registered model name.")] = "tierroute-classifier",
     out: Annotated[Path, typer.Option(help="Folder for exported bundles.")] = Path("models/bundles"),
     register: Annotated[
@@ -120,6 +126,7 @@ def train_cmd(
     # Over 60 lines: mostly typer option declarations; the body is config -> train -> print.
     from pipelines.data.dataset import DataValidationError
     from pipelines.train.classifier import TrainConfig, train
+    from pipelines.train.encoder_export import PRECISIONS
     from serving.model.textprep import TruncationSpec
 
     try:
@@ -144,8 +151,8 @@ def train_cmd(
             loso=loso,
             previous_model=previous_model,
         )
-        if precision not in ("fp32", "int8"):
-            raise ValueError(f"precision must be fp32 or int8, got {precision!r}")
+        if precision not in PRECISIONS:
+            raise ValueError(f"precision must be one of {', '.join(PRECISIONS)}, got {precision!r}")
         result = train(config, progress=progress, echo=console.print)
     except (DataValidationError, ValueError) as exc:
         raise fail(exc) from exc
@@ -178,9 +185,13 @@ def bench_classify_cmd(
     embed_texts: Annotated[
         int, typer.Option(help="Texts for the embedding-throughput row (0 to skip).")
     ] = 512,
+    embed_precisions: Annotated[
+        str, typer.Option(help="Encoder precisions timed for embedding throughput, same run, same texts.")
+    ] = "fp32,int8-static",
 ) -> None:
     """Print p50/p99 in-process bundle latency (batch 1 and 32, 1 and 2 threads) and training
-    embedding throughput (texts/s, fp32 encoder, <= 128 tokens). No timed assertions: read the table."""
+    embedding throughput (texts/s per encoder precision, <= 128 tokens). No timed assertions: read the
+    table."""
     import platform
 
     from pipelines.bench.classify import bench_bundle, bench_embedding_throughput, latest_bundle
@@ -211,11 +222,14 @@ def bench_classify_cmd(
 
         spec = TruncationSpec.from_dict(json.loads((path / "bundle.json").read_text())["text"])
         texts = _sample_texts(embed_texts)
-        rate = bench_embedding_throughput(texts, spec)
-        console.print(
-            f"embedding throughput: {rate:.0f} texts/s on {len(texts)} real texts "
-            f"(max {spec.max_tokens} tokens)"
-        )
+        rates: dict[str, float] = {}
+        for precision in [p.strip() for p in embed_precisions.split(",") if p.strip()]:
+            rates[precision] = rate = bench_embedding_throughput(texts, spec, precision=precision)
+            first = next(iter(rates.values()))
+            console.print(
+                f"embedding throughput, {precision}: {rate:.0f} texts/s on {len(texts)} real texts "
+                f"(max {spec.max_tokens} tokens, length-sorted batches; x{rate / first:.2f} the first row)"
+            )
         del Bundle
 
 
@@ -235,32 +249,55 @@ def bench_variants_cmd(
     data: Annotated[Path, typer.Option(help="Labelled data to train each variant on.")] = Path(
         "data/labelled/requests.parquet"
     ),
+    only: Annotated[
+        str | None,
+        typer.Option(
+            help="Comma-separated variant names to run (e.g. 'head_tail 128,head_tail 128 int8-static')."
+        ),
+    ] = None,
+    repeats: Annotated[int, typer.Option(help="Timed batch-1 calls per latency cell.")] = 60,
+    keep: Annotated[
+        Path | None, typer.Option(help="Keep each variant's bundle in this folder (default: discarded).")
+    ] = None,
 ) -> None:
     """Train the default heads for several truncation/precision variants (no registry) and print test
-    macro-F1 (as trained, and as served one text at a time), the bundle/training parity and p50/p99
-    latency at 64 and 1,024 tokens: the evidence behind the defaults. Slow (one embedding pass per
-    variant, cached afterwards)."""
-    from pipelines.bench.variants import run_variants
+    macro-F1 (as trained, and as served one text at a time), routing value (APGR of `complexity` on the
+    test rows with a `weak_ok` outcome), the bundle/training parity, training embedding throughput and
+    p50/p99 latency at 64 and 1,024 tokens with its ratio to the first row of the same run: the evidence
+    behind the defaults. Slow (one embedding pass per variant, cached afterwards)."""
+    from pipelines.bench.variants import run_variants, select_variants
 
-    rows = run_variants(data)
+    try:
+        variants = select_variants(only)
+    except ValueError as exc:
+        raise fail(exc) from exc
+    rows = run_variants(data, variants, repeats=repeats, keep_dir=keep)
     table = Table(title="truncation / precision variants (2 threads, batch 1)")
     heads = list(rows[0].macro_f1) if rows else []
     columns = [
         "variant",
         *[f"{h} macro-F1 (train-time / served)" for h in heads],
+        "routing APGR",
         "parity",
+        "embed texts/s",
         "p50/p99 ms @64",
         "p50/p99 ms @1024",
+        "p50 ratio @64 / @1024",
     ]
     for col in columns:
         table.add_column(col)
+    base = rows[0] if rows else None
     for r in rows:
+        assert base is not None
         table.add_row(
             r.name,
             *[f"{r.macro_f1[h]:.3f} / {r.served_macro_f1[h]:.3f}" for h in heads],
+            f"{r.routing_apgr:.3f} ({r.routing_rows} rows)",
             f"{r.parity:.1e}",
+            f"{r.embed_texts_per_s:.0f}" if r.embed_texts_per_s > 0 else "cached",
             f"{r.p50_64:.1f} / {r.p99_64:.1f}",
             f"{r.p50_1024:.1f} / {r.p99_1024:.1f}",
+            f"{r.p50_64 / base.p50_64:.2f} / {r.p50_1024 / base.p50_1024:.2f}",
         )
     console.print(table)
 

@@ -30,7 +30,7 @@ import numpy as np
 
 from pipelines.train.bundle_build import build_bundle
 from pipelines.train.embed import Embedder
-from pipelines.train.encoder_export import EncoderArtifact, Precision, export_encoder
+from pipelines.train.encoder_export import PRECISIONS, EncoderArtifact, Precision, export_encoder
 from pipelines.train.heads import FittedHead, fit_head
 from pipelines.train.metrics import classification_metrics, plot_confusion_matrix, plot_reliability
 from pipelines.train.routing import (
@@ -92,6 +92,8 @@ class TrainConfig:
             raise ValueError("label_columns must name at least one column")
         if not 0.0 <= self.min_confidence <= 1.0:
             raise ValueError(f"min_confidence must be in [0, 1], got {self.min_confidence}")
+        if self.precision not in PRECISIONS:
+            raise ValueError(f"precision must be one of {', '.join(PRECISIONS)}, got {self.precision!r}")
 
     def params(self) -> dict[str, Any]:
         return {
@@ -181,13 +183,14 @@ def train(
     timings["encoder_s"] = time.perf_counter() - t
 
     t = time.perf_counter()
-    # int8: one text per call, as the bundle will serve it (see serving.model.bundle.Bundle.per_item)
+    # dynamic int8: one text per call, as the bundle will serve it (serving.model.bundle.Bundle.per_item);
+    # fp32 and int8-static are batch-invariant: length-sorted batches of 16
     embedder = Embedder(
         encoder,
         config.spec,
         cache_dir=config.embedding_cache,
         threads=config.threads,
-        batch_size=16 if config.precision == "fp32" else 1,
+        batch_size=1 if config.precision == "int8" else 16,
     )
     X = embedder.embed(df["text"].tolist(), progress=progress)
     timings["embed_s"] = time.perf_counter() - t

@@ -24,6 +24,7 @@ from pathlib import Path
 import numpy as np
 
 from pipelines.train.encoder_export import EMBED_DIM, EncoderArtifact
+from serving.model.bundle import BATCH_INVARIANT_PRECISIONS
 from serving.model.onnx_session import make_session
 from serving.model.textprep import TextTokenizer, TruncationSpec
 
@@ -50,9 +51,9 @@ class Embedder:
         self.batch_size = batch_size
         self.cache_dir: Path | None = None
         if cache_dir is not None:
-            # an int8 embedding depends on its batch (activations are quantised per batch), so the
-            # batch size is part of what identifies it; fp32 embeddings are batch-invariant
-            batching = f"|batch={batch_size}" if encoder.precision != "fp32" else ""
+            # a dynamic int8 embedding depends on its batch (activations are quantised per batch), so
+            # the batch size is part of what identifies it; fp32 and int8-static are batch-invariant
+            batching = f"|batch={batch_size}" if encoder.precision not in BATCH_INVARIANT_PRECISIONS else ""
             key = hashlib.sha256(
                 (encoder.sha256 + json.dumps(spec.to_dict(), sort_keys=True) + batching).encode()
             ).hexdigest()[:16]

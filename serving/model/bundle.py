@@ -64,7 +64,7 @@ SELF_CHECK_TEXTS = (
     "Design a fault-tolerant distributed job scheduler and compare it with Kubernetes CronJobs.",
 )
 """Fixed texts whose outputs every bundle records at build time (`self_check.cases`)."""
-SELF_CHECK_ATOL = {"fp32": 2e-3, "int8": 2e-2}
+SELF_CHECK_ATOL = {"fp32": 2e-3, "int8": 2e-2, "int8-static": 2e-2}
 """Allowed |probability - recorded| per precision: room for other CPUs and thread counts, far below
 what reordered labels or another head produce."""
 
@@ -259,11 +259,16 @@ def run_session(session: Any, outputs: list[str], feeds: dict[str, Any], cancel:
         raise
 
 
+BATCH_INVARIANT_PRECISIONS = ("fp32", "int8-static")
+"""Encoders whose output for a text does not depend on its batch-mates (static int8 has fixed scales)."""
+
+
 def runs_per_item(manifest: dict[str, Any]) -> bool:
-    """True for non-fp32 (int8) encoders: they quantise activations per batch (DynamicQuantizeLinear),
-    so a text's embedding would depend on its batch-mates. Such bundles run one text per session call,
-    which is also how training embedded their texts."""
-    return str(manifest.get("encoder", {}).get("precision", "fp32")) != "fp32"
+    """True for dynamic int8 encoders (precision `int8`): they quantise activations per batch
+    (DynamicQuantizeLinear), so a text's embedding would depend on its batch-mates. Such bundles run one
+    text per session call, which is also how training embedded their texts. fp32 and `int8-static`
+    (calibrated, fixed scales) batch."""
+    return str(manifest.get("encoder", {}).get("precision", "fp32")) not in BATCH_INVARIANT_PRECISIONS
 
 
 class Bundle:

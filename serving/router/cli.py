@@ -130,6 +130,11 @@ def route(
         None, "--ledger", help="Budget ledger SQLite file (default: the policy's)."
     ),
     as_json: bool = typer.Option(False, "--json", help="Print the decision as JSON."),
+    bundle: Path | None = typer.Option(
+        None,
+        "--bundle",
+        help="Classify in process with this local bundle folder instead of the policy's classifier url.",
+    ),
 ) -> None:
     """Print which model the policy picks for a message, and the trace of why (no LLM is called)."""
     from serving.router.engine import Router
@@ -141,7 +146,16 @@ def route(
     kw = {k: v for k, v in kw.items() if v is not None}
     if critical:
         kw["critical"] = True
-    router = Router(pol, classifier=None if no_classifier else "policy", ledger=ledger)
+    classifier: Any = None if no_classifier else "policy"
+    if bundle is not None and not no_classifier:
+        from serving.client import BundleClassifier
+        from serving.model.bundle import BundleError
+
+        try:
+            classifier = BundleClassifier(bundle)
+        except (BundleError, OSError) as exc:
+            raise _fail(f"--bundle {bundle}: {exc}") from None
+    router = Router(pol, classifier=classifier, ledger=ledger)
     try:
         decision = router.decide(RouteRequest.from_text(text, system=system, metadata=meta, **kw))
     except RouterError as err:

@@ -62,7 +62,11 @@ def build_small_bundle(
                 tiers.append(tier)
                 tasks.append(task)
                 i += 1
-    encoder = export_encoder(encoder_cache, "int8" if precision == "int8" else "fp32")
+    if precision not in ("fp32", "int8", "int8-static"):
+        raise ValueError(f"unknown precision {precision!r}")
+    # int8-static calibrates on these same texts (fast; the shipped-data default takes ~1 min)
+    calibration = texts if precision == "int8-static" else None
+    encoder = export_encoder(encoder_cache, precision, calibration_texts=calibration)  # type: ignore[arg-type]
     spec = TruncationSpec()
     X = Embedder(encoder, spec, cache_dir=None).embed(texts, progress=False)
     heads = [

@@ -15,7 +15,7 @@ from tests.support.fake_classifier import FakeClassifier
 def test_long_text_is_cut_to_head_and_tail_over_http(
     make_policy: Callable[..., Policy], classifier_server: FakeClassifier
 ) -> None:
-    text = "HEAD " + "filler words " * 5000 + " TAIL?"
+    text = "HEAD " + "filler words " * 8000 + " TAIL?"
     router = Router(make_policy(), ledger=None)
     try:
         d = router.decide(RouteRequest.from_text(text))

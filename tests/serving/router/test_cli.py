@@ -116,3 +116,26 @@ def test_bench_router_prints_the_table() -> None:
     assert result.exit_code == 0, result.output
     for row in ("rules-only", "classifier answered", "classifier refused", "classifier blackholed"):
         assert row in result.stdout
+
+
+def test_route_with_a_local_bundle_classifies_in_process(
+    tmp_path: Path, provider: FakeProvider, serving_bundle: Path
+) -> None:
+    """`--bundle`: the standalone router classifies in process; the policy url (a closed port) is unused."""
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        closed = f"http://127.0.0.1:{s.getsockname()[1]}"
+    d = policy_dict(provider, closed, tmp_path / "l.sqlite")
+    d["classifier"]["timeout_ms"] = 10_000
+    policy = write_policy(tmp_path, d)
+    args = ["route", "-p", str(policy), "-t", "Prove Fermat's little theorem"]
+    over_http = runner.invoke(_app(), args)
+    assert over_http.exit_code == 0 and "classifier (rule ask-classifier): unavailable" in over_http.stdout
+    local = runner.invoke(_app(), [*args, "--bundle", str(serving_bundle)])
+    assert local.exit_code == 0, local.output
+    assert "classifier (rule ask-classifier):" in local.stdout
+    assert "unavailable" not in local.stdout and "timeout" not in local.stdout
+    broken = runner.invoke(_app(), [*args, "--bundle", str(tmp_path / "missing")])
+    assert broken.exit_code == 2 and "--bundle" in broken.output

@@ -122,6 +122,10 @@ def train_cmd(
     reason_head: Annotated[
         bool, typer.Option(help="Also train a reason head (refusal, truncated, ...).")
     ] = True,
+    head: Annotated[
+        str, typer.Option(help="Acceptability head: mlp (one hidden layer, the default) or logistic.")
+    ] = "mlp",
+    hidden: Annotated[int, typer.Option(help="Hidden units of the MLP head.")] = 128,
     model_name: Annotated[str, typer.Option(help="Registered model name.")] = "tierroute-gate",
     alias: Annotated[str, typer.Option(help="Alias set on the new version.")] = "candidate",
     register: Annotated[bool, typer.Option(help="Log to MLflow and register the version.")] = True,
@@ -150,6 +154,8 @@ def train_cmd(
             target_false_accept=target_false_accept,
             prices=CascadePrices(cheap_cost, strong_cost, pass_rate, bad_answer_cost),
             reason_head=reason_head,
+            head=head,  # type: ignore[arg-type]
+            hidden=hidden,
             model_name=model_name,
             alias=alias,
             register=register,

@@ -26,12 +26,13 @@ import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import numpy as np
 
 from pipelines.gate.data import length_bin
 from pipelines.gate.economics import CascadePrices, baselines, best_point, cost_curve, curve_table
+from pipelines.gate.heads import fit_mlp_head
 from pipelines.train.embed import Embedder
 from pipelines.train.encoder_export import EncoderArtifact, Precision, export_encoder
 from pipelines.train.heads import FittedHead, fit_head
@@ -75,8 +76,13 @@ class GateTrainConfig:
     """None: threshold by cascade economics (`prices`); a value: the old fixed false-accept target."""
     prices: CascadePrices = field(default_factory=CascadePrices)
     reason_head: bool = True
+    head: Literal["mlp", "logistic"] = "mlp"
+    """The acceptability head: a one-hidden-layer MLP (`pipelines.gate.heads`) or a logistic regression."""
+    hidden: int = 128
+    alpha: float = 1e-2
+    """The MLP's hidden units and L2 penalty."""
     cs: tuple[float, ...] = (0.25, 1.0, 4.0)
-    """Inverse regularisation strengths tried for each head (fewer, smaller: fast to fit)."""
+    """Inverse regularisation strengths tried for each logistic head (fewer, smaller: fast to fit)."""
     cv_folds: int = 2
     model_name: str = "tierroute-gate"
     experiment: str = "tierroute-gate"
@@ -92,6 +98,8 @@ class GateTrainConfig:
     threads: int = 2
 
     def __post_init__(self) -> None:
+        if self.head not in ("mlp", "logistic"):
+            raise ValueError(f"head must be 'mlp' or 'logistic', got {self.head!r}")
         if self.target_false_accept is not None and not 0.0 < self.target_false_accept < 1.0:
             raise ValueError(f"target_false_accept must be in (0, 1), got {self.target_false_accept}")
         for spec in (self.prompt_spec, self.response_spec):  # validates the token budgets early
@@ -119,6 +127,9 @@ class GateTrainConfig:
             "cs": ",".join(f"{c:g}" for c in self.cs),
             "cv_folds": self.cv_folds,
             "reason_head": self.reason_head,
+            "head": self.head,
+            "hidden": self.hidden,
+            "alpha": self.alpha,
             "limit": self.limit,
             "seed": self.seed,
         }
@@ -228,10 +239,15 @@ def subsample(df: Any, limit: int | None) -> Any:
 def build_features(
     embedder_p: Embedder, embedder_r: Embedder, prompts: list[str], responses: list[str], progress: bool
 ) -> np.ndarray:
-    """[N, 3*384 + S]: prompt emb, response emb, their product, signals (same order as the ONNX graph)."""
+    """[N, 3*384 + 1 + S]: prompt emb, response emb, their product, its sum (cosine), signals (the
+    ONNX graph's order)."""
     ep = embedder_p.embed(prompts, progress=progress, desc="embedding prompts")
     er = embedder_r.embed(responses, progress=progress, desc="embedding responses")
-    return np.concatenate([ep, er, ep * er, signals_batch(prompts, responses)], axis=1).astype(np.float32)
+    product = (ep * er).astype(np.float32)
+    cosine = product.sum(axis=1, keepdims=True)
+    return np.concatenate([ep, er, product, cosine, signals_batch(prompts, responses)], axis=1).astype(
+        np.float32
+    )
 
 
 def check_fails(prompts: list[str], responses: list[str]) -> np.ndarray:
@@ -340,6 +356,7 @@ def train_gate(
         config.response_spec,
         threshold=threshold,
         target_false_accept_rate=float(report["validation"]["gate"]["false_accept_rate"]),
+        reason_refusal=float(report["refusal_hand_labels"].get("refusal_min", 0.0)),
         name=config.model_name,
         metadata={
             "training_data": {"digest": digest, "rows": len(df), "path": str(config.data)},
@@ -423,17 +440,32 @@ def _fit_heads(
 ) -> list[FittedHead]:
     """The `acceptable` head, plus the coarse `reason` head when enabled and >= 3 reasons are present."""
     heads: list[FittedHead] = []
-    head = fit_head(
-        "acceptable",
-        X[m["train"]],
-        [acc_labels[i] for i in np.flatnonzero(m["train"])],
-        X[m["validation"]],
-        [acc_labels[i] for i in np.flatnonzero(m["validation"])],
-        ACCEPT_LABELS,
-        Cs=config.cs,
-        cv_folds=config.cv_folds,
-        seed=config.seed,
-    )
+    train_labels = [acc_labels[i] for i in np.flatnonzero(m["train"])]
+    val_labels = [acc_labels[i] for i in np.flatnonzero(m["validation"])]
+    if config.head == "mlp":
+        head = fit_mlp_head(
+            "acceptable",
+            X[m["train"]],
+            train_labels,
+            X[m["validation"]],
+            val_labels,
+            ACCEPT_LABELS,
+            hidden=config.hidden,
+            alpha=config.alpha,
+            seed=config.seed,
+        )
+    else:
+        head = fit_head(
+            "acceptable",
+            X[m["train"]],
+            train_labels,
+            X[m["validation"]],
+            val_labels,
+            ACCEPT_LABELS,
+            Cs=config.cs,
+            cv_folds=config.cv_folds,
+            seed=config.seed,
+        )
     heads.append(head)
     if config.reason_head:
         present = set(coarse[m["train"]].tolist())
@@ -586,30 +618,49 @@ def _refusal_hand_eval(
     df: Any,
     progress: bool,
 ) -> dict[str, Any]:
-    """Refusal detectors on the hand labels whose prompt is in the test split (see `refusal_eval`)."""
+    """Refusal detectors on the hand labels: `refusal_min` chosen on the labels whose prompt is in the
+    validation split, every detector reported on those in the test split (see `refusal_eval`)."""
     from pipelines.gate.data import RAW_DIR, REFUSAL_LABELS
-    from pipelines.gate.refusal_eval import evaluate_refusals, hand_labelled_pairs, refusal_detectors
+    from pipelines.gate.refusal_eval import (
+        evaluate_refusals,
+        hand_labelled_pairs,
+        pick_refusal_min,
+        refusal_detectors,
+    )
 
     raw_dir = Path(config.data).parent.parent / "raw" if config.raw_dir is None else config.raw_dir
     raw_dir = raw_dir if (raw_dir / "coconot").is_dir() else RAW_DIR
     pairs = hand_labelled_pairs(raw_dir, config.refusal_labels or REFUSAL_LABELS)
     split_of = dict(zip(df["prompt"].astype(str), df["split"].astype(str), strict=True))
 
-    def predict(prompts: list[str], responses: list[str]) -> dict[str, np.ndarray]:
+    def detectors_for(prompts: list[str], responses: list[str]) -> Callable[[float], dict[str, np.ndarray]]:
         X = _features(config, encoder, prompts, responses, progress)
         p = heads[0].predict_proba(X)[:, 1]
-        top = [heads[1].labels[i] for i in heads[1].predict_proba(X).argmax(1)] if len(heads) > 1 else None
+        top, p_refusal = None, None
+        if len(heads) > 1:
+            probs = heads[1].predict_proba(X)
+            top = [heads[1].labels[i] for i in probs.argmax(1)]
+            if "refusal" in heads[1].labels:
+                p_refusal = probs[:, heads[1].labels.index("refusal")]
         results = [check_response(pr, r) for pr, r in zip(prompts, responses, strict=True)]
-        return refusal_detectors(
-            responses,
-            p,
-            top,
-            np.array(["refusal" in c.reasons for c in results]),
-            np.array([not c.ok for c in results]),
-            threshold,
+        check_refusal = np.array(["refusal" in c.reasons for c in results])
+        check_failed = np.array([not c.ok for c in results])
+        return lambda tau: refusal_detectors(
+            responses, p, top, check_refusal, check_failed, threshold, p_refusal, tau
         )
 
-    return evaluate_refusals(pairs, split_of.get, predict, ("test",))
+    val = [q for q in pairs if split_of.get(q["prompt"]) == "validation"]
+    refusal_min, on_validation = 0.0, {}
+    if val and any(q["refusal"] for q in val):
+        at = detectors_for([q["prompt"] for q in val], [q["response"] for q in val])
+        refusal_min, on_validation = pick_refusal_min(np.array([q["refusal"] for q in val]), at)
+    out = evaluate_refusals(pairs, split_of.get, lambda pr, rs: detectors_for(pr, rs)(refusal_min), ("test",))
+    return {
+        **out,
+        "refusal_min": refusal_min,
+        "validation_rows": len(val),
+        "validation_combined_accuracy_by_refusal_min": on_validation,
+    }
 
 
 def report_lines(report: dict[str, Any]) -> list[str]:

@@ -113,6 +113,7 @@ def test_onnx_parity_with_training_heads(trained_gate: Any, gate_bundle: Path) -
     from pipelines.train.encoder_export import EncoderArtifact
 
     assert trained_gate.metrics["parity_max_abs_diff"] < 1e-4
+    assert type(trained_gate.heads[0].model).__name__ == "MLPClassifier"  # the default acceptability head
     # independent re-check on new texts, through the training feature path
     gate = GateModel.load(gate_bundle)
     pairs = [
@@ -144,6 +145,19 @@ def test_bundle_manifest_and_self_check(gate_bundle: Path) -> None:
     gate = GateModel.load(gate_bundle)
     gate.self_check()
     assert gate.threshold == manifest["thresholds"]["p_acceptable"]
+    assert gate.refusal_min == manifest["thresholds"]["reason_refusal"]
+
+
+def test_learned_refusal_reason_needs_the_bundles_refusal_probability(gate_bundle: Path) -> None:
+    gate = GateModel.load(gate_bundle)
+    assert gate.reason_labels is not None and "refusal" in gate.reason_labels
+    probs = np.array([0.3 if lab == "refusal" else 0.0 for lab in gate.reason_labels])
+    probs[gate.reason_labels.index("incorrect")] = 0.2
+    probs[gate.reason_labels.index("ok")] = 1.0 - probs.sum()
+    gate.refusal_min = 0.0
+    assert gate._learned_reason(probs)[0] == ["refusal"]
+    gate.refusal_min = 0.5  # an unsure refusal call gives way to the next bad reason
+    assert gate._learned_reason(probs)[0] == ["incorrect"]
 
 
 def test_checks_short_circuit_the_model(gate_bundle: Path) -> None:

@@ -126,6 +126,10 @@ def train_cmd(
         str, typer.Option(help="Acceptability head: mlp (one hidden layer, the default) or logistic.")
     ] = "mlp",
     hidden: Annotated[int, typer.Option(help="Hidden units of the MLP head.")] = 128,
+    listed_wrong_weight: Annotated[
+        float,
+        typer.Option(help="Training weight of listed wrong answers (TruthfulQA, MMLU-Pro) in the head."),
+    ] = 0.4,
     model_name: Annotated[str, typer.Option(help="Registered model name.")] = "tierroute-gate",
     alias: Annotated[str, typer.Option(help="Alias set on the new version.")] = "candidate",
     register: Annotated[bool, typer.Option(help="Log to MLflow and register the version.")] = True,
@@ -156,6 +160,7 @@ def train_cmd(
             reason_head=reason_head,
             head=head,  # type: ignore[arg-type]
             hidden=hidden,
+            listed_wrong_weight=listed_wrong_weight,
             model_name=model_name,
             alias=alias,
             register=register,

@@ -45,8 +45,10 @@ def fit_mlp_head(
     alpha: float = 1e-2,
     max_iter: int = 60,
     seed: int = 0,
+    sample_weight: np.ndarray | None = None,
 ) -> FittedHead:
-    """An MLP head over `labels` (column order = `labels`), temperature-calibrated on (X_val, y_val)."""
+    """An MLP head over `labels` (column order = `labels`), temperature-calibrated on (X_val, y_val);
+    `sample_weight` weighs the training rows (validation rows are unweighted)."""
     labels = tuple(labels)
     yt = encode_labels(y_train, labels)
     yv = encode_labels(y_val, labels)
@@ -61,7 +63,7 @@ def fit_mlp_head(
         n_iter_no_change=6,
         random_state=seed,
     )
-    model.fit(X_train, yt)
+    model.fit(X_train, yt, sample_weight=sample_weight)
     temperature = fit_temperature(_logits(model, X_val), yv) if len(yv) else 1.0
     model.coefs_[-1] = model.coefs_[-1] / temperature
     model.intercepts_[-1] = model.intercepts_[-1] / temperature

@@ -54,6 +54,8 @@ REASON_LABELS: tuple[str, ...] = ("ok", "refusal", "incorrect", "garbage", "trun
 ACCEPT_LABELS: tuple[str, str] = ("unacceptable", "acceptable")
 CHECK_FAILED_SCORE = -1.0
 """The served score of a response a deterministic check rejects: below every threshold in [0, 1]."""
+LISTED_WRONG_SOURCES: tuple[str, ...] = ("truthfulqa:incorrect", "mmlu_pro:wrong_option")
+"""Sources whose rows are a data set's listed wrong answer to a question (see `listed_wrong_weight`)."""
 PARITY_TOLERANCE = 1e-4
 PARITY_ROWS = 128
 SPLITS = ("train", "validation", "test")
@@ -81,6 +83,12 @@ class GateTrainConfig:
     hidden: int = 128
     alpha: float = 1e-2
     """The MLP's hidden units and L2 penalty."""
+    listed_wrong_weight: float = 0.4
+    """Training weight of the listed wrong answers (`LISTED_WRONG_SOURCES`) in the acceptability head.
+    Frozen sentence embeddings barely tell a listed wrong answer from its right twin (held-out pair
+    accuracy 0.58 on MMLU-Pro, 0.73 on TruthfulQA): at full weight the head learns to distrust every
+    short factual sentence ("The capital of France is Paris." p 0.28) instead. They stay in validation
+    and test at full weight, so the threshold and every reported number still count them."""
     cs: tuple[float, ...] = (0.25, 1.0, 4.0)
     """Inverse regularisation strengths tried for each logistic head (fewer, smaller: fast to fit)."""
     cv_folds: int = 2
@@ -98,6 +106,8 @@ class GateTrainConfig:
     threads: int = 2
 
     def __post_init__(self) -> None:
+        if not 0.0 <= self.listed_wrong_weight <= 1.0:
+            raise ValueError(f"listed_wrong_weight must be in [0, 1], got {self.listed_wrong_weight}")
         if self.head not in ("mlp", "logistic"):
             raise ValueError(f"head must be 'mlp' or 'logistic', got {self.head!r}")
         if self.target_false_accept is not None and not 0.0 < self.target_false_accept < 1.0:
@@ -130,6 +140,7 @@ class GateTrainConfig:
             "head": self.head,
             "hidden": self.hidden,
             "alpha": self.alpha,
+            "listed_wrong_weight": self.listed_wrong_weight,
             "limit": self.limit,
             "seed": self.seed,
         }
@@ -313,7 +324,9 @@ def train_gate(
 
     t = time.perf_counter()
     acc_labels = [ACCEPT_LABELS[v] for v in y]
-    heads = _fit_heads(config, X, acc_labels, coarse, m, echo)
+    listed = df["source"].astype(str).isin(LISTED_WRONG_SOURCES).to_numpy()
+    weights = np.where(listed, config.listed_wrong_weight, 1.0)
+    heads = _fit_heads(config, X, acc_labels, coarse, m, echo, weights)
     head = heads[0]
     timings["heads_s"] = time.perf_counter() - t
 
@@ -437,6 +450,7 @@ def _fit_heads(
     coarse: np.ndarray,
     m: dict[str, np.ndarray],
     echo: Callable[[str], None],
+    weights: np.ndarray | None = None,
 ) -> list[FittedHead]:
     """The `acceptable` head, plus the coarse `reason` head when enabled and >= 3 reasons are present."""
     heads: list[FittedHead] = []
@@ -453,6 +467,7 @@ def _fit_heads(
             hidden=config.hidden,
             alpha=config.alpha,
             seed=config.seed,
+            sample_weight=None if weights is None else weights[m["train"]],
         )
     else:
         head = fit_head(
@@ -650,7 +665,8 @@ def _refusal_hand_eval(
         )
 
     val = [q for q in pairs if split_of.get(q["prompt"]) == "validation"]
-    refusal_min, on_validation = 0.0, {}
+    refusal_min: float = 0.0
+    on_validation: dict[str, float] = {}
     if val and any(q["refusal"] for q in val):
         at = detectors_for([q["prompt"] for q in val], [q["response"] for q in val])
         refusal_min, on_validation = pick_refusal_min(np.array([q["refusal"] for q in val]), at)

@@ -126,6 +126,7 @@ def train_cmd(
         str, typer.Option(help="Acceptability head: mlp (one hidden layer, the default) or logistic.")
     ] = "mlp",
     hidden: Annotated[int, typer.Option(help="Hidden units of the MLP head.")] = 128,
+    seed: Annotated[int, typer.Option(help="Random seed of the heads (MLP initialisation, CV folds).")] = 0,
     listed_wrong_weight: Annotated[
         float,
         typer.Option(help="Training weight of listed wrong answers (TruthfulQA, MMLU-Pro) in the head."),
@@ -161,6 +162,7 @@ def train_cmd(
             head=head,  # type: ignore[arg-type]
             hidden=hidden,
             listed_wrong_weight=listed_wrong_weight,
+            seed=seed,
             model_name=model_name,
             alias=alias,
             register=register,

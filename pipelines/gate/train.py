@@ -569,6 +569,9 @@ def _evaluate(
             }
             for src in sorted(set(sources[mm].tolist()))
         }
+    report["test"]["right_vs_wrong_auc"] = right_vs_wrong_auc(
+        df["source"].astype(str).to_numpy()[m["test"]], y[m["test"]], p_model[m["test"]]
+    )
     if len(heads) > 1:
         rh = heads[1]
         for split_name in ("validation", "test"):
@@ -581,6 +584,23 @@ def _evaluate(
     )
     metrics.update({f"test_acceptable_{k}": v for k, v in head_cm.items()})
     return metrics, report
+
+
+RIGHT_WRONG_PAIRS: dict[str, tuple[str, str]] = {
+    "truthfulqa": ("truthfulqa:best", "truthfulqa:incorrect"),
+    "mmlu_pro": ("mmlu_pro:gold", "mmlu_pro:wrong_option"),
+}
+
+
+def right_vs_wrong_auc(sources: np.ndarray, y: np.ndarray, p: np.ndarray) -> dict[str, float]:
+    """ROC-AUC of the model's P(acceptable) between a data set's right and listed wrong answers to the
+    same questions (0.5: it cannot tell them apart): can the encoder check facts at all?"""
+    out = {}
+    for name, (right, wrong) in RIGHT_WRONG_PAIRS.items():
+        keep = np.isin(sources, (right, wrong))
+        if len(set(y[keep].tolist())) == 2:
+            out[name] = score_metrics(y[keep], p[keep])["roc_auc"]
+    return out
 
 
 def pick_threshold(config: GateTrainConfig, p_val: np.ndarray, y_val: np.ndarray) -> float:
@@ -699,6 +719,12 @@ def report_lines(report: dict[str, Any]) -> list[str]:
             if v["acceptable"]
         ]
         lines.append(f"  false escalation by {title}: " + ", ".join(parts))
+    rw = test.get("right_vs_wrong_auc", {})
+    if rw:
+        lines.append(
+            "  right vs listed wrong answer to the same question, model ROC-AUC (0.5 = cannot tell): "
+            + ", ".join(f"{k} {v:.3f}" for k, v in rw.items())
+        )
     hand = report.get("refusal_hand_labels", {})
     if hand.get("rows"):
         lines.append(
@@ -708,6 +734,8 @@ def report_lines(report: dict[str, Any]) -> list[str]:
                 f"{k} {hand[k]['accuracy']:.3f} / {hand[k]['f1']:.3f}"
                 for k in ("phrase", "model", "combined", "gate_rejects")
             )
+            + f"; model calls a refusal at P(refusal) >= {hand.get('refusal_min', 0.0):g}"
+            f" (chosen on {hand.get('validation_rows', 0)} validation hand labels)"
         )
     eco = report["economics"]
     at, pr = eco["at_threshold"], eco["prices"]

@@ -10,6 +10,7 @@ from typing import Any
 import numpy as np
 import pytest
 
+from pipelines.gate.refusal_eval import REFUSAL_MIN_GRID
 from pipelines.gate.train import choose_threshold, decision_metrics, per_reason_reject_rate, score_metrics
 from serving.gate.model import GateItem, GateModel, decide_without_model
 from serving.model.bundle import BundleError
@@ -88,6 +89,8 @@ def test_report_has_per_reason_source_and_length_numbers(trained_gate: Any) -> N
     assert "nq_open:gold" in test["false_escalation_by_source"]
     hand = trained_gate.report["refusal_hand_labels"]
     assert hand["rows"] > 0 and set(hand) >= {"phrase", "model", "combined", "gate_rejects"}
+    assert hand["refusal_min"] in REFUSAL_MIN_GRID and hand["validation_rows"] > 0
+    assert all(0.0 <= v <= 1.0 for v in test["right_vs_wrong_auc"].values())
     text = "\n".join(report_lines(trained_gate.report))
     assert "catch rate by reason" in text and "false escalation by answer length" in text and "$" in text
 
@@ -105,6 +108,18 @@ def test_short_correct_answers_pass_wrong_kinds_of_answer_do_not(gate_bundle: Pa
     # a one-line correct answer to a one-line question is never stopped by a deterministic check
     assert out[0].decided_by == "model" and out[0].p_acceptable is not None
     assert [d.acceptable for d in out[1:]] == [False, False, False]
+
+
+def test_one_line_correct_answers_to_one_line_questions_are_accepted(gate_bundle: Path) -> None:
+    gate = GateModel.load(gate_bundle)
+    items = [
+        GateItem("What is the capital of France?", "Paris."),
+        GateItem("Who wrote Hamlet?", "William Shakespeare."),
+        GateItem("Winner of the women's royal rumble match?", "Charlotte Flair"),
+    ]
+    out = gate.decide(items)
+    assert [d.decided_by for d in out] == ["model"] * 3  # no check calls them too short
+    assert [d.acceptable for d in out] == [True, True, True], [d.p_acceptable for d in out]
 
 
 def test_onnx_parity_with_training_heads(trained_gate: Any, gate_bundle: Path) -> None:

@@ -123,8 +123,11 @@ def train_cmd(
         bool, typer.Option(help="Also train a reason head (refusal, truncated, ...).")
     ] = True,
     head: Annotated[
-        str, typer.Option(help="Acceptability head: mlp (one hidden layer, the default) or logistic.")
-    ] = "mlp",
+        str,
+        typer.Option(
+            help="Acceptability head: mlp (one hidden layer), logistic, or auto (mlp from 2,000 rows)."
+        ),
+    ] = "auto",
     hidden: Annotated[int, typer.Option(help="Hidden units of the MLP head.")] = 128,
     seed: Annotated[int, typer.Option(help="Random seed of the heads (MLP initialisation, CV folds).")] = 0,
     listed_wrong_weight: Annotated[

@@ -54,6 +54,8 @@ REASON_LABELS: tuple[str, ...] = ("ok", "refusal", "incorrect", "garbage", "trun
 ACCEPT_LABELS: tuple[str, str] = ("unacceptable", "acceptable")
 CHECK_FAILED_SCORE = -1.0
 """The served score of a response a deterministic check rejects: below every threshold in [0, 1]."""
+MLP_MIN_TRAIN_ROWS = 2000
+"""`head="auto"` fits the MLP acceptability head from this many training rows on, else the logistic one."""
 LISTED_WRONG_SOURCES: tuple[str, ...] = ("truthfulqa:incorrect", "mmlu_pro:wrong_option")
 """Sources whose rows are a data set's listed wrong answer to a question (see `listed_wrong_weight`)."""
 PARITY_TOLERANCE = 1e-4
@@ -78,8 +80,11 @@ class GateTrainConfig:
     """None: threshold by cascade economics (`prices`); a value: the old fixed false-accept target."""
     prices: CascadePrices = field(default_factory=CascadePrices)
     reason_head: bool = True
-    head: Literal["mlp", "logistic"] = "mlp"
-    """The acceptability head: a one-hidden-layer MLP (`pipelines.gate.heads`) or a logistic regression."""
+    head: Literal["auto", "mlp", "logistic"] = "auto"
+    """The acceptability head: a one-hidden-layer MLP (`pipelines.gate.heads`), a logistic regression, or
+    `auto`: the MLP from `MLP_MIN_TRAIN_ROWS` training rows on (the default data has 6,578), else the
+    logistic head (on a 700-row slice the MLP stops early and ranks worse: held-out ROC-AUC 0.55-0.75
+    against the logistic head's 0.82)."""
     hidden: int = 128
     alpha: float = 1e-2
     """The MLP's hidden units and L2 penalty."""
@@ -108,8 +113,8 @@ class GateTrainConfig:
     def __post_init__(self) -> None:
         if not 0.0 <= self.listed_wrong_weight <= 1.0:
             raise ValueError(f"listed_wrong_weight must be in [0, 1], got {self.listed_wrong_weight}")
-        if self.head not in ("mlp", "logistic"):
-            raise ValueError(f"head must be 'mlp' or 'logistic', got {self.head!r}")
+        if self.head not in ("auto", "mlp", "logistic"):
+            raise ValueError(f"head must be 'auto', 'mlp' or 'logistic', got {self.head!r}")
         if self.target_false_accept is not None and not 0.0 < self.target_false_accept < 1.0:
             raise ValueError(f"target_false_accept must be in (0, 1), got {self.target_false_accept}")
         for spec in (self.prompt_spec, self.response_spec):  # validates the token budgets early
@@ -456,7 +461,8 @@ def _fit_heads(
     heads: list[FittedHead] = []
     train_labels = [acc_labels[i] for i in np.flatnonzero(m["train"])]
     val_labels = [acc_labels[i] for i in np.flatnonzero(m["validation"])]
-    if config.head == "mlp":
+    use_mlp = config.head == "mlp" or (config.head == "auto" and len(train_labels) >= MLP_MIN_TRAIN_ROWS)
+    if use_mlp:
         head = fit_mlp_head(
             "acceptable",
             X[m["train"]],
@@ -569,8 +575,9 @@ def _evaluate(
             }
             for src in sorted(set(sources[mm].tolist()))
         }
+    mt = m["test"]
     report["test"]["right_vs_wrong_auc"] = right_vs_wrong_auc(
-        df["source"].astype(str).to_numpy()[m["test"]], y[m["test"]], p_model[m["test"]]
+        df["source"].astype(str).to_numpy()[mt], fine[mt], y[mt], p_model[mt]
     )
     if len(heads) > 1:
         rh = heads[1]
@@ -589,15 +596,19 @@ def _evaluate(
 RIGHT_WRONG_PAIRS: dict[str, tuple[str, str]] = {
     "truthfulqa": ("truthfulqa:best", "truthfulqa:incorrect"),
     "mmlu_pro": ("mmlu_pro:gold", "mmlu_pro:wrong_option"),
+    "coconot_false_presupposition": ("coconot_pref:chosen", "coconot_pref:rejected"),
 }
 
 
-def right_vs_wrong_auc(sources: np.ndarray, y: np.ndarray, p: np.ndarray) -> dict[str, float]:
-    """ROC-AUC of the model's P(acceptable) between a data set's right and listed wrong answers to the
-    same questions (0.5: it cannot tell them apart): can the encoder check facts at all?"""
+def right_vs_wrong_auc(
+    sources: np.ndarray, reasons: np.ndarray, y: np.ndarray, p: np.ndarray
+) -> dict[str, float]:
+    """ROC-AUC of the model's P(acceptable) between a data set's right answers and its listed wrong
+    (`incorrect`) answers to the same questions (0.5: it cannot tell them apart): can the encoder check
+    facts at all?"""
     out = {}
     for name, (right, wrong) in RIGHT_WRONG_PAIRS.items():
-        keep = np.isin(sources, (right, wrong))
+        keep = (sources == right) | ((sources == wrong) & (reasons == "incorrect"))
         if len(set(y[keep].tolist())) == 2:
             out[name] = score_metrics(y[keep], p[keep])["roc_auc"]
     return out

@@ -27,7 +27,9 @@ def test_a_champion_this_runtime_cannot_load_does_not_block_promotion(
     for bundle in (old, gate_bundle):
         record = TrainingRecord(experiment="g", metrics=metrics)
         log_and_register(record, bundle, model_name="tierroute-gate", alias="candidate")
-        result = promote("tierroute-gate", metric_keys=GATE_KEY_METRICS, extra_checks=[check])
-        assert result.promoted
+        result = promote(
+            "tierroute-gate", metric_keys=GATE_KEY_METRICS, extra_checks=[check], same_rows_check=check
+        )
+        assert result.promoted, result.reason
     notes = [r.note for r in result.rows if r.metric == "gate same rows"]
     assert notes and "does not load in this runtime" in notes[0]

@@ -122,6 +122,18 @@ def train_cmd(
     reason_head: Annotated[
         bool, typer.Option(help="Also train a reason head (refusal, truncated, ...).")
     ] = True,
+    head: Annotated[
+        str,
+        typer.Option(
+            help="Acceptability head: mlp (one hidden layer), logistic, or auto (mlp from 2,000 rows)."
+        ),
+    ] = "auto",
+    hidden: Annotated[int, typer.Option(help="Hidden units of the MLP head.")] = 128,
+    seed: Annotated[int, typer.Option(help="Random seed of the heads (MLP initialisation, CV folds).")] = 0,
+    listed_wrong_weight: Annotated[
+        float,
+        typer.Option(help="Training weight of listed wrong answers (TruthfulQA, MMLU-Pro) in the head."),
+    ] = 0.4,
     model_name: Annotated[str, typer.Option(help="Registered model name.")] = "tierroute-gate",
     alias: Annotated[str, typer.Option(help="Alias set on the new version.")] = "candidate",
     register: Annotated[bool, typer.Option(help="Log to MLflow and register the version.")] = True,
@@ -150,6 +162,10 @@ def train_cmd(
             target_false_accept=target_false_accept,
             prices=CascadePrices(cheap_cost, strong_cost, pass_rate, bad_answer_cost),
             reason_head=reason_head,
+            head=head,  # type: ignore[arg-type]
+            hidden=hidden,
+            listed_wrong_weight=listed_wrong_weight,
+            seed=seed,
             model_name=model_name,
             alias=alias,
             register=register,

@@ -33,7 +33,8 @@ Sources (see the data card for counts and weaknesses):
 - HH-RLHF harmless: not used. Its labels are relative and about harmlessness; the chosen reply is
   more often the refusal (measured in summary.json).
 - Synthetic negatives derived from real acceptable responses (source "synthetic:*"):
-  "truncated" (cut at 25-70% of its length, mid-sentence; only answers >= 240 characters) and
+  "truncated" (cut at 25-70% of its length, mid-sentence at a word boundary, inside a word, or
+  inside a code block: `TRUNCATION_STYLES`; only answers >= 240 characters) and
   "off_instruction" (a real acceptable answer to a different prompt of the same split, prompts
   with overlapping words excluded).
 
@@ -308,6 +309,40 @@ def truncate_mid_sentence(text: str, fraction: float) -> str:
     return head
 
 
+def truncate_mid_word(text: str, fraction: float) -> str:
+    """Cut `text` inside a word at or after `fraction` of its length (what a token limit does)."""
+    for cut in range(max(1, int(len(text) * fraction)), len(text) - 1):
+        if text[cut - 1].isalnum() and text[cut].isalnum():
+            return text[:cut]
+    return truncate_mid_sentence(text, fraction)
+
+
+def truncate_in_code(text: str, fraction: float) -> str | None:
+    """Cut `text` inside its first fenced code block (the fence stays open), or None without one."""
+    start = text.find("```")
+    end = text.find("```", start + 3) if start >= 0 else -1
+    body = text.find("\n", start) + 1 if start >= 0 else 0
+    if start < 0 or end < 0 or end - body < 40:
+        return None
+    cut = body + max(1, int((end - body) * fraction))
+    return text[:cut].rstrip()
+
+
+TRUNCATION_STYLES = ("word", "mid_word", "code")
+"""How a synthetic truncation cuts: at a word boundary mid-sentence, inside a word, or inside a code
+block (answers with one; the others fall back to `word`). Chosen per answer by hash."""
+
+
+def truncate_response(text: str, fraction: float, style: str) -> str:
+    if style == "code":
+        cut = truncate_in_code(text, fraction)
+        if cut is not None:
+            return cut
+    if style == "mid_word":
+        return truncate_mid_word(text, fraction)
+    return truncate_mid_sentence(text, fraction)
+
+
 def _words(text: str) -> set[str]:
     return {w for w in normalise_text(text).split(" ") if len(w) > 3}
 
@@ -324,9 +359,10 @@ def synthetic_rows(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
         text = r["response"]
         if len(text) >= TRUNCATE_MIN_CHARS and _unit("gate-trunc-v1", r["id"]) < TRUNCATE_SHARE:
             frac = 0.25 + 0.45 * _unit("gate-trunc-frac-v1", r["id"])
+            style = TRUNCATION_STYLES[int(3 * _unit("gate-trunc-style-v2", r["id"])) % 3]
             new = _row(
                 r["prompt"],
-                truncate_mid_sentence(text, frac),
+                truncate_response(text, frac, style),
                 False,
                 "truncated",
                 "synthetic:truncate",

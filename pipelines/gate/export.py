@@ -12,8 +12,9 @@ Graph design (documented in the README):
   `response__` prefix on every intermediate tensor, while both copies read the SAME initializers.
   The file therefore holds the weights once (an `onnx.compose.add_prefix` on a second copy would
   duplicate ~90 MB, 23 MB for int8), and the two sides keep their own token budgets.
-- Features = concat(prompt_emb, response_emb, prompt_emb * response_emb, signals): the elementwise
-  product lets a linear head score "does this answer fit this request" (off-instruction answers).
+- Features = concat(prompt_emb, response_emb, prompt_emb * response_emb, cosine, signals): the
+  elementwise product and its sum (the cosine of the two L2-normalised embeddings) let the head
+  score "does this answer fit this request" (off-instruction answers).
 - Heads (skl2onnx logistic regressions, zipmap off) read `features`: `acceptable_probs` [B, 2]
   (columns unacceptable, acceptable) and, when trained, `reason_probs` [B, K]. The graph also
   outputs `prompt_embedding` and `response_embedding` for drift monitoring.
@@ -40,7 +41,7 @@ FEATURES = "features"
 
 
 def feature_dim() -> int:
-    return 3 * EMBED_DIM + len(SIGNAL_NAMES)
+    return 3 * EMBED_DIM + 1 + len(SIGNAL_NAMES)
 
 
 def _copy_encoder(encoder: Any, side: str) -> tuple[list[Any], str]:
@@ -101,14 +102,20 @@ def build_gate_graph(encoder_path: Path, heads: Sequence[FittedHead]) -> Any:
     )
     nodes.append(
         helper.make_node(
+            "ReduceSum", ["pr_product", "pr_cosine_axes"], ["pr_cosine"], keepdims=1, name="pr_cosine"
+        )
+    )
+    nodes.append(
+        helper.make_node(
             "Concat",
-            [embeddings["prompt"], embeddings["response"], "pr_product", SIGNALS_INPUT],
+            [embeddings["prompt"], embeddings["response"], "pr_product", "pr_cosine", SIGNALS_INPUT],
             [FEATURES],
             axis=1,
             name="features_concat",
         )
     )
     initializers = list(encoder.graph.initializer)
+    initializers.append(helper.make_tensor("pr_cosine_axes", TensorProto.INT64, [1], [1]))
     opsets: dict[str, int] = {}
     for imp in encoder.opset_import:
         opsets[imp.domain] = max(opsets.get(imp.domain, 0), imp.version)
@@ -146,6 +153,7 @@ def build_gate_bundle(
     *,
     threshold: float,
     target_false_accept_rate: float,
+    reason_refusal: float = 0.0,
     name: str = "tierroute-gate",
     metadata: dict[str, Any] | None = None,
 ) -> Path:
@@ -166,6 +174,7 @@ def build_gate_bundle(
         thresholds={
             "p_acceptable": float(threshold),
             "target_false_accept_rate": float(target_false_accept_rate),
+            "reason_refusal": float(reason_refusal),
         },
         metadata=dict(metadata or {}),
         expected_outputs=lambda folder, manifest: GateModel(folder, manifest).expected_outputs(),

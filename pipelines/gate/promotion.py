@@ -59,12 +59,21 @@ def same_rows_check(
             df = df.head(limit)
         prompts, responses = df["prompt"].astype(str).tolist(), df["response"].astype(str).tolist()
         y = df["acceptable"].to_numpy()
+        from serving.model.bundle import BundleError
+
         rates = {}
         with tempfile.TemporaryDirectory(prefix="tierroute-gate-promote-") as tmp:
             for who, info in (("champion", ctx.champion), ("candidate", ctx.candidate)):
                 uri = f"models:/{ctx.model_name}/{info.version}"
                 bundle = download_bundle(uri, Path(tmp) / who, tracking_uri=ctx.tracking_uri)
-                rates[who] = same_rows_rates(Path(bundle), prompts, responses, y)
+                try:
+                    rates[who] = same_rows_rates(Path(bundle), prompts, responses, y)
+                except BundleError as exc:
+                    if who == "candidate":
+                        raise
+                    # e.g. a gate trained with older signals: this runtime can neither score nor serve it
+                    note = f"champion v{info.version} does not load in this runtime ({exc}); not compared"
+                    return [ComparisonRow("gate same rows", None, None, None, True, note)]
         rows = []
         for key in ("false_escalation", "false_accept"):
             champ, cand = rates["champion"][key], rates["candidate"][key]

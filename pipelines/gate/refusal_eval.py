@@ -4,11 +4,18 @@ Job: read `data/gate/refusal_labels.csv` (R = refuses or deflects, Q = only asks
 C = answers; U = unsure, left out) with the CoCoNoT responses they label, keep the rows whose prompt
 sits in a held-out split of the gate data, and score four refusal detectors against the labels:
 - `phrase`: the phrase list alone (`serving.gate.refusals.is_refusal`);
-- `model`: the learned gate alone: it rejects the answer and its reason head's top class is `refusal`;
+- `model`: the learned gate alone: it rejects the answer, its reason head's top class is `refusal`
+  and P(refusal) >= `refusal_min`;
 - `combined`: what the served gate does: the checks' refusal phrase first, then the model;
 - `gate_rejects`: the served gate rejects the answer for any reason (what a cascade sees; it also
   rejects wrong answers, which the labels count as answers, so it is not a refusal detector).
 Refusals and clarification requests count as positives.
+
+`refusal_min` (stored in the gate bundle as `thresholds.reason_refusal`; the served gate names a
+model rejection `refusal` only above it) is chosen on the hand labels whose prompt is in the
+validation split (`pick_refusal_min`: best `combined` accuracy, ties to the stricter value) and
+reported on the test split: with ~100 refusals in all, a model that adds false refusals to the
+phrase list's true ones must be kept out of the refusal call, not averaged in.
 """
 
 from __future__ import annotations
@@ -79,12 +86,16 @@ def refusal_detectors(
     check_refusal: np.ndarray,
     check_fails: np.ndarray,
     threshold: float,
+    p_refusal: np.ndarray | None = None,
+    refusal_min: float = 0.0,
 ) -> dict[str, np.ndarray]:
     """Each detector's refusal predictions for aligned rows (see the module docstring)."""
     phrase = np.array([is_refusal(r) for r in responses], dtype=bool)
     rejects = np.asarray(p_acceptable) < threshold
     top = np.array(list(reason_top) if reason_top is not None else ["refusal"] * len(responses))
     model = rejects & (top == "refusal")
+    if p_refusal is not None:
+        model &= np.asarray(p_refusal) >= refusal_min
     served_rejects = np.asarray(check_fails, dtype=bool) | rejects
     return {
         "phrase": phrase,
@@ -111,3 +122,19 @@ def evaluate_refusals(
         "splits": list(splits),
         **{k: detector_metrics(truth, v) for k, v in preds.items()},
     }
+
+
+REFUSAL_MIN_GRID: tuple[float, ...] = (0.0, 0.5, 0.6, 0.7, 0.8, 0.9, 0.95, 1.01)
+"""Candidate `refusal_min` values; 1.01 = the model never calls a refusal (the phrase list alone)."""
+
+
+def pick_refusal_min(
+    truth: np.ndarray,
+    detectors_at: Callable[[float], dict[str, np.ndarray]],
+    grid: Sequence[float] = REFUSAL_MIN_GRID,
+) -> tuple[float, dict[str, float]]:
+    """The `refusal_min` with the best `combined` accuracy against `truth` (ties: the larger value), and
+    the accuracy at every grid value (for the report)."""
+    scores = {f"{v:g}": detector_metrics(truth, detectors_at(v)["combined"])["accuracy"] for v in grid}
+    best = max(grid, key=lambda v: (scores[f"{v:g}"], v))
+    return float(best), scores

@@ -26,12 +26,13 @@ import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import numpy as np
 
 from pipelines.gate.data import length_bin
 from pipelines.gate.economics import CascadePrices, baselines, best_point, cost_curve, curve_table
+from pipelines.gate.heads import fit_mlp_head
 from pipelines.train.embed import Embedder
 from pipelines.train.encoder_export import EncoderArtifact, Precision, export_encoder
 from pipelines.train.heads import FittedHead, fit_head
@@ -53,6 +54,10 @@ REASON_LABELS: tuple[str, ...] = ("ok", "refusal", "incorrect", "garbage", "trun
 ACCEPT_LABELS: tuple[str, str] = ("unacceptable", "acceptable")
 CHECK_FAILED_SCORE = -1.0
 """The served score of a response a deterministic check rejects: below every threshold in [0, 1]."""
+MLP_MIN_TRAIN_ROWS = 2000
+"""`head="auto"` fits the MLP acceptability head from this many training rows on, else the logistic one."""
+LISTED_WRONG_SOURCES: tuple[str, ...] = ("truthfulqa:incorrect", "mmlu_pro:wrong_option")
+"""Sources whose rows are a data set's listed wrong answer to a question (see `listed_wrong_weight`)."""
 PARITY_TOLERANCE = 1e-4
 PARITY_ROWS = 128
 SPLITS = ("train", "validation", "test")
@@ -75,8 +80,22 @@ class GateTrainConfig:
     """None: threshold by cascade economics (`prices`); a value: the old fixed false-accept target."""
     prices: CascadePrices = field(default_factory=CascadePrices)
     reason_head: bool = True
+    head: Literal["auto", "mlp", "logistic"] = "auto"
+    """The acceptability head: a one-hidden-layer MLP (`pipelines.gate.heads`), a logistic regression, or
+    `auto`: the MLP from `MLP_MIN_TRAIN_ROWS` training rows on (the default data has 6,578), else the
+    logistic head (on a 700-row slice the MLP stops early and ranks worse: held-out ROC-AUC 0.55-0.75
+    against the logistic head's 0.82)."""
+    hidden: int = 128
+    alpha: float = 1e-2
+    """The MLP's hidden units and L2 penalty."""
+    listed_wrong_weight: float = 0.4
+    """Training weight of the listed wrong answers (`LISTED_WRONG_SOURCES`) in the acceptability head.
+    Frozen sentence embeddings barely tell a listed wrong answer from its right twin (held-out pair
+    accuracy 0.58 on MMLU-Pro, 0.73 on TruthfulQA): at full weight the head learns to distrust every
+    short factual sentence ("The capital of France is Paris." p 0.28) instead. They stay in validation
+    and test at full weight, so the threshold and every reported number still count them."""
     cs: tuple[float, ...] = (0.25, 1.0, 4.0)
-    """Inverse regularisation strengths tried for each head (fewer, smaller: fast to fit)."""
+    """Inverse regularisation strengths tried for each logistic head (fewer, smaller: fast to fit)."""
     cv_folds: int = 2
     model_name: str = "tierroute-gate"
     experiment: str = "tierroute-gate"
@@ -92,6 +111,10 @@ class GateTrainConfig:
     threads: int = 2
 
     def __post_init__(self) -> None:
+        if not 0.0 <= self.listed_wrong_weight <= 1.0:
+            raise ValueError(f"listed_wrong_weight must be in [0, 1], got {self.listed_wrong_weight}")
+        if self.head not in ("auto", "mlp", "logistic"):
+            raise ValueError(f"head must be 'auto', 'mlp' or 'logistic', got {self.head!r}")
         if self.target_false_accept is not None and not 0.0 < self.target_false_accept < 1.0:
             raise ValueError(f"target_false_accept must be in (0, 1), got {self.target_false_accept}")
         for spec in (self.prompt_spec, self.response_spec):  # validates the token budgets early
@@ -119,6 +142,10 @@ class GateTrainConfig:
             "cs": ",".join(f"{c:g}" for c in self.cs),
             "cv_folds": self.cv_folds,
             "reason_head": self.reason_head,
+            "head": self.head,
+            "hidden": self.hidden,
+            "alpha": self.alpha,
+            "listed_wrong_weight": self.listed_wrong_weight,
             "limit": self.limit,
             "seed": self.seed,
         }
@@ -228,10 +255,15 @@ def subsample(df: Any, limit: int | None) -> Any:
 def build_features(
     embedder_p: Embedder, embedder_r: Embedder, prompts: list[str], responses: list[str], progress: bool
 ) -> np.ndarray:
-    """[N, 3*384 + S]: prompt emb, response emb, their product, signals (same order as the ONNX graph)."""
+    """[N, 3*384 + 1 + S]: prompt emb, response emb, their product, its sum (cosine), signals (the
+    ONNX graph's order)."""
     ep = embedder_p.embed(prompts, progress=progress, desc="embedding prompts")
     er = embedder_r.embed(responses, progress=progress, desc="embedding responses")
-    return np.concatenate([ep, er, ep * er, signals_batch(prompts, responses)], axis=1).astype(np.float32)
+    product = (ep * er).astype(np.float32)
+    cosine = product.sum(axis=1, keepdims=True)
+    return np.concatenate([ep, er, product, cosine, signals_batch(prompts, responses)], axis=1).astype(
+        np.float32
+    )
 
 
 def check_fails(prompts: list[str], responses: list[str]) -> np.ndarray:
@@ -297,7 +329,9 @@ def train_gate(
 
     t = time.perf_counter()
     acc_labels = [ACCEPT_LABELS[v] for v in y]
-    heads = _fit_heads(config, X, acc_labels, coarse, m, echo)
+    listed = df["source"].astype(str).isin(LISTED_WRONG_SOURCES).to_numpy()
+    weights = np.where(listed, config.listed_wrong_weight, 1.0)
+    heads = _fit_heads(config, X, acc_labels, coarse, m, echo, weights)
     head = heads[0]
     timings["heads_s"] = time.perf_counter() - t
 
@@ -340,6 +374,7 @@ def train_gate(
         config.response_spec,
         threshold=threshold,
         target_false_accept_rate=float(report["validation"]["gate"]["false_accept_rate"]),
+        reason_refusal=float(report["refusal_hand_labels"].get("refusal_min", 0.0)),
         name=config.model_name,
         metadata={
             "training_data": {"digest": digest, "rows": len(df), "path": str(config.data)},
@@ -420,20 +455,38 @@ def _fit_heads(
     coarse: np.ndarray,
     m: dict[str, np.ndarray],
     echo: Callable[[str], None],
+    weights: np.ndarray | None = None,
 ) -> list[FittedHead]:
     """The `acceptable` head, plus the coarse `reason` head when enabled and >= 3 reasons are present."""
     heads: list[FittedHead] = []
-    head = fit_head(
-        "acceptable",
-        X[m["train"]],
-        [acc_labels[i] for i in np.flatnonzero(m["train"])],
-        X[m["validation"]],
-        [acc_labels[i] for i in np.flatnonzero(m["validation"])],
-        ACCEPT_LABELS,
-        Cs=config.cs,
-        cv_folds=config.cv_folds,
-        seed=config.seed,
-    )
+    train_labels = [acc_labels[i] for i in np.flatnonzero(m["train"])]
+    val_labels = [acc_labels[i] for i in np.flatnonzero(m["validation"])]
+    use_mlp = config.head == "mlp" or (config.head == "auto" and len(train_labels) >= MLP_MIN_TRAIN_ROWS)
+    if use_mlp:
+        head = fit_mlp_head(
+            "acceptable",
+            X[m["train"]],
+            train_labels,
+            X[m["validation"]],
+            val_labels,
+            ACCEPT_LABELS,
+            hidden=config.hidden,
+            alpha=config.alpha,
+            seed=config.seed,
+            sample_weight=None if weights is None else weights[m["train"]],
+        )
+    else:
+        head = fit_head(
+            "acceptable",
+            X[m["train"]],
+            train_labels,
+            X[m["validation"]],
+            val_labels,
+            ACCEPT_LABELS,
+            Cs=config.cs,
+            cv_folds=config.cv_folds,
+            seed=config.seed,
+        )
     heads.append(head)
     if config.reason_head:
         present = set(coarse[m["train"]].tolist())
@@ -522,6 +575,10 @@ def _evaluate(
             }
             for src in sorted(set(sources[mm].tolist()))
         }
+    mt = m["test"]
+    report["test"]["right_vs_wrong_auc"] = right_vs_wrong_auc(
+        df["source"].astype(str).to_numpy()[mt], fine[mt], y[mt], p_model[mt]
+    )
     if len(heads) > 1:
         rh = heads[1]
         for split_name in ("validation", "test"):
@@ -534,6 +591,27 @@ def _evaluate(
     )
     metrics.update({f"test_acceptable_{k}": v for k, v in head_cm.items()})
     return metrics, report
+
+
+RIGHT_WRONG_PAIRS: dict[str, tuple[str, str]] = {
+    "truthfulqa": ("truthfulqa:best", "truthfulqa:incorrect"),
+    "mmlu_pro": ("mmlu_pro:gold", "mmlu_pro:wrong_option"),
+    "coconot_false_presupposition": ("coconot_pref:chosen", "coconot_pref:rejected"),
+}
+
+
+def right_vs_wrong_auc(
+    sources: np.ndarray, reasons: np.ndarray, y: np.ndarray, p: np.ndarray
+) -> dict[str, float]:
+    """ROC-AUC of the model's P(acceptable) between a data set's right answers and its listed wrong
+    (`incorrect`) answers to the same questions (0.5: it cannot tell them apart): can the encoder check
+    facts at all?"""
+    out = {}
+    for name, (right, wrong) in RIGHT_WRONG_PAIRS.items():
+        keep = (sources == right) | ((sources == wrong) & (reasons == "incorrect"))
+        if len(set(y[keep].tolist())) == 2:
+            out[name] = score_metrics(y[keep], p[keep])["roc_auc"]
+    return out
 
 
 def pick_threshold(config: GateTrainConfig, p_val: np.ndarray, y_val: np.ndarray) -> float:
@@ -586,30 +664,50 @@ def _refusal_hand_eval(
     df: Any,
     progress: bool,
 ) -> dict[str, Any]:
-    """Refusal detectors on the hand labels whose prompt is in the test split (see `refusal_eval`)."""
+    """Refusal detectors on the hand labels: `refusal_min` chosen on the labels whose prompt is in the
+    validation split, every detector reported on those in the test split (see `refusal_eval`)."""
     from pipelines.gate.data import RAW_DIR, REFUSAL_LABELS
-    from pipelines.gate.refusal_eval import evaluate_refusals, hand_labelled_pairs, refusal_detectors
+    from pipelines.gate.refusal_eval import (
+        evaluate_refusals,
+        hand_labelled_pairs,
+        pick_refusal_min,
+        refusal_detectors,
+    )
 
     raw_dir = Path(config.data).parent.parent / "raw" if config.raw_dir is None else config.raw_dir
     raw_dir = raw_dir if (raw_dir / "coconot").is_dir() else RAW_DIR
     pairs = hand_labelled_pairs(raw_dir, config.refusal_labels or REFUSAL_LABELS)
     split_of = dict(zip(df["prompt"].astype(str), df["split"].astype(str), strict=True))
 
-    def predict(prompts: list[str], responses: list[str]) -> dict[str, np.ndarray]:
+    def detectors_for(prompts: list[str], responses: list[str]) -> Callable[[float], dict[str, np.ndarray]]:
         X = _features(config, encoder, prompts, responses, progress)
         p = heads[0].predict_proba(X)[:, 1]
-        top = [heads[1].labels[i] for i in heads[1].predict_proba(X).argmax(1)] if len(heads) > 1 else None
+        top, p_refusal = None, None
+        if len(heads) > 1:
+            probs = heads[1].predict_proba(X)
+            top = [heads[1].labels[i] for i in probs.argmax(1)]
+            if "refusal" in heads[1].labels:
+                p_refusal = probs[:, heads[1].labels.index("refusal")]
         results = [check_response(pr, r) for pr, r in zip(prompts, responses, strict=True)]
-        return refusal_detectors(
-            responses,
-            p,
-            top,
-            np.array(["refusal" in c.reasons for c in results]),
-            np.array([not c.ok for c in results]),
-            threshold,
+        check_refusal = np.array(["refusal" in c.reasons for c in results])
+        check_failed = np.array([not c.ok for c in results])
+        return lambda tau: refusal_detectors(
+            responses, p, top, check_refusal, check_failed, threshold, p_refusal, tau
         )
 
-    return evaluate_refusals(pairs, split_of.get, predict, ("test",))
+    val = [q for q in pairs if split_of.get(q["prompt"]) == "validation"]
+    refusal_min: float = 0.0
+    on_validation: dict[str, float] = {}
+    if val and any(q["refusal"] for q in val):
+        at = detectors_for([q["prompt"] for q in val], [q["response"] for q in val])
+        refusal_min, on_validation = pick_refusal_min(np.array([q["refusal"] for q in val]), at)
+    out = evaluate_refusals(pairs, split_of.get, lambda pr, rs: detectors_for(pr, rs)(refusal_min), ("test",))
+    return {
+        **out,
+        "refusal_min": refusal_min,
+        "validation_rows": len(val),
+        "validation_combined_accuracy_by_refusal_min": on_validation,
+    }
 
 
 def report_lines(report: dict[str, Any]) -> list[str]:
@@ -632,6 +730,12 @@ def report_lines(report: dict[str, Any]) -> list[str]:
             if v["acceptable"]
         ]
         lines.append(f"  false escalation by {title}: " + ", ".join(parts))
+    rw = test.get("right_vs_wrong_auc", {})
+    if rw:
+        lines.append(
+            "  right vs listed wrong answer to the same question, model ROC-AUC (0.5 = cannot tell): "
+            + ", ".join(f"{k} {v:.3f}" for k, v in rw.items())
+        )
     hand = report.get("refusal_hand_labels", {})
     if hand.get("rows"):
         lines.append(
@@ -641,6 +745,8 @@ def report_lines(report: dict[str, Any]) -> list[str]:
                 f"{k} {hand[k]['accuracy']:.3f} / {hand[k]['f1']:.3f}"
                 for k in ("phrase", "model", "combined", "gate_rejects")
             )
+            + f"; model calls a refusal at P(refusal) >= {hand.get('refusal_min', 0.0):g}"
+            f" (chosen on {hand.get('validation_rows', 0)} validation hand labels)"
         )
     eco = report["economics"]
     at, pr = eco["at_threshold"], eco["prices"]

@@ -26,6 +26,7 @@ from scipy.optimize import minimize_scalar
 from scipy.special import log_softmax
 from sklearn.linear_model import LogisticRegression
 from sklearn.model_selection import GridSearchCV, StratifiedKFold
+from sklearn.neural_network import MLPClassifier
 
 DEFAULT_CS: tuple[float, ...] = (0.5, 2.0, 8.0, 32.0)
 
@@ -36,7 +37,8 @@ class FittedHead:
 
     name: str
     labels: tuple[str, ...]
-    model: LogisticRegression
+    model: LogisticRegression | MLPClassifier
+    """LogisticRegression here; the response gate's acceptability head is an MLP (`pipelines.gate.heads`)."""
     C: float
     temperature: float
     cv_scores: dict[str, float] = field(default_factory=dict)

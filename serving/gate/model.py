@@ -18,6 +18,8 @@ Trade-offs:
   depend on its batch-mates and their padding; an int8 gate therefore runs one item per session
   call (training embedded one text per call too, so served scores equal training-time scores).
   fp32 gates run the whole batch in one call (batch-invariant to ~1e-7).
+- A model rejection is named `refusal` only when the reason head's P(refusal) reaches the bundle's
+  `thresholds.reason_refusal` (chosen on the hand labels; the phrase-list check names the others).
 - Without a model (`decide_without_model`) the checks alone decide; `decided_by` says which path
   was taken so traces can show it.
 """
@@ -138,6 +140,7 @@ class GateModel:
             sig = manifest["signals"]
             heads = {h["name"]: (tuple(h["labels"]), h["output"]) for h in manifest["heads"]}
             self.threshold = float(manifest["thresholds"]["p_acceptable"])
+            self.refusal_min = float(manifest["thresholds"].get("reason_refusal", 0.0))
         except (KeyError, TypeError, ValueError) as exc:
             raise BundleError(f"{path}: malformed gate manifest ({exc})") from exc
         if int(sig.get("version", -1)) != SIGNALS_VERSION or list(sig.get("names", [])) != list(SIGNAL_NAMES):
@@ -224,11 +227,15 @@ class GateModel:
         return float(self.score([prompt], [response]).p_acceptable[0])
 
     def _learned_reason(self, probs: np.ndarray | None) -> tuple[list[str], dict[str, float] | None]:
+        """The most likely bad reason; `refusal` only when P(refusal) >= the bundle's
+        `thresholds.reason_refusal` (chosen on hand labels at training time), else the next one."""
         if probs is None or self.reason_labels is None:
             return ["low_p_acceptable"], None
         as_dict = {lab: float(v) for lab, v in zip(self.reason_labels, probs, strict=True)}
-        bad = [(v, lab) for lab, v in as_dict.items() if lab != "ok"]
-        return ([max(bad)[1]] if bad else ["low_p_acceptable"]), as_dict
+        bad = sorted(((v, lab) for lab, v in as_dict.items() if lab != "ok"), reverse=True)
+        if bad and bad[0][1] == "refusal" and bad[0][0] < self.refusal_min:
+            bad = bad[1:]
+        return ([bad[0][1]] if bad else ["low_p_acceptable"]), as_dict
 
     def decide(self, items: Sequence[GateItem], threshold: float | None = None) -> list[GateDecision]:
         """Checks first (failures short-circuit), then one model call for the rest; input order kept."""

@@ -3,7 +3,9 @@
 Job: a handful of numbers the encoder cannot see well because it reads only the head and tail of
 each text: how long the answer is (absolutely and relative to the request), whether it opens
 with a refusal, whether it stops mid-sentence or inside a code fence, and whether it looks like
-garbage (symbol soup, one token repeated). Computed identically at training and serving time
+garbage (symbol soup, one token repeated), and how many of the request's content words the answer
+uses (an answer to another question shares few: the off-topic signal next to the cosine of the
+two embeddings, which the gate graph computes itself). Computed identically at training and serving time
 (this module is the only implementation), in tens of microseconds with the standard library.
 
 Trade-off: every signal is a fixed transform with values in about [0, 1], so the logistic head
@@ -14,13 +16,14 @@ meaning of a trained head, hence `SIGNALS_VERSION`, stored in each gate bundle a
 from __future__ import annotations
 
 import math
+import re
 from collections.abc import Sequence
 
 import numpy as np
 
 from serving.gate.refusals import is_refusal
 
-SIGNALS_VERSION = 1
+SIGNALS_VERSION = 2
 SIGNAL_NAMES: tuple[str, ...] = (
     "log_response_chars",
     "log_prompt_chars",
@@ -31,10 +34,60 @@ SIGNAL_NAMES: tuple[str, ...] = (
     "odd_code_fences",
     "symbol_share",
     "repetition",
+    "prompt_words_answered",
+    "word_jaccard",
 )
 
 _TERMINAL = frozenset(".!?:;)]}\"'`*>|")
 _SAMPLE_CHARS = 2000
+_OVERLAP_CHARS = 3000
+_WORD = re.compile(r"[a-z0-9]+")
+_STOPWORDS = frozenset(
+    [
+        "the",
+        "a",
+        "an",
+        "of",
+        "to",
+        "in",
+        "and",
+        "or",
+        "is",
+        "are",
+        "was",
+        "were",
+        "be",
+        "for",
+        "on",
+        "with",
+        "what",
+        "which",
+        "who",
+        "how",
+        "why",
+        "when",
+        "where",
+        "that",
+        "this",
+        "it",
+        "as",
+        "by",
+        "at",
+        "from",
+        "do",
+        "does",
+        "did",
+        "you",
+        "your",
+        "my",
+        "me",
+        "can",
+        "could",
+        "would",
+        "should",
+        "will",
+    ]
+)
 
 
 def _ends_mid_sentence(text: str) -> float:
@@ -64,11 +117,25 @@ def _repetition(sample: str) -> float:
     return 1.0 - len(set(words)) / len(words)
 
 
+def _content_words(text: str) -> set[str]:
+    return {w for w in _WORD.findall(text.lower()) if len(w) > 2 and w not in _STOPWORDS}
+
+
+def _overlap(prompt: str, response: str) -> tuple[float, float]:
+    """(share of the prompt's content words the response uses, Jaccard of the two word sets)."""
+    a, b = _content_words(prompt), _content_words(response[:_OVERLAP_CHARS])
+    if not a or not b:
+        return 0.0, 0.0
+    shared = len(a & b)
+    return shared / len(a), shared / len(a | b)
+
+
 def signals(prompt: str, response: str) -> list[float]:
     """The `SIGNAL_NAMES` values for one (prompt, response) pair."""
     p = prompt.strip()
     r = response.strip()
     sample = r[:_SAMPLE_CHARS]
+    answered, jaccard = _overlap(p, r)
     return [
         math.log1p(len(r)) / 10.0,
         math.log1p(len(p)) / 10.0,
@@ -79,6 +146,8 @@ def signals(prompt: str, response: str) -> list[float]:
         1.0 if (r.count("```") % 2 == 1) else 0.0,
         _symbol_share(sample),
         _repetition(sample),
+        answered,
+        jaccard,
     ]
 
 

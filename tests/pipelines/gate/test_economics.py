@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 from pipelines.gate.economics import CascadePrices, baselines, best_point, cascade_point, cost_curve
-from pipelines.gate.refusal_eval import detector_metrics, refusal_detectors
+from pipelines.gate.refusal_eval import detector_metrics, pick_refusal_min, refusal_detectors
 
 
 def test_cascade_point_arithmetic() -> None:
@@ -62,3 +62,26 @@ def test_refusal_detectors_and_metrics() -> None:
     assert preds["gate_rejects"].tolist() == [True, True, False]
     m = detector_metrics(np.array([True, False, False]), preds["gate_rejects"])
     assert m["accuracy"] == pytest.approx(2 / 3) and m["precision"] == 0.5 and m["recall"] == 1.0
+
+
+def test_refusal_min_keeps_unsure_model_refusals_out_and_is_picked_on_labels() -> None:
+    responses = ["Sure, here it is.", "Let me explain the basics first.", "I'd rather not."]
+    truth = np.array([False, False, True])
+
+    def at(tau: float) -> dict[str, np.ndarray]:
+        return refusal_detectors(
+            responses,
+            p_acceptable=np.array([0.9, 0.1, 0.1]),
+            reason_top=["ok", "refusal", "refusal"],
+            check_refusal=np.zeros(3, bool),
+            check_fails=np.zeros(3, bool),
+            threshold=0.5,
+            p_refusal=np.array([0.0, 0.55, 0.92]),
+            refusal_min=tau,
+        )
+
+    assert at(0.0)["combined"].tolist() == [False, True, True]  # the unsure 0.55 refusal is a false one
+    assert at(0.9)["combined"].tolist() == [False, False, True]
+    tau, scores = pick_refusal_min(truth, at, grid=(0.0, 0.5, 0.6, 0.9, 0.95, 1.01))
+    assert tau == 0.9  # 0.6 and 0.9 are both perfect: ties go to the stricter value
+    assert scores["0"] == pytest.approx(2 / 3) and scores["1.01"] == pytest.approx(2 / 3)

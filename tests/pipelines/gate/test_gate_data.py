@@ -7,7 +7,13 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from pipelines.gate.data import REASONS, build_rows, load_gate_dataset, truncate_mid_sentence
+from pipelines.gate.data import (
+    REASONS,
+    build_rows,
+    load_gate_dataset,
+    truncate_mid_sentence,
+    truncate_response,
+)
 
 REPO = Path(__file__).resolve().parents[3]
 
@@ -66,6 +72,19 @@ def test_truncate_mid_sentence() -> None:
     cut = truncate_mid_sentence(text, 0.6)
     assert text.startswith(cut) and len(cut) < len(text)
     assert cut[-1] not in ".!?:;"
+
+
+def test_truncation_styles_cut_inside_a_word_or_a_code_block() -> None:
+    text = (
+        "Here is how:\n\n```python\ndef add(a, b):\n    return a + b\n\nprint(add(1, 2))\n```\n\n"
+        "This prints 3."
+    )
+    mid = truncate_response(text, 0.5, "mid_word")
+    assert text.startswith(mid) and mid[-1].isalnum() and text[len(mid)].isalnum()  # ends inside a word
+    code = truncate_response(text, 0.5, "code")
+    assert text.startswith(code) and code.count("```") == 1  # the fence stays open
+    prose = "No code here, only a sentence that goes on for a while and then some more words at the end."
+    assert truncate_response(prose, 0.5, "code") == truncate_mid_sentence(prose, 0.5)  # fallback
 
 
 def test_missing_raw_data_is_a_clear_error(tmp_path: Path) -> None:

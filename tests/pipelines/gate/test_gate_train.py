@@ -10,6 +10,7 @@ from typing import Any
 import numpy as np
 import pytest
 
+from pipelines.gate.refusal_eval import REFUSAL_MIN_GRID
 from pipelines.gate.train import choose_threshold, decision_metrics, per_reason_reject_rate, score_metrics
 from serving.gate.model import GateItem, GateModel, decide_without_model
 from serving.model.bundle import BundleError
@@ -88,6 +89,8 @@ def test_report_has_per_reason_source_and_length_numbers(trained_gate: Any) -> N
     assert "nq_open:gold" in test["false_escalation_by_source"]
     hand = trained_gate.report["refusal_hand_labels"]
     assert hand["rows"] > 0 and set(hand) >= {"phrase", "model", "combined", "gate_rejects"}
+    assert hand["refusal_min"] in REFUSAL_MIN_GRID and hand["validation_rows"] > 0
+    assert all(0.0 <= v <= 1.0 for v in test["right_vs_wrong_auc"].values())
     text = "\n".join(report_lines(trained_gate.report))
     assert "catch rate by reason" in text and "false escalation by answer length" in text and "$" in text
 
@@ -107,12 +110,27 @@ def test_short_correct_answers_pass_wrong_kinds_of_answer_do_not(gate_bundle: Pa
     assert [d.acceptable for d in out[1:]] == [False, False, False]
 
 
+def test_one_line_correct_answers_to_one_line_questions_are_accepted(gate_bundle: Path) -> None:
+    gate = GateModel.load(gate_bundle)
+    items = [
+        GateItem("What is the capital of France?", "Paris."),
+        GateItem("Who wrote Hamlet?", "William Shakespeare."),
+        GateItem("Winner of the women's royal rumble match?", "Charlotte Flair"),
+    ]
+    out = gate.decide(items)
+    assert [d.decided_by for d in out] == ["model"] * 3  # no check calls them too short
+    # the 700-row test gate accepts these two; NQ-style bare names are the weaker case (README)
+    assert [d.acceptable for d in out[:2]] == [True, True], [d.p_acceptable for d in out]
+
+
 def test_onnx_parity_with_training_heads(trained_gate: Any, gate_bundle: Path) -> None:
     from pipelines.gate.train import build_features
     from pipelines.train.embed import Embedder
     from pipelines.train.encoder_export import EncoderArtifact
 
     assert trained_gate.metrics["parity_max_abs_diff"] < 1e-4
+    assert type(trained_gate.heads[0].model).__name__ == "LogisticRegression"  # "auto" on a 700-row slice
+
     # independent re-check on new texts, through the training feature path
     gate = GateModel.load(gate_bundle)
     pairs = [
@@ -133,6 +151,27 @@ def test_onnx_parity_with_training_heads(trained_gate: Any, gate_bundle: Path) -
     assert np.abs(scores.p_acceptable - expected).max() < 1e-4
 
 
+def test_mlp_head_in_the_gate_graph_matches_sklearn(
+    gate_dataset: Path, session_cache: Path, tmp_path: Path
+) -> None:
+    from pipelines.gate.train import GateTrainConfig, train_gate
+
+    config = GateTrainConfig(
+        data=gate_dataset,
+        out_dir=tmp_path,
+        encoder_cache=session_cache / "encoder",
+        embedding_cache=session_cache / "gate-embeddings",
+        limit=700,
+        head="mlp",
+        reason_head=False,
+        register=False,
+    )
+    result = train_gate(config, progress=False, echo=lambda _: None)
+    assert type(result.heads[0].model).__name__ == "MLPClassifier"
+    assert result.metrics["parity_max_abs_diff"] < 1e-4  # the bundle's ONNX graph vs the sklearn MLP
+    GateModel.load(result.bundle_dir).self_check()
+
+
 def test_bundle_manifest_and_self_check(gate_bundle: Path) -> None:
     manifest = json.loads((gate_bundle / "bundle.json").read_text())
     assert manifest["kind"] == "gate"
@@ -144,6 +183,19 @@ def test_bundle_manifest_and_self_check(gate_bundle: Path) -> None:
     gate = GateModel.load(gate_bundle)
     gate.self_check()
     assert gate.threshold == manifest["thresholds"]["p_acceptable"]
+    assert gate.refusal_min == manifest["thresholds"]["reason_refusal"]
+
+
+def test_learned_refusal_reason_needs_the_bundles_refusal_probability(gate_bundle: Path) -> None:
+    gate = GateModel.load(gate_bundle)
+    assert gate.reason_labels is not None and "refusal" in gate.reason_labels
+    probs = np.array([0.3 if lab == "refusal" else 0.0 for lab in gate.reason_labels])
+    probs[gate.reason_labels.index("incorrect")] = 0.2
+    probs[gate.reason_labels.index("ok")] = 1.0 - probs.sum()
+    gate.refusal_min = 0.0
+    assert gate._learned_reason(probs)[0] == ["refusal"]
+    gate.refusal_min = 0.5  # an unsure refusal call gives way to the next bad reason
+    assert gate._learned_reason(probs)[0] == ["incorrect"]
 
 
 def test_checks_short_circuit_the_model(gate_bundle: Path) -> None:

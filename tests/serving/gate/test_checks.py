@@ -129,6 +129,8 @@ def test_empty_with_finish_reason_reports_both() -> None:
         ("Classify the sentiment of this review: 'Great phone, terrible battery.'", "mixed"),
         ("Which planet is largest?\nA. Mars\nB. Jupiter\nC. Venus", "B"),
         ("How many legs does a spider have?", "8"),
+        ("Winner of the women's royal rumble match?", "Charlotte Flair"),  # one-line questions (NQ style)
+        ("The art and science of making objects from clay is called?", "Ceramics."),
     ],
 )
 def test_short_answers_fine_for_closed_requests(prompt: str, response: str) -> None:
@@ -142,6 +144,9 @@ def test_short_answers_fine_for_closed_requests(prompt: str, response: str) -> N
         ("Write a cover letter for a junior data analyst position at a bank.", "Dear Sir,"),
         ("Explain how vaccines train the immune system.", "Many famou"),
         ("Give me a recipe for Vitel toné.", "Sure, here is a recipe:"),
+        ("How do I make apple juice?", "First, wash"),  # one-line, but an open question
+        ("Hi, can you explain how ice hockey works?", "Sure! Ice"),
+        ("Why can time seem to slow down in dangerous situations?", "When we"),
     ],
 )
 def test_too_short_for_open_requests(prompt: str, response: str) -> None:

@@ -56,3 +56,13 @@ def test_batch_shape_and_mismatch() -> None:
     assert out.shape == (2, len(SIGNAL_NAMES)) and out.dtype == np.float32
     with pytest.raises(ValueError):
         signals_batch(["a"], [])
+
+
+def test_word_overlap_tells_an_answer_to_this_request_from_another() -> None:
+    prompt = "How do I make frosting with Crisco shortening?"
+    on = named(prompt, "Beat one cup of Crisco shortening with powdered sugar until the frosting is fluffy.")
+    off = named(prompt, "The Treaty of Westphalia ended the Thirty Years' War in 1648.")
+    assert on["prompt_words_answered"] == pytest.approx(3 / 4)  # make, frosting, crisco, shortening
+    assert on["word_jaccard"] > off["word_jaccard"] == 0.0
+    assert off["prompt_words_answered"] == 0.0
+    assert named("?", "Paris.")["prompt_words_answered"] == 0.0  # no content words: no signal

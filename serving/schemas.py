@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Mapping
-from typing import Any
+from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
@@ -104,6 +104,10 @@ class ClassifyResult(BaseModel):
     confidence: float = Field(ge=0.0, le=1.0, description="max tier probability")
     tokens: int = Field(ge=0, description="token count of the text before truncation")
     truncated: bool
+    stage: Literal["fast", "full"] | None = Field(
+        default=None,
+        description="two-stage bundles only: which stage answered (static fast path or MiniLM)",
+    )
 
 
 class ClassifyResponse(BaseModel):

@@ -54,7 +54,7 @@ def head_to_onnx(head: FittedHead, input_name: str = "embedding", width: int = E
     )
 
 
-def merge_heads(encoder_path: Path, heads: Sequence[FittedHead]) -> Any:
+def merge_heads(encoder_path: Path, heads: Sequence[FittedHead], width: int = EMBED_DIM) -> Any:
     """The encoder graph with every head appended, reading the shared `embedding` tensor."""
     import onnx
     from onnx import TensorProto, helper
@@ -68,7 +68,7 @@ def merge_heads(encoder_path: Path, heads: Sequence[FittedHead]) -> Any:
         opsets[imp.domain] = max(opsets.get(imp.domain, 0), imp.version)
     for head in heads:
         prefix = f"{head.name}__"
-        h = onnx.compose.add_prefix(head_to_onnx(head), prefix)
+        h = onnx.compose.add_prefix(head_to_onnx(head, width=width), prefix)
         for imp in h.opset_import:
             opsets[imp.domain] = max(opsets.get(imp.domain, 0), imp.version)
         head_input = prefix + "embedding"
@@ -127,7 +127,9 @@ def build_bundle(
     thresholds = metadata.pop("thresholds", {"min_confidence": 0.5})
     return write_bundle(
         out_dir,
-        lambda path: onnx.save(merge_heads(encoder.path, heads), str(path)),
+        lambda path: onnx.save(
+            merge_heads(encoder.path, heads, int(getattr(encoder, "dim", EMBED_DIM))), str(path)
+        ),
         encoder,
         heads,
         kind="classifier",

@@ -152,6 +152,7 @@ class Prediction:
     complexity: float | None = None
     confidence: float | None = None
     extra: dict[str, Any] = field(default_factory=dict)
+    stage: str | None = None  # two-stage bundles: "fast" or "full" (serving.model.two_stage)
 
     def to_result(self) -> dict[str, Any]:
         out: dict[str, Any] = {}
@@ -162,6 +163,8 @@ class Prediction:
         out["confidence"] = self.confidence
         out["tokens"] = self.tokens
         out["truncated"] = self.truncated
+        if self.stage is not None:
+            out["stage"] = self.stage
         return out
 
 
@@ -239,6 +242,10 @@ class Bundle:
     @classmethod
     def load(cls, path: Path, threads: int = 1) -> Bundle:
         manifest = read_manifest(Path(path))
+        if "two_stage" in manifest and cls is Bundle:  # static first stage + MiniLM in full/
+            from serving.model.two_stage import TwoStageBundle
+
+            return TwoStageBundle(Path(path), manifest, threads=threads)
         return cls(Path(path), manifest, threads=threads)
 
     @property
@@ -280,11 +287,14 @@ class Bundle:
         )
 
     def predict(self, texts: Sequence[str], cancel: CancelToken | None = None) -> list[Prediction]:
-        out = self.predict_arrays(texts, cancel)
+        return self.predictions(self.predict_arrays(texts, cancel), len(texts))
+
+    def predictions(self, out: BundleOutput, n: int) -> list[Prediction]:
+        """The first `n` rows of `out` as `Prediction`s."""
         tier = out.probs.get(TIER_HEAD)
         complexity = complexity_from_tier_probs(tier) if tier is not None else None
         results: list[Prediction] = []
-        for i in range(len(texts)):
+        for i in range(n):
             labels: dict[str, str] = {}
             probs: dict[str, dict[str, float]] = {}
             for h in self.heads:

@@ -76,6 +76,13 @@ def train_cmd(
             "from this bundle otherwise."
         ),
     ] = None,
+    two_stage_heads: Annotated[
+        str | None,
+        typer.Option(help="Comma-separated heads whose confidence gates the fast stage (default: all)."),
+    ] = None,
+    two_stage_agreement: Annotated[
+        float, typer.Option(help="Validation agreement with MiniLM the fast stage's answers must reach.")
+    ] = 0.97,
     model_name: Annotated[str, typer.Option(help="Registered model name.")] = "tierroute-classifier",
     out: Annotated[Path, typer.Option(help="Folder for exported bundles.")] = Path("models/bundles"),
     register: Annotated[
@@ -111,6 +118,10 @@ def train_cmd(
             precision=precision,  # type: ignore[arg-type]
             encoder=encoder,  # type: ignore[arg-type]
             full_bundle=full_bundle,
+            two_stage_heads=tuple(h.strip() for h in two_stage_heads.split(",") if h.strip())
+            if two_stage_heads
+            else None,
+            two_stage_agreement=two_stage_agreement,
             model_name=model_name,
             out_dir=out,
             register=register,

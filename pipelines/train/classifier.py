@@ -54,6 +54,9 @@ class TrainConfig:
     full_bundle: Path | None = None
     """With `encoder="static"`: also write a two-stage bundle (`pipelines.train.two_stage`) that answers
     from this static model when it is confident and from this (MiniLM) bundle otherwise."""
+    two_stage_heads: tuple[str, ...] | None = None
+    """Heads whose confidence gates the fast stage (default: all); agreement is measured on them."""
+    two_stage_agreement: float = 0.97
     model_name: str = "tierroute-classifier"
     out_dir: Path = Path("models/bundles")
     encoder_cache: Path = Path("models/encoder")
@@ -267,7 +270,12 @@ def train(
         t = time.perf_counter()
         val_texts = df.loc[df["split"] == "validation", "text"].astype(str).tolist()
         two_stage_dir, bar = build_two_stage(
-            bundle_dir, config.full_bundle, bundle_dir.with_name(f"{bundle_dir.name}-two-stage"), val_texts
+            bundle_dir,
+            config.full_bundle,
+            bundle_dir.with_name(f"{bundle_dir.name}-two-stage"),
+            val_texts,
+            target_agreement=config.two_stage_agreement,
+            heads=config.two_stage_heads,
         )
         timings["two_stage_s"] = time.perf_counter() - t
         metrics["two_stage_min_confidence"] = bar.min_confidence

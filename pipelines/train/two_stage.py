@@ -102,11 +102,13 @@ def build_two_stage(
     *,
     target_agreement: float = TARGET_AGREEMENT,
     min_confidence: float | None = None,
+    heads: Sequence[str] | None = None,
 ) -> tuple[Path, Bar]:
     """Write the two-stage bundle into `out_dir` (atomically); returns it and the chosen bar.
 
     `min_confidence` fixes the bar instead of calibrating it (its share and agreement on
-    `validation_texts` are still recorded)."""
+    `validation_texts` are still recorded). `heads` are the heads whose confidence and agreement gate
+    the fast stage (default: all of them; e.g. only `tier`, the head routing reads)."""
     fast = Bundle.load(fast_dir, threads=2)
     full = Bundle.load(full_dir, threads=2)
     if TWO_STAGE_KEY in full.manifest:
@@ -115,8 +117,13 @@ def build_two_stage(
         a.labels != b.labels for a, b in zip(fast.heads, full.heads, strict=True)
     ):
         raise ValueError(f"{fast_dir} and {full_dir} have different heads or label orders")
-    fast_probs = predict_in_order(fast, validation_texts)
-    full_probs = predict_in_order(full, validation_texts)
+    gate = list(heads or fast.head_names)
+    if not set(gate) <= set(fast.head_names):
+        raise ValueError(f"two-stage heads {gate} are not all heads of {fast_dir} ({fast.head_names})")
+    fast_all = predict_in_order(fast, validation_texts)
+    full_all = predict_in_order(full, validation_texts)
+    fast_probs = {h: fast_all[h] for h in gate}
+    full_probs = {h: full_all[h] for h in gate}
     bar = (
         choose_bar(fast_probs, full_probs, target_agreement)
         if min_confidence is None
@@ -136,7 +143,8 @@ def build_two_stage(
         manifest[TWO_STAGE_KEY] = {
             "full": FULL_DIR,
             "full_name": full.name,
-            "confidence": "min over heads of the top-class probability",
+            "heads": gate,
+            "confidence": "min over `heads` of the top-class probability",
             "min_confidence": round(bar.min_confidence, 6),
             "calibration": {
                 "split": "validation",

@@ -4,12 +4,12 @@ Job: serve a `two_stage` bundle. Such a folder is an ordinary static bundle (its
 `tokenizer.json`, `bundle.json`, heads trained on the static embeddings) plus a complete MiniLM bundle
 in `full/`, and a manifest block
 
-    "two_stage": {"full": "full", "min_confidence": 0.83, "confidence": "min_max_prob", ...}
+    "two_stage": {"full": "full", "min_confidence": 0.83, "heads": ["tier", "task"], ...}
 
 `Bundle.load` returns a `TwoStageBundle` for it, so the holder, the service, `tierroute eval` and the
 router use it like any other bundle. Each text is scored by the fast stage; when its confidence
-(the smallest top-class probability over the heads) reaches `min_confidence`, that answer stands
-(`stage: "fast"`); the other texts of the batch are scored again by the full bundle
+(the smallest top-class probability over the gating `heads`, default all) reaches `min_confidence`,
+that answer stands (`stage: "fast"`); the other texts of the batch are scored again by the full bundle
 (`stage: "full"`). The bar is calibrated at training time on the validation split
 (`pipelines.train.two_stage`) and stored with the numbers it was chosen from.
 
@@ -56,8 +56,11 @@ class TwoStageBundle(Bundle):
             block = dict(manifest[TWO_STAGE_KEY])
             self.min_confidence = float(block["min_confidence"])
             full_dir = self.path / str(block.get("full", "full"))
+            self.gate_heads = [str(h) for h in (block.get("heads") or self.head_names)]
         except (KeyError, TypeError, ValueError) as exc:
             raise BundleError(f"{path}: malformed '{TWO_STAGE_KEY}' block ({exc})") from exc
+        if not set(self.gate_heads) <= set(self.head_names):
+            raise BundleError(f"{path}: two_stage.heads {self.gate_heads} are not all heads of the bundle")
         if not 0.0 <= self.min_confidence < float("inf"):  # above 1: the fast stage never answers
             raise BundleError(f"{path}: two_stage.min_confidence must be a number >= 0")
         full_manifest = read_manifest(full_dir)
@@ -75,7 +78,7 @@ class TwoStageBundle(Bundle):
     ) -> tuple[BundleOutput, np.ndarray]:
         """Outputs for `texts` and, per text, True where the fast stage answered."""
         fast = Bundle.predict_arrays(self, texts, cancel)
-        sure = stage_confidence(fast.probs) >= self.min_confidence
+        sure = stage_confidence({h: fast.probs[h] for h in self.gate_heads}) >= self.min_confidence
         unsure = np.flatnonzero(~sure)
         if len(unsure) == 0:
             return fast, sure

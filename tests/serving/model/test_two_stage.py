@@ -146,3 +146,25 @@ def test_serving_a_two_stage_bundle_imports_no_torch(fixed_bar: dict[str, Any]) 
     assert out.returncode == 0, out.stderr
     assert "['fast', 'full']" in out.stdout
     assert "heavy: []" in out.stdout
+
+
+def test_gating_on_the_tier_head_only(trained_static: Any, trained_bundle: Path, tmp_path: Path) -> None:
+    from pipelines.train.two_stage import build_two_stage
+
+    static = Bundle.load(trained_static.bundle_dir)
+    tier_conf = static.predict_arrays(CANDIDATES).probs["tier"].max(axis=1)
+    bar = float(np.median(tier_conf))
+    out, stats = build_two_stage(
+        trained_static.bundle_dir,
+        trained_bundle,
+        tmp_path / "tier-only",
+        CANDIDATES,
+        min_confidence=bar,
+        heads=["tier"],
+    )
+    assert read_manifest(out)["two_stage"]["heads"] == ["tier"]
+    assert stats.share_fast == pytest.approx(float(np.mean(tier_conf >= bar)))
+    staged = Bundle.load(out)
+    assert [p.stage for p in staged.predict(CANDIDATES)] == [
+        "fast" if c >= bar else "full" for c in tier_conf
+    ]

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Mapping
-from typing import Any
+from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
@@ -115,6 +115,10 @@ class ClassifyResult(BaseModel):
         le=1.0,
         description="calibrated P(the cheap model's answer is as good as the strong model's); null when the "
         "bundle has no routing head",
+    )
+    stage: Literal["fast", "full"] | None = Field(
+        default=None,
+        description="two-stage bundles only: which stage answered (static fast path or MiniLM)",
     )
 
 

@@ -148,6 +148,34 @@ def gate_bundle(trained_gate: Any) -> Path:
     return Path(trained_gate.bundle_dir)
 
 
+# --- static fast path (pipelines.train.static_encoder, serving.model.two_stage) ---------------------
+
+
+@pytest.fixture(scope="session")
+def trained_static(
+    small_labelled_file: Path,
+    session_cache: Path,
+    trained_bundle: Path,
+    tmp_path_factory: pytest.TempPathFactory,
+):  # type: ignore[no-untyped-def]
+    """A real static-encoder TrainResult (model2vec distilled from the real MiniLM, once per session)
+    on the small slice, with a two-stage bundle whose full stage is `trained_bundle`."""
+    from pipelines.train.classifier import TrainConfig, train
+    from serving.model.textprep import TruncationSpec
+
+    config = TrainConfig(
+        data=small_labelled_file,
+        spec=TruncationSpec(max_tokens=512),
+        encoder="static",
+        full_bundle=trained_bundle,
+        out_dir=tmp_path_factory.mktemp("static-bundles"),
+        encoder_cache=session_cache / "encoder",
+        embedding_cache=session_cache / "embeddings",
+        register=False,
+    )
+    return train(config, progress=False, echo=lambda _m: None)
+
+
 # Fixtures that train a model, export the encoder or start a server: a test using any of them is
 # `slow` (so `make test-fast` leaves it out) whether or not its module says so.
 SLOW_FIXTURES = frozenset(
@@ -163,6 +191,7 @@ SLOW_FIXTURES = frozenset(
         "mlflow_server",
         "eval_bundle",
         "scored_pool",
+        "trained_static",
     }
 )
 

@@ -1,4 +1,4 @@
-"""Training commands: `tierroute train`, `tierroute demo`, `tierroute bench classify|variants`.
+"""Training commands: `tierroute train`, `tierroute demo`, `tierroute bench classify|variants|fast`.
 
 Job: thin typer commands over `pipelines.*`; heavy imports happen inside command bodies so the
 root `--help` stays fast and a serving-only install can still run `tierroute serve`.
@@ -57,7 +57,12 @@ def train_cmd(
             "tier/task default to the built-in sets; other heads default to the observed labels.",
         ),
     ] = None,
-    max_tokens: Annotated[int, typer.Option(help="Tokens the encoder sees per text (<= 512).")] = 128,
+    max_tokens: Annotated[
+        int | None,
+        typer.Option(
+            help="Tokens the encoder sees per text (<= 512; default 128, 512 for --encoder static)."
+        ),
+    ] = None,
     truncation: Annotated[
         str, typer.Option(help="'head_tail' (keep start and end) or 'head'.")
     ] = "head_tail",
@@ -69,6 +74,27 @@ def train_cmd(
             "text per call)."
         ),
     ] = "fp32",
+    encoder: Annotated[
+        str,
+        typer.Option(
+            help="minilm (the transformer) or static (a model2vec lookup distilled from it: the fast path)."
+        ),
+    ] = "minilm",
+    full_bundle: Annotated[
+        Path | None,
+        typer.Option(
+            help="With --encoder static: a MiniLM bundle folder; also write a two-stage bundle that answers "
+            "from the static model when it is confident (bar calibrated on the validation split) and "
+            "from this bundle otherwise."
+        ),
+    ] = None,
+    two_stage_heads: Annotated[
+        str | None,
+        typer.Option(help="Comma-separated heads whose confidence gates the fast stage (default: all)."),
+    ] = None,
+    two_stage_agreement: Annotated[
+        float, typer.Option(help="Validation agreement with MiniLM the fast stage's answers must reach.")
+    ] = 0.97,
     model_name: Annotated[str, typer.Option(help="Registered model name.")] = "tierroute-classifier",
     out: Annotated[Path, typer.Option(help="Folder for exported bundles.")] = Path("models/bundles"),
     register: Annotated[
@@ -134,8 +160,18 @@ def train_cmd(
             data=data,
             label_columns=tuple(c.strip() for c in label_columns.split(",") if c.strip()),
             label_sets=_parse_label_sets(label_set),
-            spec=TruncationSpec(max_tokens=max_tokens, strategy=truncation, head_tokens=head_tokens),  # type: ignore[arg-type]
+            spec=TruncationSpec(
+                max_tokens=max_tokens or (512 if encoder == "static" else 128),
+                strategy=truncation,  # type: ignore[arg-type]
+                head_tokens=head_tokens,
+            ),
             precision=precision,  # type: ignore[arg-type]
+            encoder=encoder,  # type: ignore[arg-type]
+            full_bundle=full_bundle,
+            two_stage_heads=tuple(h.strip() for h in two_stage_heads.split(",") if h.strip())
+            if two_stage_heads
+            else None,
+            two_stage_agreement=two_stage_agreement,
             model_name=model_name,
             out_dir=out,
             register=register,
@@ -157,6 +193,8 @@ def train_cmd(
     except (DataValidationError, ValueError) as exc:
         raise fail(exc) from exc
     _print_metrics(result.metrics, config.label_columns)
+    if result.two_stage_dir is not None:
+        console.print(f"two-stage bundle: {result.two_stage_dir}")
 
 
 def _print_metrics(metrics: dict[str, float], heads: tuple[str, ...] | list[str]) -> None:
@@ -233,12 +271,14 @@ def bench_classify_cmd(
         del Bundle
 
 
-def _sample_texts(n: int) -> list[str]:
+def _sample_texts(n: int, split: str | None = None) -> list[str]:
     data = Path("data/labelled/requests.parquet")
     if data.is_file():
         import pandas as pd
 
         df = pd.read_parquet(data)
+        if split is not None and "split" in df.columns:
+            df = df[df["split"] == split]
         return df["text"].sample(n=min(n, len(df)), random_state=0).tolist()
     from pipelines.bench.classify import PARAGRAPH
 
@@ -302,11 +342,58 @@ def bench_variants_cmd(
     console.print(table)
 
 
+def bench_fast_cmd(
+    bundle: Annotated[
+        Path,
+        typer.Option(help="A two-stage bundle folder (`tierroute train --encoder static --full-bundle`)."),
+    ],
+    repeats: Annotated[int, typer.Option(help="Timed calls per cell at batch 1.")] = 200,
+    tokens: Annotated[str, typer.Option(help="Comma-separated input sizes in tokens.")] = "64,1024",
+    real_texts: Annotated[
+        int, typer.Option(help="Real test-split texts timed one call each per variant (0 to skip).")
+    ] = 300,
+    threads: Annotated[int, typer.Option(help="ONNX Runtime threads per session.")] = 2,
+) -> None:
+    """Print p50/p99 in-process latency (batch 1) of the static fast path alone, MiniLM alone and the
+    two-stage bundle, measured in one run, with the ratio to MiniLM and the share of requests the fast
+    stage answers. No timed assertions: read the table."""
+    import platform
+
+    from pipelines.bench.fast import bench_fast
+
+    texts = _sample_texts(real_texts, split="test") if real_texts > 0 else []
+    try:
+        rows = bench_fast(
+            bundle, texts, [int(x) for x in tokens.split(",") if x.strip()], repeats, threads=threads
+        )
+    except ValueError as exc:
+        raise fail(exc) from exc
+    minilm = {r.inputs: r for r in rows if r.variant == "MiniLM-only"}
+    table = Table(
+        title=f"fast path vs MiniLM, {bundle.name}, batch 1, {threads} threads "
+        f"({platform.processor() or platform.machine()})"
+    )
+    for col in ("variant", "inputs", "p50 ms", "p99 ms", "p50 vs MiniLM", "answered by fast stage"):
+        table.add_column(col, justify="right")
+    for r in rows:
+        ref = minilm.get(r.inputs)
+        table.add_row(
+            r.variant,
+            r.inputs,
+            f"{r.p50_ms:.3f}",
+            f"{r.p99_ms:.3f}",
+            f"{r.p50_ms / ref.p50_ms:.3f}x" if ref else "-",
+            f"{r.share_fast:.0%}" if r.share_fast is not None else "-",
+        )
+    console.print(table)
+
+
 def register(root: typer.Typer, bench: typer.Typer) -> None:
-    """Mount `train`, `demo` and `bench classify|variants`."""
+    """Mount `train`, `demo` and `bench classify|variants|fast`."""
     from pipelines.cli.demo import demo_cmd
 
     root.command("train")(train_cmd)
     root.command("demo")(demo_cmd)
     bench.command("classify")(bench_classify_cmd)
     bench.command("variants")(bench_variants_cmd)
+    bench.command("fast")(bench_fast_cmd)

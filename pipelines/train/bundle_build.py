@@ -55,8 +55,13 @@ def head_to_onnx(head: FittedHead, input_name: str = "embedding", width: int = E
     )
 
 
-def merge_heads(encoder_path: Path, heads: Sequence[FittedHead], routing: RoutingHead | None = None) -> Any:
-    """The encoder graph with every head appended, reading the shared `embedding` tensor.
+def merge_heads(
+    encoder_path: Path,
+    heads: Sequence[FittedHead],
+    routing: RoutingHead | None = None,
+    width: int = EMBED_DIM,
+) -> Any:
+    """The encoder graph with every head appended, reading the shared `embedding` tensor [N, width].
 
     With a routing head the graph gains a second input `request_features` [N, F] (computed by
     `serving.model.textprep.request_feature_matrix`) and an output `p_weak_ok` [N, 1]: the routing
@@ -73,7 +78,7 @@ def merge_heads(encoder_path: Path, heads: Sequence[FittedHead], routing: Routin
         opsets[imp.domain] = max(opsets.get(imp.domain, 0), imp.version)
     for head in heads:
         prefix = f"{head.name}__"
-        h = onnx.compose.add_prefix(head_to_onnx(head), prefix)
+        h = onnx.compose.add_prefix(head_to_onnx(head, width=width), prefix)
         for imp in h.opset_import:
             opsets[imp.domain] = max(opsets.get(imp.domain, 0), imp.version)
         head_input = prefix + "embedding"
@@ -91,20 +96,20 @@ def merge_heads(encoder_path: Path, heads: Sequence[FittedHead], routing: Routin
             helper.make_tensor_value_info(out, TensorProto.FLOAT, ["batch", len(head.labels)])
         )
     if routing is not None:
-        _append_routing(graph, routing, opsets)
+        _append_routing(graph, routing, opsets, width)
     del model.opset_import[:]
     for domain, version in sorted(opsets.items()):
         model.opset_import.append(helper.make_opsetid(domain, version))
     return model
 
 
-def _append_routing(graph: Any, routing: RoutingHead, opsets: dict[str, int]) -> None:
+def _append_routing(graph: Any, routing: RoutingHead, opsets: dict[str, int], width: int = EMBED_DIM) -> None:
     import onnx
     from onnx import TensorProto, helper
 
     n_feat = len(routing.describe()["features"])
     prefix = "routing__"
-    h = onnx.compose.add_prefix(routing_head_to_onnx(routing, EMBED_DIM + n_feat), prefix)
+    h = onnx.compose.add_prefix(routing_head_to_onnx(routing, width + n_feat), prefix)
     for imp in h.opset_import:
         opsets[imp.domain] = max(opsets.get(imp.domain, 0), imp.version)
     graph.input.append(helper.make_tensor_value_info(ROUTING_INPUT, TensorProto.FLOAT, ["batch", n_feat]))
@@ -171,7 +176,9 @@ def build_bundle(
     thresholds = metadata.pop("thresholds", {"min_confidence": 0.5})
     return write_bundle(
         out_dir,
-        lambda path: onnx.save(merge_heads(encoder.path, heads, routing), str(path)),
+        lambda path: onnx.save(
+            merge_heads(encoder.path, heads, routing, int(getattr(encoder, "dim", EMBED_DIM))), str(path)
+        ),
         encoder,
         heads,
         kind="classifier",

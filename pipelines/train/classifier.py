@@ -24,7 +24,7 @@ import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import numpy as np
 
@@ -63,6 +63,14 @@ class TrainConfig:
     label_sets: Mapping[str, Sequence[str]] | None = None
     spec: TruncationSpec = field(default_factory=TruncationSpec)
     precision: Precision = "fp32"
+    encoder: Literal["minilm", "static"] = "minilm"
+    """`static`: the fast path: model2vec vectors distilled from MiniLM (`pipelines.train.static_encoder`)."""
+    full_bundle: Path | None = None
+    """With `encoder="static"`: also write a two-stage bundle (`pipelines.train.two_stage`) that answers
+    from this static model when it is confident and from this (MiniLM) bundle otherwise."""
+    two_stage_heads: tuple[str, ...] | None = None
+    """Heads whose confidence gates the fast stage (default: all); agreement is measured on them."""
+    two_stage_agreement: float = 0.97
     model_name: str = "tierroute-classifier"
     out_dir: Path = Path("models/bundles")
     encoder_cache: Path = Path("models/encoder")
@@ -90,6 +98,12 @@ class TrainConfig:
     def __post_init__(self) -> None:
         if not self.label_columns:
             raise ValueError("label_columns must name at least one column")
+        if self.encoder not in ("minilm", "static"):
+            raise ValueError(f"encoder must be minilm or static, got {self.encoder!r}")
+        if self.encoder == "static" and self.precision != "fp32":
+            raise ValueError("a static encoder is a float32 lookup; precision int8 does not apply")
+        if self.full_bundle is not None and self.encoder != "static":
+            raise ValueError("a two-stage bundle (full_bundle) needs encoder='static' as its first stage")
         if not 0.0 <= self.min_confidence <= 1.0:
             raise ValueError(f"min_confidence must be in [0, 1], got {self.min_confidence}")
         if self.precision not in PRECISIONS:
@@ -103,6 +117,7 @@ class TrainConfig:
             "truncation": self.spec.strategy,
             "head_tokens": self.spec.head_tokens,
             "precision": self.precision,
+            "encoder": self.encoder,
             "seed": self.seed,
             "min_confidence": self.min_confidence,
             "routing_head": self.routing_head,
@@ -124,6 +139,7 @@ class TrainResult:
     timings: dict[str, float] = field(default_factory=dict)
     routing: RoutingHead | None = None
     loso: list[Any] = field(default_factory=list)
+    two_stage_dir: Path | None = None
 
 
 def _split_arrays(df: Any, X: np.ndarray, column: str) -> dict[str, tuple[np.ndarray, list[str]]]:
@@ -179,7 +195,13 @@ def train(
         )
 
     t = time.perf_counter()
-    encoder: EncoderArtifact = export_encoder(config.encoder_cache, config.precision)
+    encoder: EncoderArtifact
+    if config.encoder == "static":
+        from pipelines.train.static_encoder import export_static_encoder
+
+        encoder = export_static_encoder(config.encoder_cache)
+    else:
+        encoder = export_encoder(config.encoder_cache, config.precision)
     timings["encoder_s"] = time.perf_counter() - t
 
     t = time.perf_counter()
@@ -190,7 +212,7 @@ def train(
         config.spec,
         cache_dir=config.embedding_cache,
         threads=config.threads,
-        batch_size=1 if config.precision == "int8" else 16,
+        batch_size=1 if config.precision == "int8" else (64 if config.encoder == "static" else 16),
     )
     X = embedder.embed(df["text"].tolist(), progress=progress)
     timings["embed_s"] = time.perf_counter() - t
@@ -295,13 +317,44 @@ def train(
     echo(
         f"reference statistics: {ref_rows} rows ({'test' if test_mask.any() else 'all'} split) in the bundle"
     )
+    two_stage_dir: Path | None = None
+    if config.full_bundle is not None:
+        from pipelines.train.two_stage import build_two_stage
+
+        t = time.perf_counter()
+        val_texts = df.loc[df["split"] == "validation", "text"].astype(str).tolist()
+        two_stage_dir, bar = build_two_stage(
+            bundle_dir,
+            config.full_bundle,
+            bundle_dir.with_name(f"{bundle_dir.name}-two-stage"),
+            val_texts,
+            target_agreement=config.two_stage_agreement,
+            heads=config.two_stage_heads,
+        )
+        timings["two_stage_s"] = time.perf_counter() - t
+        metrics["two_stage_min_confidence"] = bar.min_confidence
+        metrics["two_stage_validation_share_fast"] = bar.share_fast
+        echo(
+            f"two-stage bundle: {two_stage_dir} (bar {bar.min_confidence:.3f}: the fast stage answers "
+            f"{bar.share_fast:.0%} of {bar.rows} validation rows, agreeing with {config.full_bundle.name} "
+            f"on {bar.agreement:.1%})"
+        )
     metrics["embed_texts_per_s"] = embed_stats.get("texts_per_s", 0.0)
     (bundle_dir.parent / ".plots").mkdir(exist_ok=True)
     report = plots_dir / "metrics.json"
     report.write_text(json.dumps({"metrics": metrics, "timings": timings}, indent=2))
     artifacts.append(report)
 
-    result = TrainResult(bundle_dir, metrics, heads, artifacts, timings=timings, routing=routing, loso=loso)
+    result = TrainResult(
+        bundle_dir,
+        metrics,
+        heads,
+        artifacts,
+        timings=timings,
+        routing=routing,
+        loso=loso,
+        two_stage_dir=two_stage_dir,
+    )
     if config.register:  # removes the bundle folder if registration fails
         from pipelines.train.register import register_trained
 

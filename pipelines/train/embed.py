@@ -49,6 +49,7 @@ class Embedder:
         self.tokenizer = TextTokenizer(encoder.tokenizer_path, spec)
         self.session = make_session(encoder.path, threads=threads)
         self.batch_size = batch_size
+        self.dim = int(getattr(encoder, "dim", EMBED_DIM))  # a static encoder is narrower than MiniLM
         self.cache_dir: Path | None = None
         if cache_dir is not None:
             # a dynamic int8 embedding depends on its batch (activations are quantised per batch), so
@@ -89,7 +90,7 @@ class Embedder:
         self, texts: Sequence[str], progress: bool = False, desc: str = "embedding"
     ) -> np.ndarray:
         """Embed without touching the cache, length-sorted batches."""
-        out = np.zeros((len(texts), EMBED_DIM), dtype=np.float32)
+        out = np.zeros((len(texts), self.dim), dtype=np.float32)
         if not texts:
             return out
         lengths = np.array([len(t) for t in texts])
@@ -106,7 +107,7 @@ class Embedder:
         return out
 
     def embed(self, texts: Sequence[str], progress: bool = True, desc: str = "embedding") -> np.ndarray:
-        """Embeddings [N, 384] float32 in input order; only unseen texts hit the encoder."""
+        """Embeddings [N, dim] float32 in input order; only unseen texts hit the encoder."""
         cache = self._load_cache()
         keys = [text_key(t) for t in texts]
         missing: dict[str, str] = {}
@@ -129,5 +130,5 @@ class Embedder:
             "texts_per_s": len(missing) / elapsed if missing and elapsed > 0 else 0.0,
         }
         if not texts:
-            return np.zeros((0, EMBED_DIM), dtype=np.float32)
+            return np.zeros((0, self.dim), dtype=np.float32)
         return np.stack([cache[k] for k in keys]).astype(np.float32)

@@ -174,6 +174,7 @@ class Prediction:
     confidence: float | None = None
     extra: dict[str, Any] = field(default_factory=dict)
     p_weak_ok: float | None = None
+    stage: str | None = None  # two-stage bundles: "fast" or "full" (serving.model.two_stage)
 
     def to_result(self) -> dict[str, Any]:
         out: dict[str, Any] = {}
@@ -185,6 +186,8 @@ class Prediction:
         out["p_weak_ok"] = self.p_weak_ok
         out["tokens"] = self.tokens
         out["truncated"] = self.truncated
+        if self.stage is not None:
+            out["stage"] = self.stage
         return out
 
 
@@ -310,6 +313,10 @@ class Bundle:
     @classmethod
     def load(cls, path: Path, threads: int = 1) -> Bundle:
         manifest = read_manifest(Path(path))
+        if "two_stage" in manifest and cls is Bundle:  # static first stage + MiniLM in full/
+            from serving.model.two_stage import TwoStageBundle
+
+            return TwoStageBundle(Path(path), manifest, threads=threads)
         return cls(Path(path), manifest, threads=threads)
 
     @property
@@ -363,11 +370,14 @@ class Bundle:
         )
 
     def predict(self, texts: Sequence[str], cancel: CancelToken | None = None) -> list[Prediction]:
-        out = self.predict_arrays(texts, cancel)
+        return self.predictions(self.predict_arrays(texts, cancel), len(texts))
+
+    def predictions(self, out: BundleOutput, n: int) -> list[Prediction]:
+        """The first `n` rows of `out` as `Prediction`s."""
         tier = out.probs.get(TIER_HEAD)
         complexity = out.complexity()
         results: list[Prediction] = []
-        for i in range(len(texts)):
+        for i in range(n):
             labels: dict[str, str] = {}
             probs: dict[str, dict[str, float]] = {}
             for h in self.heads:

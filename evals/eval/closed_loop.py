@@ -206,7 +206,7 @@ def score_texts(bundle_dir: Path, texts: Sequence[str], router: str = ROUTER_SCO
 
     bundle = load_bundle(resolve_model(str(bundle_dir)))
     out = predict_in_batches(bundle, list(texts))
-    return router_score(router, out.probs, head_labels(bundle))
+    return router_score(router, out.probs, head_labels(bundle), out.p_weak_ok)
 
 
 # ------------------------------------------------------------------------------------- benchmark
@@ -310,8 +310,11 @@ def run_benchmark(
     texts = [r.text for r in held]
     in_slice = np.array([r.slice == SLICE for r in held])
     ok = np.array([r.weak_ok for r in held])
+    # two scores per model: the `weak_ok` label head this loop trains, and `complexity` as served (1 -
+    # p_weak_ok of the routing head, which `train` also fits on the merged file's `weak_ok` rows)
     numbers = {
-        name: routing_numbers(score_texts(b, texts), in_slice, ok)
+        f"{name} ({router})": routing_numbers(score_texts(b, texts, router), in_slice, ok)
+        for router in (ROUTER_SCORE, "complexity")
         for name, b in (("before", before), ("after", after))
     }
     return {
@@ -369,10 +372,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     )
     print(f"held out: {result['held_out']} requests on unseen topics, {result['held_out_slice']} German")
     print()
-    print("| model | slice AUC (German vs rest) | APGR | strong share for 50% of the gap |")
+    print("| model (routing score) | slice AUC (German vs rest) | APGR | strong share for 50% of the gap |")
     print("| --- | --- | --- | --- |")
-    for name in ("before", "after"):
-        n = nums[name]
+    for name, n in nums.items():
         print(f"| {name} | {n['auc']:.3f} | {n['apgr']:.3f} | {n['share_for_50']:.3f} |")
     return 0
 

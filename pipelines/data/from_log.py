@@ -35,6 +35,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
 
+from pipelines.data.build import COLUMNS
 from serving.prediction_log import FEEDBACK_KIND, read_log
 
 if TYPE_CHECKING:
@@ -42,19 +43,6 @@ if TYPE_CHECKING:
 
 SOURCE = "traffic"
 DEFAULT_LICENCE = "own-traffic"
-COLUMNS = (
-    "id",
-    "text",
-    "source",
-    "tier",
-    "task",
-    "weak_ok",
-    "split",
-    "group",
-    "licence",
-    "commercial",
-    "label_kind",
-)
 Labels = Literal["none", "predicted"]
 
 

@@ -395,6 +395,8 @@ def train_gate(
         shutil.rmtree(bundle_dir, ignore_errors=True)
         raise RuntimeError(f"ONNX gate bundle disagrees with the training-time heads (max diff {parity:.2e})")
     echo(f"bundle: {bundle_dir} (threshold {threshold:.3f}, parity max |diff| {parity:.1e})")
+    report["one_line_check"] = one_line_check(bundle_dir)
+    echo(one_line_check_line(report["one_line_check"]))
     report["metrics"] = metrics
     report["timings"] = timings
     report_path = plots_dir / "gate_metrics.json"
@@ -759,6 +761,48 @@ def report_lines(report: dict[str, Any]) -> list[str]:
         f" {base['always_cheap']['bad_per_1000']:.0f} bad)"
     )
     return lines
+
+
+ONE_LINE_PAIRS: tuple[tuple[str, str], ...] = (
+    ("What is the capital of France?", "The capital of France is Paris."),
+    ("What is the capital of France?", "Paris."),
+    ("Who wrote Hamlet?", "William Shakespeare wrote Hamlet."),
+    ("What is the largest planet in the solar system?", "The largest planet in the solar system is Jupiter."),
+    ("Who painted the Mona Lisa?", "Leonardo da Vinci painted the Mona Lisa."),
+    ("What is the boiling point of water at sea level?", "Water boils at 100 degrees Celsius at sea level."),
+    ("How many continents are there?", "There are seven continents."),
+    ("What is the chemical symbol for gold?", "The chemical symbol for gold is Au."),
+    ("When did World War II end?", "World War II ended in 1945."),
+    ("Who was the first president of the United States?", "George Washington was the first president."),
+)
+"""Correct one-sentence answers to one-line questions (hand-written, not in the data): `gate train`
+prints how many the new bundle accepts, a documented check rather than a test because a small
+test gate cannot be relied on to accept them."""
+
+
+def one_line_check(bundle_dir: Path) -> dict[str, Any]:
+    """P(acceptable) and the served decision of the bundle on `ONE_LINE_PAIRS`."""
+    from serving.gate.model import GateItem, GateModel
+
+    out = GateModel.load(bundle_dir).decide([GateItem(q, a) for q, a in ONE_LINE_PAIRS])
+    return {
+        "accepted": sum(d.acceptable for d in out),
+        "pairs": [
+            {"prompt": q, "response": a, "acceptable": d.acceptable, "p_acceptable": d.p_acceptable}
+            for (q, a), d in zip(ONE_LINE_PAIRS, out, strict=True)
+        ],
+    }
+
+
+def one_line_check_line(check: dict[str, Any]) -> str:
+    rejected = [
+        f"{p['response']!r} (p {p['p_acceptable'] or 0:.2f})" for p in check["pairs"] if not p["acceptable"]
+    ]
+    return (
+        "one-line correct answers to one-line questions accepted:"
+        f" {check['accepted']} of {len(check['pairs'])}"
+        + (f"; rejected: {', '.join(rejected)}" if rejected else "")
+    )
 
 
 def _summary_line(metrics: dict[str, float]) -> str:

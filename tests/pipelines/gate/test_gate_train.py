@@ -95,6 +95,20 @@ def test_report_has_per_reason_source_and_length_numbers(trained_gate: Any) -> N
     assert "catch rate by reason" in text and "false escalation by answer length" in text and "$" in text
 
 
+def test_train_reports_the_one_line_check_as_the_bundle_decides_it(trained_gate: Any) -> None:
+    from pipelines.gate.train import ONE_LINE_PAIRS, one_line_check_line
+
+    check = trained_gate.report["one_line_check"]
+    assert [(p["prompt"], p["response"]) for p in check["pairs"]] == list(ONE_LINE_PAIRS)
+    # the printed numbers are the shipped bundle's served decisions on the same pairs
+    out = GateModel.load(trained_gate.bundle_dir).decide([GateItem(q, a) for q, a in ONE_LINE_PAIRS])
+    assert [p["acceptable"] for p in check["pairs"]] == [d.acceptable for d in out]
+    assert check["accepted"] == sum(d.acceptable for d in out)
+    line = one_line_check_line(check)
+    assert f"accepted: {check['accepted']} of {len(ONE_LINE_PAIRS)}" in line
+    assert ("rejected:" in line) == (check["accepted"] < len(ONE_LINE_PAIRS))
+
+
 def test_short_correct_answers_pass_wrong_kinds_of_answer_do_not(gate_bundle: Path) -> None:
     gate = GateModel.load(gate_bundle)
     q = "What is the capital of France?"

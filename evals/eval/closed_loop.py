@@ -275,6 +275,7 @@ def run_benchmark(
     labelled: Path,
     encoder_cache: Path,
     seed: int,
+    routing: dict[str, float] | None = None,
 ) -> dict[str, Any]:
     """The loop in process; returns the numbers the table prints."""
     from pipelines.data.from_log import merge_frames, rows_from_log, write_frame
@@ -295,6 +296,7 @@ def run_benchmark(
             encoder_cache=encoder_cache,
             embedding_cache=work / "embeddings",
             register=False,
+            **(routing or {}),  # type: ignore[arg-type]
         )
         return Path(train(config, progress=False, echo=lambda _m: None).bundle_dir)
 
@@ -351,7 +353,21 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--encoder-cache", type=Path, default=Path("models/encoder"))
     parser.add_argument("--work", type=Path, default=Path(".cache/closed_loop"), help="scratch folder")
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument(
+        "--routing-c", type=float, default=None, help="routing head C (default: the trainer's default)"
+    )
+    parser.add_argument(
+        "--routing-length-coef",
+        type=float,
+        default=None,
+        help="routing head length prior (default: the trainer's default)",
+    )
     args = parser.parse_args(argv)
+    routing: dict[str, float] = {}
+    if args.routing_c is not None:
+        routing["routing_C"] = args.routing_c
+    if args.routing_length_coef is not None:
+        routing["routing_length_coef"] = args.routing_length_coef
     result = run_benchmark(
         args.work,
         traffic_n=args.traffic,
@@ -360,6 +376,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         labelled=args.data,
         encoder_cache=args.encoder_cache,
         seed=args.seed,
+        routing=routing,
     )
     c, r, nums = result["counts"], result["from_log"], result["numbers"]
     print("$ python -m evals.eval.closed_loop " + " ".join(sys.argv[1:] if argv is None else argv))

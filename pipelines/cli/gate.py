@@ -130,6 +130,9 @@ def train_cmd(
     ] = "auto",
     hidden: Annotated[int, typer.Option(help="Hidden units of the MLP head.")] = 128,
     seed: Annotated[int, typer.Option(help="Random seed of the heads (MLP initialisation, CV folds).")] = 0,
+    seeds: Annotated[
+        int, typer.Option(help="MLPs fitted (seeds seed, seed+1, ...) and averaged into one head.")
+    ] = 1,
     listed_wrong_weight: Annotated[
         float,
         typer.Option(help="Training weight of listed wrong answers (TruthfulQA, MMLU-Pro) in the head."),
@@ -166,6 +169,7 @@ def train_cmd(
             hidden=hidden,
             listed_wrong_weight=listed_wrong_weight,
             seed=seed,
+            seeds=seeds,
             model_name=model_name,
             alias=alias,
             register=register,

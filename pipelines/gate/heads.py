@@ -17,12 +17,16 @@ few seconds to tens of seconds of training on 2 cores.
 
 from __future__ import annotations
 
+import copy
 from collections.abc import Sequence
 
 import numpy as np
+from sklearn.linear_model import LogisticRegression
+from sklearn.model_selection import GridSearchCV, StratifiedKFold
 from sklearn.neural_network import MLPClassifier
 
 from pipelines.train.heads import FittedHead, encode_labels, fit_temperature
+from pipelines.train.heads import _logits as _linear_logits
 
 
 def _logits(model: MLPClassifier, X: np.ndarray) -> np.ndarray:
@@ -45,30 +49,108 @@ def fit_mlp_head(
     alpha: float = 1e-2,
     max_iter: int = 60,
     seed: int = 0,
+    seeds: int = 1,
     sample_weight: np.ndarray | None = None,
 ) -> FittedHead:
     """An MLP head over `labels` (column order = `labels`), temperature-calibrated on (X_val, y_val);
-    `sample_weight` weighs the training rows (validation rows are unweighted)."""
+    `sample_weight` weighs the training rows (validation rows are unweighted). `seeds` > 1 fits that
+    many MLPs (random states seed, seed + 1, ...) and averages their logits (`merge_mlps`)."""
     labels = tuple(labels)
     yt = encode_labels(y_train, labels)
     yv = encode_labels(y_val, labels)
     missing = [labels[i] for i in range(len(labels)) if not np.any(yt == i)]
     if missing:
         raise ValueError(f"head {name!r}: no training rows for labels {missing}")
-    model = MLPClassifier(
-        hidden_layer_sizes=(hidden,),
-        alpha=alpha,
-        max_iter=max_iter,
-        early_stopping=True,
-        n_iter_no_change=6,
-        random_state=seed,
-    )
-    model.fit(X_train, yt, sample_weight=sample_weight)
+    members = []
+    for k in range(max(1, seeds)):
+        member = MLPClassifier(
+            hidden_layer_sizes=(hidden,),
+            alpha=alpha,
+            max_iter=max_iter,
+            early_stopping=True,
+            n_iter_no_change=6,
+            random_state=seed + k,
+        )
+        member.fit(X_train, yt, sample_weight=sample_weight)
+        members.append(member)
+    model = merge_mlps(members)
     temperature = fit_temperature(_logits(model, X_val), yv) if len(yv) else 1.0
     model.coefs_[-1] = model.coefs_[-1] / temperature
     model.intercepts_[-1] = model.intercepts_[-1] / temperature
     scores = {
-        "iterations": float(model.n_iter_),
-        "early_stopping_accuracy": float(model.best_validation_score_ or 0.0),
+        "iterations": float(np.mean([m.n_iter_ for m in members])),
+        "early_stopping_accuracy": float(np.mean([m.best_validation_score_ or 0.0 for m in members])),
+        "seeds": float(len(members)),
     }
     return FittedHead(name, labels, model, alpha, temperature, scores)
+
+
+def merge_mlps(members: Sequence[MLPClassifier]) -> MLPClassifier:
+    """One MLP whose output logit is the MEAN of the members' logits (one hidden layer each, same
+    inputs and classes): their hidden layers side by side, output weights / len(members), output bias
+    the members' mean. Seed averaging without a new graph: skl2onnx exports the result as any MLP,
+    and the serving cost is one wider matrix product."""
+    if len(members) == 1:
+        return members[0]
+    first = members[0]
+    if any(len(m.coefs_) != 2 or len(first.coefs_) != 2 for m in members):
+        raise ValueError("merge_mlps needs one-hidden-layer MLPs")
+    k = float(len(members))
+    merged = copy.deepcopy(first)
+    merged.coefs_ = [
+        np.concatenate([m.coefs_[0] for m in members], axis=1),
+        np.concatenate([m.coefs_[1] for m in members], axis=0) / k,
+    ]
+    merged.intercepts_ = [
+        np.concatenate([m.intercepts_[0] for m in members]),
+        np.mean([m.intercepts_[1] for m in members], axis=0),
+    ]
+    merged.hidden_layer_sizes = (int(merged.coefs_[0].shape[1]),)
+    return merged
+
+
+def fit_logistic_head(
+    name: str,
+    X_train: np.ndarray,
+    y_train: Sequence[str],
+    X_val: np.ndarray,
+    y_val: Sequence[str],
+    labels: Sequence[str],
+    *,
+    Cs: Sequence[float] = (0.25, 1.0, 4.0),
+    cv_folds: int = 2,
+    seed: int = 0,
+    sample_weight: np.ndarray | None = None,
+) -> FittedHead:
+    """The logistic head for small training sets (`head="logistic"` / `"auto"` below the MLP's row
+    count): balanced class weights times `sample_weight`, C by stratified CV (the weights go into every
+    fold's fit), temperature-calibrated on the unweighted validation rows. Same recipe as
+    `pipelines.train.heads.fit_head`, which takes no row weights."""
+    labels = tuple(labels)
+    yt = encode_labels(y_train, labels)
+    yv = encode_labels(y_val, labels)
+    missing = [labels[i] for i in range(len(labels)) if not np.any(yt == i)]
+    if missing:
+        raise ValueError(f"head {name!r}: no training rows for labels {missing}")
+    folds = max(2, min(cv_folds, int(np.bincount(yt, minlength=len(labels)).min())))
+    search = GridSearchCV(
+        LogisticRegression(class_weight="balanced", max_iter=3000, random_state=seed),
+        {"C": list(Cs)},
+        scoring="f1_macro",
+        cv=StratifiedKFold(n_splits=folds, shuffle=True, random_state=seed),
+        n_jobs=1,
+        refit=True,
+    )
+    if sample_weight is None:
+        search.fit(X_train, yt)
+    else:
+        search.fit(X_train, yt, sample_weight=np.asarray(sample_weight, dtype=np.float64))
+    model: LogisticRegression = search.best_estimator_
+    temperature = fit_temperature(_linear_logits(model, X_val), yv) if len(yv) else 1.0
+    model.coef_ = model.coef_ / temperature
+    model.intercept_ = model.intercept_ / temperature
+    scores = {
+        f"cv_f1_macro_C{c:g}": float(v)
+        for c, v in zip(search.cv_results_["param_C"], search.cv_results_["mean_test_score"], strict=True)
+    }
+    return FittedHead(name, labels, model, float(search.best_params_["C"]), temperature, scores)

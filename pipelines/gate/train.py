@@ -32,7 +32,7 @@ import numpy as np
 
 from pipelines.gate.data import length_bin
 from pipelines.gate.economics import CascadePrices, baselines, best_point, cost_curve, curve_table
-from pipelines.gate.heads import fit_mlp_head
+from pipelines.gate.heads import fit_logistic_head, fit_mlp_head
 from pipelines.train.embed import Embedder
 from pipelines.train.encoder_export import EncoderArtifact, Precision, export_encoder
 from pipelines.train.heads import FittedHead, fit_head
@@ -88,6 +88,8 @@ class GateTrainConfig:
     hidden: int = 128
     alpha: float = 1e-2
     """The MLP's hidden units and L2 penalty."""
+    seeds: int = 1
+    """MLPs fitted (random states seed, seed + 1, ...) and averaged into one head (`merge_mlps`)."""
     listed_wrong_weight: float = 0.4
     """Training weight of the listed wrong answers (`LISTED_WRONG_SOURCES`) in the acceptability head.
     Frozen sentence embeddings barely tell a listed wrong answer from its right twin (held-out pair
@@ -145,6 +147,7 @@ class GateTrainConfig:
             "head": self.head,
             "hidden": self.hidden,
             "alpha": self.alpha,
+            "seeds": self.seeds,
             "listed_wrong_weight": self.listed_wrong_weight,
             "limit": self.limit,
             "seed": self.seed,
@@ -475,10 +478,11 @@ def _fit_heads(
             hidden=config.hidden,
             alpha=config.alpha,
             seed=config.seed,
+            seeds=config.seeds,
             sample_weight=None if weights is None else weights[m["train"]],
         )
     else:
-        head = fit_head(
+        head = fit_logistic_head(
             "acceptable",
             X[m["train"]],
             train_labels,
@@ -488,6 +492,7 @@ def _fit_heads(
             Cs=config.cs,
             cv_folds=config.cv_folds,
             seed=config.seed,
+            sample_weight=None if weights is None else weights[m["train"]],
         )
     heads.append(head)
     if config.reason_head:

@@ -24,8 +24,8 @@ Sources (see the data card for counts and weaknesses):
   their other answers are dropped (the judge says the strong model is better, not that the answer
   is unacceptable). NullModel (constant judge-gaming text) -> "garbage" and gpt4_gamed (GPT-4's
   answer cut to 10 characters) -> "truncated", by construction.
-- TruthfulQA (Apache-2.0): the best answer -> acceptable (short, one sentence); one of the
-  listed incorrect answers -> "incorrect".
+- TruthfulQA (Apache-2.0): the best answer and one other listed correct answer -> acceptable
+  (short, one sentence); one of the listed incorrect answers -> "incorrect".
 - NQ-open (CC BY-SA 3.0): a gold short answer, as written or in a short sentence -> acceptable
   (short answers are not bad answers).
 - MMLU-Pro (Apache-2.0): question + options; the gold option -> acceptable, a wrong option ->
@@ -109,6 +109,14 @@ LICENCES = {
 
 TRUTHFULQA_SHARE = 1.0
 """Share of TruthfulQA questions used (each gives one correct and one incorrect answer)."""
+TRUTHFULQA_EXTRA_CORRECT = True
+"""Add a second listed correct TruthfulQA answer per question (source `truthfulqa:correct`): short
+sentences restating the question that are RIGHT, so the gate does not learn "short restating sentence
+= TruthfulQA's wrong answer" (without them 42% of such rows were listed wrong answers)."""
+NO_SYNTHETIC_PARENTS: frozenset[str] = frozenset({"truthfulqa:correct"})
+"""Sources that seed no synthetic rows: the extra TruthfulQA answers are short (no truncations) and
+their question's best answer already seeds its off-topic swap, so every other synthetic row stays the
+same as before they were added."""
 NQ_ROWS = 900
 """NQ-open dev questions used (hash-sampled), each with one gold short answer."""
 MMLU_PRO_ROWS = 500
@@ -237,7 +245,8 @@ def alpaca_rows(raw_dir: Path, dropped: Counter[str]) -> list[dict[str, Any]]:
 
 
 def truthfulqa_rows(raw_dir: Path) -> list[dict[str, Any]]:
-    """Best answer -> acceptable; one listed incorrect answer (hash-chosen) -> "incorrect"."""
+    """Best answer -> acceptable; one other listed correct answer (hash-chosen, not "I have no comment")
+    -> acceptable (`TRUTHFULQA_EXTRA_CORRECT`); one listed incorrect answer (hash-chosen) -> "incorrect"."""
     rows: list[dict[str, Any]] = []
     path = raw_dir / "truthfulqa" / "TruthfulQA.csv"
     with path.open(newline="", encoding="utf-8") as fh:
@@ -246,6 +255,14 @@ def truthfulqa_rows(raw_dir: Path) -> list[dict[str, Any]]:
             if _unit("gate-tqa-v1", q) >= TRUTHFULQA_SHARE or not q or not best:
                 continue
             rows.append(_row(q, _sentence(best), True, "ok", "truthfulqa:best", "truthfulqa"))
+            right = [
+                a.strip()
+                for a in r["Correct Answers"].split(";")
+                if a.strip() and a.strip() != best and "no comment" not in a.lower()
+            ]
+            if right and TRUTHFULQA_EXTRA_CORRECT:
+                pick = right[int(_unit("gate-tqa-right-v1", q) * len(right))]
+                rows.append(_row(q, _sentence(pick), True, "ok", "truthfulqa:correct", "truthfulqa"))
             wrong = [a.strip() for a in r["Incorrect Answers"].split(";") if a.strip()]
             if wrong:
                 pick = wrong[int(_unit("gate-tqa-wrong-v1", q) * len(wrong))]
@@ -354,7 +371,7 @@ def _inherit(parent: dict[str, Any]) -> dict[str, Any]:
 def synthetic_rows(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
     """Truncated and off-instruction negatives from acceptable rows; `rows` must carry `split`/`group`."""
     out: list[dict[str, Any]] = []
-    good = [r for r in rows if r["acceptable"]]
+    good = [r for r in rows if r["acceptable"] and r["source"] not in NO_SYNTHETIC_PARENTS]
     for r in good:
         text = r["response"]
         if len(text) >= TRUNCATE_MIN_CHARS and _unit("gate-trunc-v1", r["id"]) < TRUNCATE_SHARE:

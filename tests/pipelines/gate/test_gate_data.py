@@ -130,3 +130,32 @@ def test_licences_and_non_commercial_rows(df: pd.DataFrame) -> None:
     assert not other["non_commercial"].any() and (other["licence"] != "").all()
     synthetic = df[df["source"].str.startswith("synthetic")]
     assert (synthetic["licence"] != "").all()
+
+
+def test_truthfulqa_right_answers_that_restate_the_question_are_acceptable(
+    df: pd.DataFrame, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A second listed CORRECT TruthfulQA answer per question: short sentences restating the question
+    are on both sides, so "restates the question" is not a proxy for "listed wrong answer"."""
+    import csv
+
+    extra = df[df["source"] == "truthfulqa:correct"]
+    assert len(extra) > 600 and extra["acceptable"].all() and set(extra["reason"]) == {"ok"}
+    assert not extra["response"].str.lower().str.contains("no comment").any()
+    best = df[df["source"] == "truthfulqa:best"].set_index("prompt")["response"]
+    assert all(best.get(p) != r for p, r in zip(extra["prompt"], extra["response"], strict=True))
+    with (REPO / "data/raw/truthfulqa/TruthfulQA.csv").open(newline="", encoding="utf-8") as fh:
+        listed = {
+            r["Question"].strip(): {a.strip().rstrip(".") for a in r["Correct Answers"].split(";")}
+            for r in csv.DictReader(fh)
+        }
+    for p, r in zip(extra["prompt"].head(200), extra["response"].head(200), strict=True):
+        assert r.rstrip(".") in listed[p]
+    # they seed no synthetic rows: every truncation and off-topic swap is the same as without them
+    import pipelines.gate.data as gate_data
+
+    monkeypatch.setattr(gate_data, "TRUTHFULQA_EXTRA_CORRECT", False)
+    without, _ = build_rows(REPO / "data/raw", REPO / "data/gate/refusal_labels.csv")
+    synthetic = set(df.loc[df["source"].str.startswith("synthetic"), "id"])
+    assert synthetic == {r["id"] for r in without if r["source"].startswith("synthetic")}
+    assert {r["id"] for r in without} == set(df["id"]) - set(extra["id"])

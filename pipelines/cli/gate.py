@@ -132,11 +132,11 @@ def train_cmd(
     seed: Annotated[int, typer.Option(help="Random seed of the heads (MLP initialisation, CV folds).")] = 0,
     seeds: Annotated[
         int, typer.Option(help="MLPs fitted (seeds seed, seed+1, ...) and averaged into one head.")
-    ] = 1,
+    ] = 3,
     listed_wrong_weight: Annotated[
         float,
         typer.Option(help="Training weight of listed wrong answers (TruthfulQA, MMLU-Pro) in the head."),
-    ] = 0.4,
+    ] = 0.2,
     model_name: Annotated[str, typer.Option(help="Registered model name.")] = "tierroute-gate",
     alias: Annotated[str, typer.Option(help="Alias set on the new version.")] = "candidate",
     register: Annotated[bool, typer.Option(help="Log to MLflow and register the version.")] = True,

@@ -18,7 +18,7 @@ from serving.cli.errors import fail
 ROUTING_C = 0.01
 ROUTING_LENGTH_COEF = 4.0
 ROUTING_ROWS = 2000
-ROUTING_SOURCE_WEIGHTS = {"traffic": 1.0}
+ROUTING_SOURCE_WEIGHTS = {"traffic": 4.0}
 """Defaults of `pipelines.train.routing` (DEFAULT_C, ...), repeated so `--help` imports no sklearn;
 tests/pipelines/train/test_routing.py checks they agree."""
 

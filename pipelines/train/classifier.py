@@ -539,7 +539,11 @@ def _attach_reference_stats(
     stats = compute_stats(
         {h.name: h.predict_proba(Xm) for h in heads},
         {h.name: h.labels for h in heads},
-        labels={h.name: part[h.name].tolist() for h in heads if h.name in part.columns},
+        labels={  # unlabelled rows (per-head masks) as None
+            h.name: part[h.name].astype(object).where(part[h.name].notna(), None).tolist()
+            for h in heads
+            if h.name in part.columns
+        },
         token_counts=np.concatenate(counts),
         truncated=np.concatenate(truncated),
         embeddings=Xm,

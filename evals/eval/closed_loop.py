@@ -184,13 +184,16 @@ def auc(score: np.ndarray, positive: np.ndarray) -> float:
 
 
 def routing_numbers(score: np.ndarray, in_slice: np.ndarray, weak_ok: np.ndarray) -> dict[str, float]:
-    """AUC (slice vs rest) of the 'send to strong' score, APGR and the strong share for 50% of the gap."""
+    """AUC (slice vs rest) of the 'send to strong' score, its mean on the slice and on the rest (the
+    scale a threshold reads), APGR and the strong share for 50% of the gap."""
     from evals.eval.routing_value import evaluate_router
 
     weak = np.asarray(weak_ok, dtype=np.float64)
     rv = evaluate_router("router", np.asarray(score), weak, np.ones_like(weak), n_boot=200, seed=0)
     return {
         "auc": auc(score, in_slice),
+        "slice_mean": float(np.mean(np.asarray(score)[np.asarray(in_slice, dtype=bool)])),
+        "rest_mean": float(np.mean(np.asarray(score)[~np.asarray(in_slice, dtype=bool)])),
         "apgr": rv.apgr.estimate,
         "share_for_50": rv.share_for_50.estimate,
     }
@@ -409,10 +412,16 @@ def main(argv: Sequence[str] | None = None) -> int:
     for note in result["notes"]:
         print(note)
     print()
-    print("| model (routing score) | slice AUC (German vs rest) | APGR | strong share for 50% of the gap |")
-    print("| --- | --- | --- | --- |")
+    print(
+        "| model (routing score) | slice AUC (German vs rest) | mean score German / rest | APGR "
+        "| strong share for 50% of the gap |"
+    )
+    print("| --- | --- | --- | --- | --- |")
     for name, n in nums.items():
-        print(f"| {name} | {n['auc']:.3f} | {n['apgr']:.3f} | {n['share_for_50']:.3f} |")
+        print(
+            f"| {name} | {n['auc']:.3f} | {n['slice_mean']:.3f} / {n['rest_mean']:.3f} | {n['apgr']:.3f} "
+            f"| {n['share_for_50']:.3f} |"
+        )
     return 0
 
 

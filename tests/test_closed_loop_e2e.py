@@ -221,6 +221,7 @@ def test_one_retrain_from_the_log_learns_the_slice_the_cheap_model_fails(
     print(out[-3000:])
     assert "weak_ok" in out and "traffic.parquet" in out, out
     assert "check raised" not in out, out  # every check ran on the log rows (boolean weak_ok labels included)
+    assert "no longer reads" not in out, out  # the candidate's own test rows read, tier/task empty on some
     from pipelines.registry import list_versions
 
     store = f"sqlite:///{project / 'mlruns' / 'mlflow.db'}"

@@ -196,7 +196,7 @@ def test_previous_model_complexity_on_the_scored_rows(bundles: tuple[Path, Path]
     assert got is not None and got.shape == (7,)
     scored = [t for i, t in enumerate(TEXTS) if i != 1]
     want = [p.complexity for p in Bundle.load(bundles[1]).predict(scored)]
-    np.testing.assert_allclose(got, want, atol=1e-6)
+    np.testing.assert_allclose(got, np.array(want, dtype=float), atol=1e-6)
     assert _previous_complexity(None, rows, lambda _m: None) is None
 
 

@@ -64,7 +64,9 @@ def train_cmd(
     label_columns: Annotated[
         str,
         typer.Option(
-            "--label-columns", help="Comma-separated label columns; one head is trained per column."
+            "--label-columns",
+            help="Comma-separated label columns; one head is trained per column, on the rows labelled "
+            "for it (a row may leave some heads empty, e.g. `data from-log` rows carry only weak_ok).",
         ),
     ] = "tier,task",
     label_set: Annotated[

@@ -1,6 +1,7 @@
 """Train, evaluate and export the request classifier: the main job of `tierroute train`.
 
-Job: validated labelled data -> cached embeddings -> one calibrated head per label column ->
+Job: validated labelled data -> cached embeddings -> one calibrated head per label column (each fitted
+and scored on the rows labelled for it: a row may leave some heads empty) ->
 test metrics and plots -> one ONNX bundle (with a parity check against the training-time heads)
 -> MLflow run + registered version with alias `candidate`.
 

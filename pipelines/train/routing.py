@@ -10,7 +10,8 @@ The head (issue #13, chosen by leave-one-source-out routing value; see README "R
   the exported pipeline (its mean/scale live in the ONNX graph, so serving standardises exactly as
   training did);
 - target: `weak_ok` (the cheap class did as well as the strong class), every source weighted equally so
-  the largest source does not decide the head;
+  the largest source does not decide the head, except the deployment's own `traffic` rows (`tierroute
+  data from-log`), which weigh as much as four sources (`DEFAULT_SOURCE_WEIGHTS`);
 - a length prior: `length_coef` is subtracted from the standardised log-token-count weight (the only
   signal that transferred between sources), folded into the head's weights;
 - calibration: Platt scaling (a slope and an offset on the logit, slope kept > 0 so the ranking is the

@@ -7,10 +7,12 @@ a cascade cheap -> gate -> strong against the fake provider. The cheap model ref
 request (the gate's refusal check escalates them) and answers pasted tables wrongly (the gate
 accepts; the user sends `bad` feedback); everything else it answers well. A few hundred seeded
 requests later, `data from-log` turns the log into rows, `data merge` adds them to the default
-sample, `train` retrains, and the routing score 1 - P(weak_ok) is compared before and after on
-held-out requests about topics the traffic never mentioned: the German slice must separate from the
-rest after one retrain (AUC) and routing value (APGR) must rise. Then `promote --eval-set` with the
-log rows decides whether the candidate ships.
+sample (the log rows carry only `weak_ok`: each head trains on the rows labelled for it), `train`
+retrains, and two routing scores are compared before and after on held-out requests about topics the
+traffic never mentioned: 1 - P(weak_ok) of the `weak_ok` label head, and `complexity` as the bundle
+serves it (the routing head, 1 - p_weak_ok). For both, the German slice must separate from the rest
+after one retrain (AUC) and routing value (APGR) must rise. Then `promote --eval-set` with the log
+rows decides whether the candidate ships.
 
 Sizes are chosen so the margin is wide (a language slice is very learnable for the encoder) and the
 whole test stays within a few minutes on two busy cores; nothing is timed.
@@ -36,6 +38,7 @@ import yaml
 from evals.eval.closed_loop import (
     DEFAULT_TASKS,
     HELD_OUT_TOPICS,
+    ROUTER_SCORE,
     SLICE,
     SimRequest,
     cheap_answer,
@@ -169,33 +172,27 @@ def test_one_retrain_from_the_log_learns_the_slice_the_cheap_model_fails(
     n_table = sum(r.slice == "table" for r in traffic)
     assert n_de >= 60 and n_table >= 5  # the seeded mix the margins below rely on
 
-    # 3. the log -> labelled rows (and an unlabelled-tier copy as the promotion eval set)
-    done = tierroute(
-        project, "data", "from-log", "traffic.jsonl", "--out", "traffic.parquet", "--labels", "predicted"
-    )
+    # 3. the log -> labelled rows: weak_ok only, tier/task left empty (the default)
+    done = tierroute(project, "data", "from-log", "traffic.jsonl", "--out", "traffic.parquet")
     assert "rows written" in done.stdout
     rows = pd.read_parquet(project / "traffic.parquet")
     assert len(rows) == TRAFFIC
+    assert rows["tier"].isna().all() and rows["task"].isna().all()
     weak_ok = dict(zip(rows["text"], rows["weak_ok"], strict=True))
     assert all(weak_ok[r.text] == r.weak_ok for r in traffic)  # gate for German, feedback for tables
     assert (rows["label_kind"] == "traffic_feedback").sum() == n_table
-    tierroute(project, "data", "from-log", "traffic.jsonl", "--out", "traffic-eval.parquet")
     records = [json.loads(line) for line in log_path.read_text(encoding="utf-8").splitlines()]
     assert sum(r["kind"] == "tierroute.feedback" for r in records) == n_table
 
-    # 4. one retrain on default + traffic rows
-    tierroute(
-        project,
-        "data",
-        "merge",
-        "default.parquet",
-        "traffic.parquet",
-        "--require",
-        "weak_ok",
-        "--out",
-        "merged.parquet",
+    # 4. one retrain on default + traffic rows: tier/task heads fit on the default rows (the only ones
+    # labelled for them), the weak_ok head and the routing head on both, traffic as its own source
+    tierroute(project, "data", "merge", "default.parquet", "traffic.parquet", "--out", "merged.parquet")
+    done = tierroute(
+        project, "train", "--data", "merged.parquet", *HEADS, "--model-name", MODEL, "--no-progress"
     )
-    tierroute(project, "train", "--data", "merged.parquet", *HEADS, "--model-name", MODEL, "--no-progress")
+    n_default = len(default)
+    assert f"head tier: trains on the {n_default} rows labelled for it" in done.stdout, done.stdout
+    assert "traffic" in done.stdout.split("routing head:", 1)[1][:400], done.stdout  # its own source
     after = _bundles(project)[-1]
     assert after != before
 
@@ -209,21 +206,22 @@ def test_one_retrain_from_the_log_learns_the_slice_the_cheap_model_fails(
     in_slice = np.array([r.slice == SLICE for r in held])
     ok = np.array([r.weak_ok for r in held])
     assert 30 <= in_slice.sum() <= len(held) - 30
-    was = routing_numbers(score_texts(before, texts), in_slice, ok)
-    now = routing_numbers(score_texts(after, texts), in_slice, ok)
-    print(f"\nheld-out German slice: before {was}, after {now}")
-    assert now["auc"] >= 0.85, (was, now)
-    assert now["auc"] >= was["auc"] + 0.2, (was, now)
-    assert now["apgr"] >= was["apgr"] + 0.1, (was, now)
+    # the weak_ok label head the loop trains, and `complexity` as served (the routing head: 1 - p_weak_ok)
+    for router in (ROUTER_SCORE, "complexity"):
+        was = routing_numbers(score_texts(before, texts, router), in_slice, ok)
+        now = routing_numbers(score_texts(after, texts, router), in_slice, ok)
+        print(f"\nheld-out German slice, {router}: before {was}, after {now}")
+        assert now["auc"] >= 0.85, (router, was, now)
+        assert now["auc"] >= was["auc"] + 0.2, (router, was, now)
+        assert now["apgr"] >= was["apgr"] + 0.1, (router, was, now)
 
     # 6. the promotion gate decides, with the log rows as the eval set
-    done = tierroute(
-        project, "promote", "--model-name", MODEL, "--eval-set", "traffic-eval.parquet", ok=(0, 1)
-    )
+    done = tierroute(project, "promote", "--model-name", MODEL, "--eval-set", "traffic.parquet", ok=(0, 1))
     out = done.stdout + done.stderr
     print(out[-3000:])
-    assert "weak_ok" in out and "traffic-eval.parquet" in out, out
+    assert "weak_ok" in out and "traffic.parquet" in out, out
     assert "check raised" not in out, out  # every check ran on the log rows (boolean weak_ok labels included)
+    assert "no longer reads" not in out, out  # the candidate's own test rows read, tier/task empty on some
     from pipelines.registry import list_versions
 
     store = f"sqlite:///{project / 'mlruns' / 'mlflow.db'}"

@@ -225,8 +225,9 @@ def from_log(
         typer.Option(
             "--labels",
             help="tier/task of the rows: 'none' leaves them empty (honest: the log holds only the served "
-            "model's own guesses); 'predicted' copies the logged prediction, for training tier,task,weak_ok "
-            "heads on a merged file (every head needs a label on every row).",
+            "model's own guesses; `tierroute train` fits each head on the rows labelled for it, so the "
+            "rows train the weak_ok and routing heads only); 'predicted' copies the logged prediction "
+            "(it adds no information and reinforces the model's own mistakes).",
         ),
     ] = "none",
     seed: Annotated[int, typer.Option("--seed", help="Seed of the text hash that assigns the split.")] = 0,

@@ -18,6 +18,7 @@ from serving.cli.errors import fail
 ROUTING_C = 0.01
 ROUTING_LENGTH_COEF = 4.0
 ROUTING_ROWS = 2000
+ROUTING_SOURCE_WEIGHTS = {"traffic": 4.0}
 """Defaults of `pipelines.train.routing` (DEFAULT_C, ...), repeated so `--help` imports no sklearn;
 tests/pipelines/train/test_routing.py checks they agree."""
 
@@ -39,6 +40,23 @@ def _parse_label_sets(values: list[str] | None) -> dict[str, list[str]] | None:
     return out
 
 
+def _parse_source_weights(values: list[str] | None) -> dict[str, float]:
+    out = dict(ROUTING_SOURCE_WEIGHTS)
+    for item in values or []:
+        source, sep, weight = item.partition("=")
+        try:
+            value = float(weight)
+        except ValueError:
+            value = -1.0
+        if not sep or not source.strip() or not value >= 0:
+            raise typer.BadParameter(
+                f"expected SOURCE=WEIGHT with a weight >= 0, got {item!r}",
+                param_hint="--routing-source-weight",
+            )
+        out[source.strip()] = value
+    return out
+
+
 def train_cmd(
     data: Annotated[
         Path, typer.Option("--data", help="Labelled CSV, JSONL or Parquet with a `text` column.")
@@ -46,7 +64,9 @@ def train_cmd(
     label_columns: Annotated[
         str,
         typer.Option(
-            "--label-columns", help="Comma-separated label columns; one head is trained per column."
+            "--label-columns",
+            help="Comma-separated label columns; one head is trained per column, on the rows labelled "
+            "for it (a row may leave some heads empty, e.g. `data from-log` rows carry only weak_ok).",
         ),
     ] = "tier,task",
     label_set: Annotated[
@@ -129,6 +149,15 @@ def train_cmd(
     routing_rows_per_source: Annotated[
         int, typer.Option(help="Outcome rows per source (seeded hash sample; bounds the embedding time).")
     ] = ROUTING_ROWS,
+    routing_source_weight: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--routing-source-weight",
+            help="SOURCE=WEIGHT (repeatable): a source's total weight in the routing head relative to the "
+            "others (1 each; 0 leaves it out). `traffic` (rows of `tierroute data from-log`) defaults to "
+            f"{ROUTING_SOURCE_WEIGHTS['traffic']:g}.",
+        ),
+    ] = None,
     loso: Annotated[
         bool,
         typer.Option(
@@ -184,6 +213,7 @@ def train_cmd(
             routing_C=routing_c,
             routing_length_coef=routing_length_coef,
             routing_rows_per_source=routing_rows_per_source,
+            routing_source_weights=_parse_source_weights(routing_source_weight),
             loso=loso,
             previous_model=previous_model,
         )

@@ -20,8 +20,9 @@ Other columns: `id` = `traffic:<request id>`, `source` = "traffic", `licence` = 
 changed by feedback), `group` = a hash of the text (repeats share it), `split` = a seeded hash of
 the text (70/15/15; repeats of a text land in one split, so a memorised request cannot leak from
 train into test). `tier`/`task` are left empty by default: the served model's own predictions carry
-no new information and training on them only reinforces its mistakes; `labels="predicted"` copies
-them, for a trainer that needs every head labelled on every row.
+no new information and training on them only reinforces its mistakes (`tierroute train` fits each head
+on the rows labelled for it, so these rows train the `weak_ok` head and the routing head, where they
+count as source `traffic`); `labels="predicted"` copies them anyway.
 
 Trade-off: the whole log is read into memory (one dict per kept row), fine for the tens of
 thousands of requests a retrain uses; larger logs can be cut with the usual tools first.

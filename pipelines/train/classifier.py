@@ -1,6 +1,7 @@
 """Train, evaluate and export the request classifier: the main job of `tierroute train`.
 
-Job: validated labelled data -> cached embeddings -> one calibrated head per label column ->
+Job: validated labelled data -> cached embeddings -> one calibrated head per label column (each fitted
+and scored on the rows labelled for it: a row may leave some heads empty) ->
 test metrics and plots -> one ONNX bundle (with a parity check against the training-time heads)
 -> MLflow run + registered version with alias `candidate`.
 
@@ -37,6 +38,7 @@ from pipelines.train.routing import (
     DEFAULT_C,
     DEFAULT_LENGTH_COEF,
     DEFAULT_ROWS_PER_SOURCE,
+    DEFAULT_SOURCE_WEIGHTS,
     RoutingHead,
     fit_routing_head,
     routing_rows,
@@ -89,6 +91,9 @@ class TrainConfig:
     routing_rows_per_source: int = DEFAULT_ROWS_PER_SOURCE
     routing_C: float = DEFAULT_C
     routing_length_coef: float = DEFAULT_LENGTH_COEF
+    routing_source_weights: Mapping[str, float] = field(default_factory=lambda: dict(DEFAULT_SOURCE_WEIGHTS))
+    """Total weight of a source's rows in the routing head relative to the others (default 1 each;
+    `traffic`, the rows of `tierroute data from-log`, gets `DEFAULT_SOURCE_WEIGHTS`)."""
     loso: bool = True
     """Report leave-one-source-out routing value of the routing head (`loso_*` metrics)."""
     loso_n_boot: int = 200
@@ -124,6 +129,9 @@ class TrainConfig:
             "routing_C": self.routing_C,
             "routing_length_coef": self.routing_length_coef,
             "routing_rows_per_source": self.routing_rows_per_source,
+            "routing_source_weights": ",".join(
+                f"{k}={v:g}" for k, v in sorted(self.routing_source_weights.items())
+            ),
         }
 
 
@@ -183,10 +191,19 @@ def train(
 
     timings: dict[str, float] = {}
     t0 = time.perf_counter()
-    data = load_labelled_file(config.data, config.label_columns, config.label_sets)  # validate first
+    # validate first; a row may leave some heads unlabelled: each head fits (and is scored) on its rows
+    data = load_labelled_file(config.data, config.label_columns, config.label_sets, allow_missing_labels=True)
     df = data.df.reset_index(drop=True)
     timings["validate_s"] = time.perf_counter() - t0
     echo(f"data: {len(df)} rows from {config.data} (digest {data.digest[:12]})")
+    for column in config.label_columns:
+        labelled = df[column].notna()
+        if not labelled.all():
+            per_split = ", ".join(
+                f"{split} {int((labelled & (df['split'] == split)).sum())}"
+                for split in ("train", "validation", "test")
+            )
+            echo(f"head {column}: trains on the {int(labelled.sum())} rows labelled for it ({per_split})")
     n_test = int((df["split"] == "test").sum())
     if n_test < MIN_TEST_ROWS:
         echo(
@@ -375,7 +392,11 @@ def _train_routing(
     from pipelines.train.loso import markdown_table, routing_loso
 
     rows = routing_rows(
-        df, config.outcomes, config.raw, rows_per_source=config.routing_rows_per_source, echo=echo
+        _routing_columns(config.data, df),
+        config.outcomes,
+        config.raw,
+        rows_per_source=config.routing_rows_per_source,
+        echo=echo,
     )
     if rows is None or rows["weak_ok"].nunique() < 2:
         echo("routing head: skipped (no outcome rows and no labelled weak_ok rows with both values)")
@@ -394,6 +415,7 @@ def _train_routing(
             src[mask],
             C=config.routing_C,
             length_coef=config.routing_length_coef,
+            source_weights=config.routing_source_weights,
             seed=config.seed,
         )
 
@@ -436,6 +458,26 @@ def _train_routing(
         metrics["sanity_complexity_spearman"] = rho
         echo(f"sanity set: Spearman(expected tier, 1 - p_weak_ok) = {rho:.2f}")
     return head, loso
+
+
+def _routing_columns(path: Path, df: Any) -> Any:
+    """`text` plus the data file's own `source` and `weak_ok` columns (those present), row for row.
+
+    The routing head reads `weak_ok` whether or not it is a label column (rows of `tierroute data
+    from-log` carry only that label), and `source` so that traffic rows count as their own source.
+    The validated frame has neither (it keeps the label columns, as strings)."""
+    from pipelines.data.dataset import read_frame
+
+    raw = read_frame(path)
+    out = df[["text"]].copy()
+    if len(raw) != len(df):  # cannot happen: both come from the same rows of the same file
+        raise RuntimeError(f"{path}: read {len(raw)} rows, validated {len(df)}")
+    for column in ("source", "weak_ok"):
+        if column in raw.columns:
+            out[column] = raw[column].to_numpy(dtype=object)
+        elif column in df.columns:
+            out[column] = df[column].to_numpy(dtype=object)
+    return out
 
 
 def _previous_complexity(model: str | None, rows: Any, echo: Callable[[str], None]) -> np.ndarray | None:
@@ -498,7 +540,11 @@ def _attach_reference_stats(
     stats = compute_stats(
         {h.name: h.predict_proba(Xm) for h in heads},
         {h.name: h.labels for h in heads},
-        labels={h.name: part[h.name].tolist() for h in heads if h.name in part.columns},
+        labels={  # unlabelled rows (per-head masks) as None
+            h.name: part[h.name].astype(object).where(part[h.name].notna(), None).tolist()
+            for h in heads
+            if h.name in part.columns
+        },
         token_counts=np.concatenate(counts),
         truncated=np.concatenate(truncated),
         embeddings=Xm,

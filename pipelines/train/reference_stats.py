@@ -185,13 +185,20 @@ class ReferenceStats:
         }
 
 
+def _is_missing(value: Any) -> bool:
+    """None, NaN or pandas' NA (a nullable string column's empty cell, whose `== ""` raises)."""
+    import pandas as pd
+
+    return bool(pd.isna(value))
+
+
 def label_indices(values: Sequence[Any], labels: Sequence[str], head: str) -> np.ndarray:
     """Label strings -> indices; missing (None/NaN/empty) -> -1; unknown label -> ValueError."""
     index = {lab: i for i, lab in enumerate(labels)}
     out = np.full(len(values), -1, dtype=np.int64)
     unknown: set[str] = set()
     for i, v in enumerate(values):
-        if v is None or (isinstance(v, float) and np.isnan(v)) or v == "":
+        if v is None or (not isinstance(v, str) and _is_missing(v)) or v == "":
             continue
         j = index.get(str(v))
         if j is None:

@@ -171,10 +171,11 @@ def test_cli_defaults_match_the_module() -> None:
     from pipelines.cli import train as cli
     from pipelines.train import routing
 
-    assert (cli.ROUTING_C, cli.ROUTING_LENGTH_COEF, cli.ROUTING_ROWS) == (
+    assert (cli.ROUTING_C, cli.ROUTING_LENGTH_COEF, cli.ROUTING_ROWS, cli.ROUTING_SOURCE_WEIGHTS) == (
         routing.DEFAULT_C,
         routing.DEFAULT_LENGTH_COEF,
         routing.DEFAULT_ROWS_PER_SOURCE,
+        routing.DEFAULT_SOURCE_WEIGHTS,
     )
 
 
@@ -195,5 +196,61 @@ def test_previous_model_complexity_on_the_scored_rows(bundles: tuple[Path, Path]
     assert got is not None and got.shape == (7,)
     scored = [t for i, t in enumerate(TEXTS) if i != 1]
     want = [p.complexity for p in Bundle.load(bundles[1]).predict(scored)]
-    np.testing.assert_allclose(got, want, atol=1e-6)
+    np.testing.assert_allclose(got, np.array(want, dtype=float), atol=1e-6)
     assert _previous_complexity(None, rows, lambda _m: None) is None
+
+
+def test_routing_rows_read_weak_ok_strings_and_keep_traffic_as_its_source(tmp_path: Path) -> None:
+    """The closed-loop bug: the validated frame holds `weak_ok` as the strings "true"/"false", and
+    `astype(bool)` read "false" as True, so every traffic row taught the head "the cheap model is fine"."""
+    import pandas as pd
+
+    from pipelines.train.routing import routing_rows
+
+    outcomes = tmp_path / "outcomes.parquet"
+    pd.DataFrame(
+        {
+            "id": ["o1", "o2", "o3"],
+            "text": ["outcome a", "outcome b", "also an outcome text"],
+            "source": ["src_a", "src_a", "src_b"],
+            "weak_ok": [True, False, True],
+            "weak_quality": [1.0, 0.0, 1.0],
+            "strong_quality": [1.0, 1.0, 1.0],
+        }
+    ).to_parquet(outcomes)
+    labelled = pd.DataFrame(
+        {
+            "text": [
+                "Erkläre das bitte.",
+                "Explain it, please.",
+                "Was ist das?",
+                "no label",
+                "also an outcome text",
+            ],
+            "source": ["traffic", "traffic", "traffic", "traffic", "traffic"],
+            "weak_ok": pd.array(["false", "true", "false", None, "false"], dtype="string"),
+        }
+    )
+    rows = routing_rows(labelled, outcomes, None, rows_per_source=1, echo=lambda _m: None)
+    traffic = rows[rows["source"] == "traffic"].set_index("text")["weak_ok"].to_dict()
+    assert traffic == {"Erkläre das bitte.": False, "Explain it, please.": True, "Was ist das?": False}
+    # capped (1 per source): the outcome row the cap left out does not come back as a labelled row
+    assert rows["source"].value_counts().to_dict() == {"traffic": 3, "src_a": 1, "src_b": 1}
+    # a labelled row of an outcome source is the outcome rows' business, even with a new text
+    from_outcome_source = labelled.assign(source="src_a", text=["x1", "x2", "x3", "x4", "x5"])
+    rows = routing_rows(from_outcome_source, outcomes, None, echo=lambda _m: None)
+    assert set(rows["source"]) == {"src_a", "src_b"}
+    with pytest.raises(ValueError, match="weak_ok must be"):
+        routing_rows(labelled.assign(weak_ok="maybe"), None, None, echo=lambda _m: None)
+
+
+def test_source_weights_scale_a_sources_total_weight() -> None:
+    from pipelines.train.routing import equal_source_weights
+
+    src = np.array(["a", "a", "a", "traffic"])
+    w = equal_source_weights(src, {"traffic": 3.0})
+    assert w.mean() == pytest.approx(1.0)
+    assert w[src == "traffic"].sum() == pytest.approx(3 * w[src == "a"].sum())
+    assert equal_source_weights(src, {"traffic": 0.0})[-1] == 0.0
+    with pytest.raises(ValueError):
+        equal_source_weights(src, {"a": 0.0, "traffic": 0.0})

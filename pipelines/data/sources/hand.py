@@ -22,9 +22,10 @@ from pipelines.data.sources.base import LabelResult, RawRow, RowLabel, read_json
 
 HAND_FOLDER = "tierroute_requests"
 HAND_FILE = "requests.jsonl"
-MAX_SANITY_COSINE = 0.85
-"""A hand row whose MiniLM cosine to any sanity row is above this is a near-duplicate: dropped (the issue
-asked for 0.9; 0.85 is stricter and still leaves every distinct request in: the median is about 0.3)."""
+MAX_SANITY_COSINE = 0.6
+"""A hand row whose MiniLM cosine to any sanity row is above this is a near-duplicate: dropped. The issue
+asked for 0.9; at 0.85 same-request pairs were still left in (one op-ed brief, one SaaS schema, one LRU
+cache with TTL at 0.60-0.84), so the shipped rows keep under 0.6 (the median is about 0.3)."""
 
 
 def read_hand_requests(raw_dir: Path) -> Iterator[tuple[str, RawRow]]:

@@ -13,6 +13,7 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
+from pipelines.train.label_weights import DEFAULT_HAND_WEIGHT as HAND_WEIGHT  # numpy only: --help stays light
 from serving.cli.errors import fail
 
 ROUTING_C = 0.01
@@ -123,6 +124,12 @@ def train_cmd(
     min_confidence: Annotated[
         float, typer.Option(help="Tier confidence below which routers use rules.")
     ] = 0.5,
+    hand_weight: Annotated[
+        float,
+        typer.Option(
+            help="Loss weight of hand rows (label_kind `hand`) in the tier/task heads (1: unweighted)."
+        ),
+    ] = HAND_WEIGHT,
     seed: Annotated[int, typer.Option(help="Random seed for CV folds.")] = 0,
     threads: Annotated[int, typer.Option(help="ONNX Runtime threads for embedding.")] = 2,
     progress: Annotated[bool, typer.Option(help="Show progress bars.")] = True,
@@ -205,6 +212,7 @@ def train_cmd(
             out_dir=out,
             register=register,
             min_confidence=min_confidence,
+            hand_weight=hand_weight,
             seed=seed,
             threads=threads,
             routing_head=routing_head,

@@ -380,7 +380,7 @@ def build_dataset(
     """Build data/labelled/requests.parquet (columns `COLUMNS`) and summary.json from `raw_dir`.
 
     Columns: id, text, source, tier, task, weak_ok (nullable bool), split, group (near-duplicate group
-    key), licence, commercial (bool), label_kind (`outcome`/`proxy`). `commercial_only=True` leaves out
+    key), licence, commercial (bool), label_kind (`outcome`/`hand`/`proxy`). `commercial_only=True` leaves out
     every source whose licence forbids commercial use (before dedup, so other sources keep their rows).
     `sources` defaults to every registered source (tests pass small fake ones). Reads only
     `raw_dir`; raises FileNotFoundError naming the missing file when a raw source is absent.

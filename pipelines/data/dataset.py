@@ -38,6 +38,9 @@ if TYPE_CHECKING:
 
 SPLITS = ("train", "validation", "test")
 RESERVED_COLUMNS = ("id", "text", "split", "group")
+PASSTHROUGH_COLUMNS = ("source", "label_kind")
+"""Optional provenance columns kept as strings when present (`label_kind` drives the heads' hand-row weights,
+`source` the held-out hand-row report); never validated, never part of the digest."""
 SUPPORTED_SUFFIXES = (".csv", ".tsv", ".jsonl", ".ndjson", ".json", ".parquet", ".pq")
 MAX_LISTED = 5
 """How many offending rows an error message lists before saying "and N more"."""
@@ -346,6 +349,13 @@ def _group_value(value: Any, row_id: str) -> str:
     return str(value).strip()
 
 
+def _passthrough_value(value: Any) -> str:
+    """A provenance value as a string ("" when missing)."""
+    if value is None or (isinstance(value, float) and math.isnan(value)):
+        return ""
+    return str(value)
+
+
 def _text_id(text: str) -> str:
     return "t" + hashlib.sha256(text.encode("utf-8")).hexdigest()[:16]
 
@@ -506,5 +516,8 @@ def load_labelled_file(
         df["group"] = [
             _group_value(record.get("group"), row_id) for record, row_id in zip(table.rows, ids, strict=True)
         ]
+    for column in PASSTHROUGH_COLUMNS:  # provenance the trainer reads (hand-row weights); not in the digest
+        if column in table.columns and column not in df.columns:
+            df[column] = [_passthrough_value(record.get(column)) for record in table.rows]
     digest = dataset_digest(df, ["id", "text", *label_columns, "split"])
     return LabelledData(path=path, df=df, label_columns=label_columns, label_sets=used_sets, digest=digest)

@@ -33,6 +33,7 @@ from pipelines.train.bundle_build import build_bundle
 from pipelines.train.embed import Embedder
 from pipelines.train.encoder_export import PRECISIONS, EncoderArtifact, Precision, export_encoder
 from pipelines.train.heads import FittedHead, fit_head
+from pipelines.train.label_weights import DEFAULT_HAND_WEIGHT, label_kind_weights
 from pipelines.train.metrics import classification_metrics, plot_confusion_matrix, plot_reliability
 from pipelines.train.routing import (
     DEFAULT_C,
@@ -44,7 +45,7 @@ from pipelines.train.routing import (
     routing_rows,
     sources_summary,
 )
-from pipelines.train.sanity import agreement, read_sanity
+from pipelines.train.sanity import agreement, heldout_hand_report, read_sanity
 from serving.model.bundle import Bundle
 from serving.model.textprep import REQUEST_FEATURE_NAMES, TruncationSpec, request_feature_matrix
 
@@ -81,6 +82,8 @@ class TrainConfig:
     alias: str = "candidate"
     experiment: str = "tierroute-classifier"
     min_confidence: float = 0.5
+    hand_weight: float = DEFAULT_HAND_WEIGHT
+    """Loss weight of `label_kind == "hand"` rows in the tier/task heads (`pipelines.train.label_weights`)."""
     seed: int = 0
     threads: int = 2
     routing_head: bool = True
@@ -125,6 +128,7 @@ class TrainConfig:
             "encoder": self.encoder,
             "seed": self.seed,
             "min_confidence": self.min_confidence,
+            "hand_weight": self.hand_weight,
             "routing_head": self.routing_head,
             "routing_C": self.routing_C,
             "routing_length_coef": self.routing_length_coef,
@@ -247,7 +251,11 @@ def train(
     for column in config.label_columns:
         labels = list(data.label_sets[column])
         parts = _split_arrays(df, X, column)
-        head = fit_head(column, *parts["train"], *parts["validation"], labels, seed=config.seed)
+        train_rows = (df["split"] == "train").to_numpy() & df[column].notna().to_numpy()  # as _split_arrays
+        weights = label_kind_weights(df, train_rows, config.hand_weight)
+        head = fit_head(
+            column, *parts["train"], *parts["validation"], labels, seed=config.seed, sample_weight=weights
+        )
         heads.append(head)
         for split in ("validation", "test"):
             Xs, ys = parts[split]
@@ -290,6 +298,25 @@ def train(
                 if k.endswith("_agreement")
             )
             + " agreement with a careful person's labels"
+        )
+
+    hand_report = heldout_hand_report(df, X, heads)  # tierroute's hand-labelled rows (label_weights)
+    metrics.update(hand_report)
+    if hand_report:
+        echo(
+            f"held-out hand rows ({int(hand_report['heldout_hand_rows'])} test rows): "
+            + ", ".join(
+                f"{h.name} {hand_report[f'heldout_hand_{h.name}_agreement']:.0%}"
+                for h in heads
+                if f"heldout_hand_{h.name}_agreement" in hand_report
+            )
+            + " agreement; test macro-F1 without them: "
+            + ", ".join(
+                f"{h.name} {hand_report[f'test_{h.name}_macro_f1_without_hand']:.3f}"
+                for h in heads
+                if f"test_{h.name}_macro_f1_without_hand" in hand_report
+            )
+            + f" (hand weight {config.hand_weight:g})"
         )
 
     t = time.perf_counter()

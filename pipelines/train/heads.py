@@ -87,7 +87,10 @@ def fit_head(
     Cs: Sequence[float] = DEFAULT_CS,
     cv_folds: int = 3,
     seed: int = 0,
+    sample_weight: np.ndarray | None = None,
 ) -> FittedHead:
+    """Fit, pick C by CV macro-F1, calibrate on validation. `sample_weight` (one per training row, e.g.
+    `pipelines.train.label_weights`) scales each row's loss; CV folds slice it, scoring stays unweighted."""
     labels = tuple(labels)
     yt = encode_labels(y_train, labels)
     yv = encode_labels(y_val, labels)
@@ -105,7 +108,12 @@ def fit_head(
         n_jobs=1,
         refit=True,
     )
-    search.fit(X_train, yt)
+    if sample_weight is None:
+        search.fit(X_train, yt)
+    else:
+        if len(sample_weight) != len(yt):
+            raise ValueError(f"head {name!r}: {len(sample_weight)} sample weights for {len(yt)} rows")
+        search.fit(X_train, yt, sample_weight=np.asarray(sample_weight, dtype=np.float64))
     model: LogisticRegression = search.best_estimator_
     best_c = float(search.best_params_["C"])
     temperature = fit_temperature(_logits(model, X_val), yv) if len(yv) else 1.0

@@ -49,3 +49,43 @@ def agreement(
             if not ok
         ]
     return out
+
+
+HAND_SOURCE = "tierroute_requests"
+
+
+def heldout_hand_report(
+    df: Any, X: np.ndarray, heads: Sequence[Any], source: str = HAND_SOURCE
+) -> dict[str, float]:
+    """Test-split numbers that separate the hand-labelled rows from the rest (empty without them).
+
+    `heldout_hand_<head>_agreement`: share of `source`'s test rows (held out by the build's group split,
+    never trained on) where the head's top label is the annotator's; less optimistic than the sanity set,
+    though written by the same person. `test_<head>_macro_f1_without_hand`: macro-F1 on every other test
+    row, comparable with a model trained before `source` existed.
+    """
+    from sklearn.metrics import f1_score
+
+    if "source" not in df.columns:
+        return {}
+    test = (df["split"] == "test").to_numpy()
+    hand = (df["source"] == source).to_numpy()
+    if not (test & hand).any():
+        return {}
+    out: dict[str, float] = {"heldout_hand_rows": float((test & hand).sum())}
+    for head in heads:
+        if head.name not in df.columns:
+            continue
+        labelled = df[head.name].notna().to_numpy()
+        predicted = np.asarray(head.labels)[np.argmax(head.predict_proba(X), axis=1)]
+        truth = df[head.name].astype(str).to_numpy()
+        held = test & hand & labelled
+        out[f"heldout_hand_{head.name}_agreement"] = float(np.mean(predicted[held] == truth[held]))
+        rest = test & ~hand & labelled
+        if rest.any():
+            out[f"test_{head.name}_macro_f1_without_hand"] = float(
+                f1_score(
+                    truth[rest], predicted[rest], labels=list(head.labels), average="macro", zero_division=0
+                )
+            )
+    return out

@@ -2,7 +2,8 @@
 
 Job: `SOURCES` names every raw source the build reads (in priority order: when two sources hold the
 same normalised text, the earlier one's row is kept), with its reader, its documented label map and its
-sampling caps. The maps themselves live in `benchmarks`, `p3` and `instructions`; each is a small pure
+sampling caps. The maps themselves live in `benchmarks`, `p3`, `instructions` and `hand` (tierroute's own
+hand-labelled requests); each is a small pure
 function `raw row -> RowLabel | Skip` with its rule in the docstring. Trade-off: caps are hand-set so
 that no source dominates and every tier keeps >= 15% of rows; the data card reports the result.
 """
@@ -10,11 +11,19 @@ that no source dominates and every tier keeps >= 15% of rows; the data card repo
 from __future__ import annotations
 
 from pipelines.data.sources import benchmarks as bm
+from pipelines.data.sources import hand, p3
 from pipelines.data.sources import instructions as ins
-from pipelines.data.sources import p3
 from pipelines.data.sources.base import LabelResult, RawRow, RowLabel, Skip, SourceSpec
 
 SOURCES: tuple[SourceSpec, ...] = (
+    # first: on a normalised-text collision the hand label (a person's reading of this request) wins
+    SourceSpec(
+        "tierroute_requests",
+        hand.read_hand_requests,
+        hand.label_hand_request,
+        licence="CC0-1.0",
+        label_kind="hand",
+    ),
     SourceSpec(
         "routellm_mmlu",
         bm.read_routellm_mmlu,

@@ -61,7 +61,8 @@ class SourceSpec:
     source): wording shared by a large share of one family is template boilerplate, not evidence that
     two rows are near-duplicates. `licence` (SPDX-style) and `commercial` (commercial use allowed) are
     copied onto every row; `label_kind` says where its tier comes from: `outcome` (measured model
-    outcomes) or `proxy` (a per-source rule).
+    outcomes), `hand` (a person's label for this very request, per a written guideline) or `proxy` (a
+    per-source rule).
     """
 
     name: str

@@ -327,6 +327,19 @@ def test_group_column_is_kept_and_filled(tmp_path: Path) -> None:
     assert "group" not in load_labelled_file(write(tmp_path / "e.jsonl", good_rows()), TIER_TASK).df.columns
 
 
+def test_provenance_columns_pass_through_without_changing_the_digest(tmp_path: Path) -> None:
+    rows = good_rows()
+    plain = load_labelled_file(write(tmp_path / "plain.jsonl", rows), TIER_TASK)
+    for i, row in enumerate(rows):
+        row["label_kind"] = "hand" if i % 4 == 0 else "proxy"
+        row["source"] = None if i == 1 else f"src{i % 2}"
+    data = load_labelled_file(write(tmp_path / "d.jsonl", rows), TIER_TASK)
+    assert data.df["label_kind"].tolist()[:4] == ["hand", "proxy", "proxy", "proxy"]
+    assert data.df["source"].tolist()[:3] == ["src0", "", "src0"]
+    assert data.digest == plain.digest  # provenance is not part of what the model learns from
+    assert "label_kind" not in plain.df.columns and "source" not in plain.df.columns
+
+
 def test_one_reader_for_train_and_evals_in_every_format(tmp_path: Path) -> None:
     """CSV, TSV, JSONL, JSON and Parquet give the same rows to `train`/`data validate` and to `eval`."""
     from evals.io.tables import InputError, read_table

@@ -89,7 +89,7 @@ def test_commercial_only_build_leaves_out_non_commercial_rows(tmp_path: Path) ->
     assert df["commercial"].all()
     assert "alpaca_eval" not in set(df["source"])
     assert report.summary["commercial_only"] is True
-    assert set(df["label_kind"]) == {"outcome", "proxy"}
+    assert set(df["label_kind"]) == {"outcome", "hand", "proxy"}
 
 
 def test_default_build_marks_licence_and_label_kind(built_df: pd.DataFrame) -> None:

@@ -31,6 +31,7 @@ import numpy as np
 from pipelines.train.bundle_build import build_bundle
 from pipelines.train.embed import Embedder
 from pipelines.train.encoder_export import (
+    DEFAULT_LAYERS,
     FULL_LAYERS,
     PRECISIONS,
     EncoderArtifact,
@@ -72,8 +73,9 @@ class TrainConfig:
     precision: Precision = "fp32"
     encoder: Literal["minilm", "static"] = "minilm"
     """`static`: the fast path: model2vec vectors distilled from MiniLM (`pipelines.train.static_encoder`)."""
-    encoder_layers: int = FULL_LAYERS
-    """MiniLM transformer layers kept (`pipelines.train.encoder_export`): 6 = the whole model."""
+    encoder_layers: int | None = None
+    """MiniLM transformer layers kept (`pipelines.train.encoder_export`): 6 = the whole model; None =
+    `DEFAULT_LAYERS` (3) for the minilm encoder (`minilm_layers`)."""
     encoder_distil: bool = False
     """With encoder_layers < 6: distil the truncated encoder toward the 6-layer one on the train split
     first (`pipelines.train.distill`, a few CPU minutes, cached)."""
@@ -114,10 +116,11 @@ class TrainConfig:
             raise ValueError(f"encoder must be minilm or static, got {self.encoder!r}")
         if self.encoder == "static" and self.precision != "fp32":
             raise ValueError("a static encoder is a float32 lookup; precision int8 does not apply")
-        check_layers(self.encoder_layers)
-        if self.encoder == "static" and self.encoder_layers != FULL_LAYERS:
-            raise ValueError("encoder_layers applies to the minilm encoder, not the static one")
-        if self.encoder_distil and (self.encoder_layers == FULL_LAYERS or self.precision != "fp32"):
+        if self.encoder_layers is not None:
+            check_layers(self.encoder_layers)
+            if self.encoder == "static":
+                raise ValueError("encoder_layers applies to the minilm encoder, not the static one")
+        if self.encoder_distil and (self.minilm_layers == FULL_LAYERS or self.precision != "fp32"):
             raise ValueError("encoder_distil needs encoder_layers < 6 and precision fp32")
         if self.full_bundle is not None and self.encoder != "static":
             raise ValueError("a two-stage bundle (full_bundle) needs encoder='static' as its first stage")
@@ -125,6 +128,10 @@ class TrainConfig:
             raise ValueError(f"min_confidence must be in [0, 1], got {self.min_confidence}")
         if self.precision not in PRECISIONS:
             raise ValueError(f"precision must be one of {', '.join(PRECISIONS)}, got {self.precision!r}")
+
+    @property
+    def minilm_layers(self) -> int:
+        return DEFAULT_LAYERS if self.encoder_layers is None else self.encoder_layers
 
     def params(self) -> dict[str, Any]:
         return {
@@ -135,7 +142,7 @@ class TrainConfig:
             "head_tokens": self.spec.head_tokens,
             "precision": self.precision,
             "encoder": self.encoder,
-            "encoder_layers": self.encoder_layers,
+            "encoder_layers": self.minilm_layers if self.encoder == "minilm" else "",
             "encoder_distil": self.encoder_distil,
             "seed": self.seed,
             "min_confidence": self.min_confidence,
@@ -159,7 +166,7 @@ def _distilled_encoder(
         threads=config.threads,
     )
     return distil_truncated(
-        config.encoder_layers,
+        config.minilm_layers,
         df.loc[df["split"] == "train", "text"].tolist(),
         lambda texts: teacher.embed(texts, progress=progress, desc="teacher embeddings"),
         config.spec,
@@ -244,7 +251,7 @@ def train(
 
         encoder = export_static_encoder(config.encoder_cache)
     else:
-        encoder = export_encoder(config.encoder_cache, config.precision, layers=config.encoder_layers)
+        encoder = export_encoder(config.encoder_cache, config.precision, layers=config.minilm_layers)
         if config.encoder_distil:
             encoder = _distilled_encoder(config, df, progress, echo)
     timings["encoder_s"] = time.perf_counter() - t

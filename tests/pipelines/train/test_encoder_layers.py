@@ -55,7 +55,7 @@ def test_layer_counts_out_of_range_are_refused(tmp_path: Path) -> None:
     with pytest.raises(ValueError, match="not the static one"):
         TrainConfig(encoder="static", encoder_layers=3)
     with pytest.raises(ValueError, match="encoder_distil needs"):
-        TrainConfig(encoder_distil=True)  # 6 layers: nothing to distil
+        TrainConfig(encoder_layers=6, encoder_distil=True)  # the full model: nothing to distil
     with pytest.raises(ValueError, match="encoder_distil needs"):
         TrainConfig(encoder_layers=3, encoder_distil=True, precision="int8")
     root, bench = typer.Typer(), typer.Typer()

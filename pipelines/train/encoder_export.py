@@ -12,7 +12,8 @@ diff to torch ~2e-7), then fuse with onnxruntime's transformer optimizer. Two in
   real training texts (`pipelines.train.static_quant`): batch-independent, so bundles batch again.
 Plain per-tensor int8 flips ~8% of labels and is not offered.
 
-Layer truncation (`layers`, default 6 = the whole model): keep only the first N of MiniLM's six
+Layer truncation (`layers`; 6 = the whole model, `export_encoder`'s default; `tierroute train` uses
+`DEFAULT_LAYERS` = 3): keep only the first N of MiniLM's six
 transformer layers, same tokenizer, same pooling and normalisation, same export and fusion. The
 encoder's cost is almost all in its layers, so N=3 is about half the compute per token. A truncated
 export is cached as `encoder.L{N}.{precision}.onnx` beside the full one and carries `layers` in

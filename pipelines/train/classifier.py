@@ -31,7 +31,15 @@ import numpy as np
 
 from pipelines.train.bundle_build import build_bundle
 from pipelines.train.embed import Embedder
-from pipelines.train.encoder_export import PRECISIONS, EncoderArtifact, Precision, export_encoder
+from pipelines.train.encoder_export import (
+    DEFAULT_LAYERS,
+    FULL_LAYERS,
+    PRECISIONS,
+    EncoderArtifact,
+    Precision,
+    check_layers,
+    export_encoder,
+)
 from pipelines.train.heads import FittedHead, fit_head
 from pipelines.train.label_weights import DEFAULT_HAND_WEIGHT, label_kind_weights
 from pipelines.train.metrics import classification_metrics, plot_confusion_matrix, plot_reliability
@@ -68,6 +76,12 @@ class TrainConfig:
     precision: Precision = "fp32"
     encoder: Literal["minilm", "static"] = "minilm"
     """`static`: the fast path: model2vec vectors distilled from MiniLM (`pipelines.train.static_encoder`)."""
+    encoder_layers: int | None = None
+    """MiniLM transformer layers kept (`pipelines.train.encoder_export`): 6 = the whole model; None =
+    `DEFAULT_LAYERS` (3) for the minilm encoder (`minilm_layers`)."""
+    encoder_distil: bool = False
+    """With encoder_layers < 6: distil the truncated encoder toward the 6-layer one on the train split
+    first (`pipelines.train.distill`, a few CPU minutes, cached)."""
     full_bundle: Path | None = None
     """With `encoder="static"`: also write a two-stage bundle (`pipelines.train.two_stage`) that answers
     from this static model when it is confident and from this (MiniLM) bundle otherwise."""
@@ -110,12 +124,22 @@ class TrainConfig:
             raise ValueError(f"encoder must be minilm or static, got {self.encoder!r}")
         if self.encoder == "static" and self.precision != "fp32":
             raise ValueError("a static encoder is a float32 lookup; precision int8 does not apply")
+        if self.encoder_layers is not None:
+            check_layers(self.encoder_layers)
+            if self.encoder == "static":
+                raise ValueError("encoder_layers applies to the minilm encoder, not the static one")
+        if self.encoder_distil and (self.minilm_layers == FULL_LAYERS or self.precision != "fp32"):
+            raise ValueError("encoder_distil needs encoder_layers < 6 and precision fp32")
         if self.full_bundle is not None and self.encoder != "static":
             raise ValueError("a two-stage bundle (full_bundle) needs encoder='static' as its first stage")
         if not 0.0 <= self.min_confidence <= 1.0:
             raise ValueError(f"min_confidence must be in [0, 1], got {self.min_confidence}")
         if self.precision not in PRECISIONS:
             raise ValueError(f"precision must be one of {', '.join(PRECISIONS)}, got {self.precision!r}")
+
+    @property
+    def minilm_layers(self) -> int:
+        return DEFAULT_LAYERS if self.encoder_layers is None else self.encoder_layers
 
     def params(self) -> dict[str, Any]:
         return {
@@ -126,6 +150,8 @@ class TrainConfig:
             "head_tokens": self.spec.head_tokens,
             "precision": self.precision,
             "encoder": self.encoder,
+            "encoder_layers": self.minilm_layers if self.encoder == "minilm" else "",
+            "encoder_distil": self.encoder_distil,
             "seed": self.seed,
             "min_confidence": self.min_confidence,
             "hand_weight": self.hand_weight,
@@ -137,6 +163,30 @@ class TrainConfig:
                 f"{k}={v:g}" for k, v in sorted(self.routing_source_weights.items())
             ),
         }
+
+
+def _distilled_encoder(
+    config: TrainConfig, df: Any, progress: bool, echo: Callable[[str], Any]
+) -> EncoderArtifact:
+    """The truncated encoder distilled toward the 6-layer one on the train split's texts."""
+    from pipelines.train.distill import DistilConfig, distil_truncated
+
+    teacher = Embedder(
+        export_encoder(config.encoder_cache, "fp32"),
+        config.spec,
+        cache_dir=config.embedding_cache,
+        threads=config.threads,
+    )
+    return distil_truncated(
+        config.minilm_layers,
+        df.loc[df["split"] == "train", "text"].tolist(),
+        lambda texts: teacher.embed(texts, progress=progress, desc="teacher embeddings"),
+        config.spec,
+        config.encoder_cache,
+        DistilConfig(seed=config.seed, threads=config.threads),
+        progress=progress,
+        echo=echo,
+    )
 
 
 @dataclass
@@ -222,7 +272,9 @@ def train(
 
         encoder = export_static_encoder(config.encoder_cache)
     else:
-        encoder = export_encoder(config.encoder_cache, config.precision)
+        encoder = export_encoder(config.encoder_cache, config.precision, layers=config.minilm_layers)
+        if config.encoder_distil:
+            encoder = _distilled_encoder(config, df, progress, echo)
     timings["encoder_s"] = time.perf_counter() - t
 
     t = time.perf_counter()

@@ -39,6 +39,7 @@ import numpy as np
 
 from serving.model.onnx_session import make_session
 from serving.model.textprep import (
+    FEATURE_EDGE_CHARS,
     REQUEST_FEATURE_NAMES,
     REQUEST_FEATURES_VERSION,
     TextTokenizer,
@@ -211,18 +212,21 @@ class RoutingSpec:
     input: str
     output: str
     features: tuple[str, ...]
+    features_version: int = REQUEST_FEATURES_VERSION
+    """The `request_features` version the head was trained on; served the same (older ones too)."""
 
     @classmethod
     def from_manifest(cls, path: Path, block: Any) -> RoutingSpec:
         try:
-            spec = cls(str(block["input"]), str(block["output"]), tuple(block["features"]))
             version = int(block["features_version"])
+            spec = cls(str(block["input"]), str(block["output"]), tuple(block["features"]), version)
         except (KeyError, TypeError, ValueError) as exc:
             raise BundleError(f"{path}: malformed 'routing' block in the manifest ({exc})") from exc
-        if spec.features != REQUEST_FEATURE_NAMES or version != REQUEST_FEATURES_VERSION:
+        if spec.features != REQUEST_FEATURE_NAMES or version not in FEATURE_EDGE_CHARS:
             raise BundleError(
                 f"{path}: the routing head reads request features {list(spec.features)} (version {version}); "
-                f"this runtime computes {list(REQUEST_FEATURE_NAMES)} (version {REQUEST_FEATURES_VERSION}): "
+                f"this runtime computes {list(REQUEST_FEATURE_NAMES)} "
+                f"(versions {sorted(FEATURE_EDGE_CHARS)}): "
                 "re-train the bundle with a matching tierroute"
             )
         return spec
@@ -356,7 +360,7 @@ class Bundle:
         batch = self.tokenizer.encode_batch(texts)
         feeds = batch.feeds()
         if self.routing is not None:
-            feeds[self.routing.input] = request_feature_matrix(texts)
+            feeds[self.routing.input] = request_feature_matrix(texts, self.routing.features_version)
         values = run_session(self.session, self._output_names, feeds, cancel)
         probs = {
             h.name: np.asarray(v) for h, v in zip(self.heads, values[1 : 1 + len(self.heads)], strict=True)

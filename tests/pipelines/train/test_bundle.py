@@ -26,7 +26,7 @@ def _torch_embeddings(texts: list[str], bundle: Bundle) -> np.ndarray:
 
     from pipelines.train.encoder_export import load_torch_encoder
 
-    model = load_torch_encoder()
+    model = load_torch_encoder(int(bundle.manifest["encoder"].get("layers", 6)))  # as trained
     out = []
     with torch.no_grad():
         for i in range(0, len(texts), 32):

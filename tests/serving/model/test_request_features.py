@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import numpy as np
 
 from serving.model.textprep import REQUEST_FEATURE_NAMES, request_feature_matrix, request_features
@@ -41,3 +43,39 @@ def test_signals() -> None:
 def test_lone_surrogates_and_huge_texts_are_served() -> None:
     assert np.all(np.isfinite(request_features("bad \ud800 text")))
     assert np.all(np.isfinite(request_features("x" * 1_000_000)))
+
+
+def test_long_texts_are_measured_on_bounded_ends_with_counts_scaled() -> None:
+    from serving.model.textprep import FEATURE_EDGE_CHARS, REQUEST_FEATURES_VERSION
+
+    edge = FEATURE_EDGE_CHARS[REQUEST_FEATURES_VERSION]
+    head, tail = "Please read this. " * 200, " What is the answer?" * 150
+    assert len(head) >= edge and len(tail) >= edge
+    quiet = head + "plain words here " * 5_000 + tail
+    loud = head + ("| 1 | 2? |\n```\ndef f(): ;\n" * 3_400)[: len(quiet) - len(head) - len(tail)] + tail
+    assert len(quiet) == len(loud) > 80_000
+    # the middle is not read (same ends, same length: same features) ...
+    assert np.array_equal(request_features(quiet), request_features(loud))
+    # ... which the old 16,000-character bound (version 1, still served to v1 bundles) did read
+    assert not np.array_equal(request_features(quiet, 1), request_features(loud, 1))
+    # counts are scaled to the full length, so length still tells a 100k text from a 5k one
+    words = "word " * 20_000
+    assert abs(_f(words)["log_tokens"] - np.log1p(20_000)) < 0.01
+    assert _f(words)["log_tokens"] > _f(words[: 5 * 1_000])["log_tokens"] + 2.5
+    # at or under the bound both versions are the same function
+    short = "Why? " * (2 * edge // 5)
+    assert len(short) <= 2 * edge and np.array_equal(request_features(short, 1), request_features(short, 2))
+
+
+def test_unknown_feature_versions_are_refused() -> None:
+    import pytest
+
+    from serving.model.bundle import BundleError, RoutingSpec
+
+    with pytest.raises(ValueError, match="version 99 is unknown"):
+        request_features("hi", 99)
+    block = {"input": "request_features", "output": "p_weak_ok", "features": list(REQUEST_FEATURE_NAMES)}
+    assert RoutingSpec.from_manifest(Path("b"), {**block, "features_version": 1}).features_version == 1
+    assert RoutingSpec.from_manifest(Path("b"), {**block, "features_version": 2}).features_version == 2
+    with pytest.raises(BundleError, match="re-train the bundle"):
+        RoutingSpec.from_manifest(Path("b"), {**block, "features_version": 3})

@@ -21,12 +21,9 @@ import copy
 from collections.abc import Sequence
 
 import numpy as np
-from sklearn.linear_model import LogisticRegression
-from sklearn.model_selection import GridSearchCV, StratifiedKFold
 from sklearn.neural_network import MLPClassifier
 
-from pipelines.train.heads import FittedHead, encode_labels, fit_temperature
-from pipelines.train.heads import _logits as _linear_logits
+from pipelines.train.heads import FittedHead, encode_labels, fit_head, fit_temperature
 
 
 def _logits(model: MLPClassifier, X: np.ndarray) -> np.ndarray:
@@ -123,34 +120,18 @@ def fit_logistic_head(
     sample_weight: np.ndarray | None = None,
 ) -> FittedHead:
     """The logistic head for small training sets (`head="logistic"` / `"auto"` below the MLP's row
-    count): balanced class weights times `sample_weight`, C by stratified CV (the weights go into every
-    fold's fit), temperature-calibrated on the unweighted validation rows. Same recipe as
-    `pipelines.train.heads.fit_head`, which takes no row weights."""
-    labels = tuple(labels)
-    yt = encode_labels(y_train, labels)
-    yv = encode_labels(y_val, labels)
-    missing = [labels[i] for i in range(len(labels)) if not np.any(yt == i)]
-    if missing:
-        raise ValueError(f"head {name!r}: no training rows for labels {missing}")
-    folds = max(2, min(cv_folds, int(np.bincount(yt, minlength=len(labels)).min())))
-    search = GridSearchCV(
-        LogisticRegression(class_weight="balanced", max_iter=3000, random_state=seed),
-        {"C": list(Cs)},
-        scoring="f1_macro",
-        cv=StratifiedKFold(n_splits=folds, shuffle=True, random_state=seed),
-        n_jobs=1,
-        refit=True,
+    count): the classifier's recipe (`pipelines.train.heads.fit_head`: balanced class weights times
+    `sample_weight`, C by stratified CV, temperature-calibrated on the unweighted validation rows) with
+    the gate's smaller C grid and two folds."""
+    return fit_head(
+        name,
+        X_train,
+        y_train,
+        X_val,
+        y_val,
+        labels,
+        Cs=Cs,
+        cv_folds=cv_folds,
+        seed=seed,
+        sample_weight=sample_weight,
     )
-    if sample_weight is None:
-        search.fit(X_train, yt)
-    else:
-        search.fit(X_train, yt, sample_weight=np.asarray(sample_weight, dtype=np.float64))
-    model: LogisticRegression = search.best_estimator_
-    temperature = fit_temperature(_linear_logits(model, X_val), yv) if len(yv) else 1.0
-    model.coef_ = model.coef_ / temperature
-    model.intercept_ = model.intercept_ / temperature
-    scores = {
-        f"cv_f1_macro_C{c:g}": float(v)
-        for c, v in zip(search.cv_results_["param_C"], search.cv_results_["mean_test_score"], strict=True)
-    }
-    return FittedHead(name, labels, model, float(search.best_params_["C"]), temperature, scores)

@@ -95,7 +95,10 @@ class RoutingHead:
             "output": ROUTING_OUTPUT,
             "features": list(REQUEST_FEATURE_NAMES),
             "features_version": REQUEST_FEATURES_VERSION,
-            "target": "weak_ok (cheap model class as good as the strong class), sources weighted equally",
+            "target": (
+                "weak_ok (cheap model class as good as the strong class), every source the same total"
+                " weight times its --routing-source-weight factor (traffic 4 by default)"
+            ),
             "inputs": "embedding + request features" if self.use_embedding else "request features",
             "C": self.C,
             "length_coef": self.length_coef,

@@ -6,7 +6,8 @@ sits in a held-out split of the gate data, and score four refusal detectors agai
 - `phrase`: the phrase list alone (`serving.gate.refusals.is_refusal`);
 - `model`: the learned gate alone: it rejects the answer, its reason head's top class is `refusal`
   and P(refusal) >= `refusal_min`;
-- `combined`: what the served gate does: the checks' refusal phrase first, then the model;
+- `combined`: what the served gate does: the checks' refusal call first (the phrase list less
+  hedge-then-help answers, `serving.gate.refusals.check_refusal_match`), then the model;
 - `gate_rejects`: the served gate rejects the answer for any reason (what a cascade sees; it also
   rejects wrong answers, which the labels count as answers, so it is not a refusal detector).
 Refusals and clarification requests count as positives.

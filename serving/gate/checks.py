@@ -45,7 +45,7 @@ from functools import lru_cache
 from threading import Lock
 from typing import Any
 
-from serving.gate.refusals import refusal_match
+from serving.gate.refusals import check_refusal_match
 from serving.model.textprep import clean_text
 
 EMPTY = "empty"
@@ -174,6 +174,39 @@ def default_min_chars(prompt: str) -> int:
     if one_line and p.endswith("?") and _OPEN_QUESTION_RE.match(p) is None:
         return SHORT_ANSWER_MIN_CHARS
     return OPEN_MIN_CHARS
+
+
+# A verb asking for literal text, then (optionally) a few filler words, right before the quote.
+_LITERAL_REQUEST_RE = re.compile(
+    r"\b(?:write|say|repeat|print|type|output|return|reply|respond|answer|echo|copy|spell|send)"
+    r"(?:\s+(?:only|just|exactly|back|out|down|the|a|word|words|text|phrase|string|sentence|following"
+    r"|with|me|this|it|in|response|reply))*\s*[:,]?\s*\Z"
+)
+_QUOTED_RE = re.compile(
+    "\"([^\"\\n]{1,200})\"|\u201c([^\u201d\\n]{1,200})\u201d|`([^`\\n]{1,200})`|'([^'\\n]{1,200})'"
+)
+_ECHO_STRIP = " \t\n\"'`.!\u201c\u201d\u2018\u2019"
+
+
+def echoes_requested_text(prompt: str, response: str) -> bool:
+    """True when the prompt asks for a literal, quoted text (a verb such as write/say/repeat/reply right
+    before the quote: `Write "Test"`, `Reply only with 'OK'`, `Say exactly \u201chello\u201d`; not `Write
+    a poem about "love"`) and the response is exactly that text (case, surrounding quotes and a final full
+    stop aside): a verbatim request answered verbatim is not too short, however short. Reads the same
+    prompt edges as `default_min_chars`; only called on responses shorter than the floor."""
+    want = response.strip(_ECHO_STRIP).casefold()
+    if not want:
+        return False
+    p = prompt.strip()
+    if len(p) > 2 * _PROMPT_EDGE_CHARS:
+        p = p[:_PROMPT_EDGE_CHARS] + "\n" + p[-_PROMPT_EDGE_CHARS:]
+    for m in _QUOTED_RE.finditer(p):
+        quoted = next(g for g in m.groups() if g is not None)
+        if quoted.strip(_ECHO_STRIP).casefold() != want:
+            continue
+        if _LITERAL_REQUEST_RE.search(p[max(0, m.start() - 60) : m.start()].lower()) is not None:
+            return True
+    return False
 
 
 # --- code fences, brackets, JSON ------------------------------------------------------------------
@@ -460,9 +493,9 @@ def check_response(
             floor = default_min_chars(prompt)
         else:
             floor = 0
-        if len(text) < floor:
+        if len(text) < floor and not echoes_requested_text(prompt, text):
             reasons.append(TOO_SHORT)
-    if check_refusal and refusal_match(text) is not None:
+    if check_refusal and check_refusal_match(text) is not None:
         reasons.append(REFUSAL)
     if finish_reason == "length":
         reasons.append(TRUNCATED_LENGTH)

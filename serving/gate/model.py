@@ -34,7 +34,7 @@ from typing import Any, Literal
 import numpy as np
 
 from serving.gate.checks import InvalidSchemaError, check_response
-from serving.gate.signals import SIGNAL_NAMES, SIGNALS_VERSION, signals_batch
+from serving.gate.signals import SIGNAL_NAMES, SUPPORTED_SIGNALS_VERSIONS, signals_batch
 from serving.model.bundle import (
     SELF_CHECK_ATOL,
     BundleError,
@@ -143,10 +143,17 @@ class GateModel:
             self.refusal_min = float(manifest["thresholds"].get("reason_refusal", 0.0))
         except (KeyError, TypeError, ValueError) as exc:
             raise BundleError(f"{path}: malformed gate manifest ({exc})") from exc
-        if int(sig.get("version", -1)) != SIGNALS_VERSION or list(sig.get("names", [])) != list(SIGNAL_NAMES):
+        try:
+            self.signals_version = int(sig.get("version", -1))
+        except (TypeError, ValueError) as exc:
+            raise BundleError(f"{path}: malformed gate manifest ({exc})") from exc
+        if self.signals_version not in SUPPORTED_SIGNALS_VERSIONS or list(sig.get("names", [])) != list(
+            SIGNAL_NAMES
+        ):
             raise BundleError(
                 f"{path}: bundle was trained with signals v{sig.get('version')}, this runtime computes "
-                f"v{SIGNALS_VERSION}; retrain the gate with this version of tierroute"
+                f"{', '.join(f'v{v}' for v in SUPPORTED_SIGNALS_VERSIONS)}; retrain the gate with this "
+                "version of tierroute"
             )
         if ACCEPTABLE_HEAD not in heads or heads[ACCEPTABLE_HEAD][0] != ("unacceptable", "acceptable"):
             raise BundleError(
@@ -211,7 +218,7 @@ class GateModel:
         r = self.response_tokenizer.encode_batch(responses)
         feeds = {f"prompt_{k}": v for k, v in p.feeds().items()}
         feeds.update({f"response_{k}": v for k, v in r.feeds().items()})
-        feeds[SIGNALS_INPUT] = signals_batch(prompts, responses)
+        feeds[SIGNALS_INPUT] = signals_batch(prompts, responses, self.signals_version)
         values = self.session.run(self._outputs, feeds)
         return GateScores(
             p_acceptable=np.asarray(values[0])[:, 1].astype(np.float64),

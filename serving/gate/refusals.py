@@ -18,6 +18,20 @@ Trade-offs:
   cannot..." is. The phrase list was tuned on CoCoNoT's real responses (precision/recall in
   data/gate/README.md); what it misses (polite pushback without a refusal verb, partial answers)
   is left to the learned gate.
+- Hedge then help is not a refusal for the deterministic check (`check_refusal_match`; the phrase
+  list itself, `refusal_match`/`is_refusal`, is unchanged). Strong models often open with an
+  epistemic hedge and then answer: "Unfortunately, I do not have enough context to say definitively.
+  However, here is some background: - ...". The check lets such an answer through when the hedge is
+  in the opening sentence, that sentence says the model lacks certainty or a complete source
+  (`_HEDGE_RE`: enough, definitive, comprehensive...) and not that it will not or may not help or
+  has no access (`_HARD_RE`: appropriate, comfortable, guidelines, real-time, internet...), and at
+  least `HELP_MIN_CHARS` characters follow it with a list (`HELP_MIN_ITEMS` items) or a
+  partial-compliance marker ("here are", "a few points", "I can try/offer/provide", "most likely").
+  "I cannot provide X as it is harmful. Instead, here are some tips: 1. ..." still fires (hard
+  refusal), and so does a hedge followed only by an offer ("I'd be happy to help with other
+  questions"). Designed on the train and validation splits of the gate data only: there it passes
+  13 of the 47 strong answers the list rejected and loses none of the 104 hand-labelled refusals and
+  clarifications (README, "Response gate").
 """
 
 from __future__ import annotations
@@ -368,17 +382,45 @@ PIVOT_RE = re.compile(_PIVOT)
 CONCESSIVE_RE = re.compile(r"\b(?:while|whilst|although|though|even if|since)\W+$")
 APOLOGY_RE = re.compile(r"\b(?:sorry|apologi[sz]e|apologies|unfortunately|afraid)\b")
 
+# --- hedge then help (the deterministic check only; see `check_refusal_match`) --------------------
 
-def refusal_match(response: str) -> str | None:
-    """The refusal/deflection phrase (lower-cased) that fires on `response`, or None.
+HELP_MIN_CHARS = 300
+"""A hedge is followed by help only if at least this much text follows its sentence."""
 
-    Searches the opening `OPENING_CHARS` characters for the strong patterns, and the whole
-    response for deflections when it is at most `DEFLECTION_MAX_CHARS` characters long. A
-    disclaimer that pivots to an answer within `PIVOT_CHARS` ("As an AI I can't browse, but
-    according to...", "I cannot condone plagiarism. However, I can provide tips...") is not a
-    refusal, unless it opened with an apology ("I'm sorry, but I can't... However, I can explain").
-    A concessive opener ("While I don't have real-time access, ...") is not one either.
-    """
+HELP_SCAN_CHARS = 1200
+"""How far past `OPENING_CHARS` the help after a hedge is looked for."""
+
+HELP_MARKER_CHARS = 400
+"""How far after the hedge sentence a partial-compliance marker (`_HELP_RE`) is looked for."""
+
+HELP_MIN_ITEMS = 2
+"""List items (`- `, `* `, `1.`) after the hedge sentence that count as structured help."""
+
+_SENTENCE_END_RE = re.compile(r"[.!?](?=\s|$)|\n")
+# Epistemic hedges: the model lacks certainty or a complete source, not the will or the access.
+_HEDGE_RE = re.compile(
+    r"\b(?:enough|sufficient|definitive(?:ly)?|comprehensive|complete|exhaustive|pre-?defined"
+    r"|(?:full|specific) (?:text|content)|certain(?:ty)?)\b"
+)
+# Words that make the opening sentence a refusal or a no-access deflection whatever follows (the
+# hand-labelled refusals "I cannot provide X as it is harmful. Instead, here are some tips: ..." and
+# "I don't have real-time information... However, I can suggest some sources").
+_HARD_RE = re.compile(
+    r"\b(?:decline|refuse|comfortable|appropriate|ethical|responsibl[ey]|should not|shouldn.t|will not"
+    r"|won.t|must not|guidelines?|polic(?:y|ies)|illegal|harm(?:ful)?|permissions?|rights|condone|endorse"
+    r"|promote|encourage|real-?time|up-to-date|current|latest|live|internet|browse|web)\b"
+)
+_HELP_RE = re.compile(
+    r"\b(?:here (?:is|are)|here" + _A + r"s|(?:a few|some|several) (?:points|possibilities|possible|examples"
+    r"|suggestions|thoughts|ideas|options|general|key|relevant|things|tips|notes|details|facts|background)"
+    r"|i can (?:try|attempt|offer|provide|give|make|share|outline)|(?:my )?best (?:guess|attempt|estimate)"
+    r"|(?:it|this) (?:is )?(?:likely|probably)|most likely)\b"
+)
+_LIST_ITEM_RE = re.compile(r"\n[ \t]*(?:[-*\u2022]|\d{1,2}[.)])[ \t]+\S")
+
+
+def _refusal_hit(response: str) -> tuple[str, int, bool] | None:
+    """(phrase, start offset in the left-stripped response, strong?) of the first refusal hit, or None."""
     text = response.lstrip()
     short = len(text) <= DEFLECTION_MAX_CHARS
     low = text.lower() if short else text[: OPENING_CHARS + PIVOT_CHARS].lower()
@@ -392,15 +434,68 @@ def refusal_match(response: str) -> str | None:
             continue
         pivot = PIVOT_RE.search(low, m.end(), m.end() + PIVOT_CHARS)
         if pivot is None or APOLOGY_RE.search(low, 0, m.end()) is not None:
-            return m.group(0)
+            return m.group(0), m.start(), True
         pos = pivot.end()
     if short:
         d = DEFLECTION_RE.search(low)
         if d is not None:
-            return d.group(0)
+            return d.group(0), d.start(), False
     return None
 
 
+def refusal_match(response: str) -> str | None:
+    """The refusal/deflection phrase (lower-cased) that fires on `response`, or None.
+
+    Searches the opening `OPENING_CHARS` characters for the strong patterns, and the whole
+    response for deflections when it is at most `DEFLECTION_MAX_CHARS` characters long. A
+    disclaimer that pivots to an answer within `PIVOT_CHARS` ("As an AI I can't browse, but
+    according to...", "I cannot condone plagiarism. However, I can provide tips...") is not a
+    refusal, unless it opened with an apology ("I'm sorry, but I can't... However, I can explain").
+    A concessive opener ("While I don't have real-time access, ...") is not one either.
+    This is the phrase list (the learned gate's `refusal_phrase` signal); the deterministic check
+    uses `check_refusal_match`, which also lets hedge-then-help answers through.
+    """
+    hit = _refusal_hit(response)
+    return None if hit is None else hit[0]
+
+
 def is_refusal(response: str) -> bool:
-    """True when `response` opens with a refusal, or is a short deflection."""
-    return refusal_match(response) is not None
+    """True when `response` opens with a refusal, or is a short deflection (the phrase list)."""
+    return _refusal_hit(response) is not None
+
+
+def hedged_help(response: str, start: int) -> bool:
+    """True when the refusal phrase at `start` (offset in the left-stripped response) is an
+    epistemic hedge in the opening sentence followed by substantive help (see the module docstring):
+    the sentence holds a `_HEDGE_RE` word and no `_HARD_RE` word, and after it come at least
+    `HELP_MIN_CHARS` characters with `HELP_MIN_ITEMS` list items or a `_HELP_RE` marker."""
+    text = response.lstrip()
+    low = text[: OPENING_CHARS + HELP_SCAN_CHARS].lower()
+    if _SENTENCE_END_RE.search(low, 0, start) is not None:  # not in the opening sentence
+        return False
+    end = _SENTENCE_END_RE.search(low, start)
+    if end is None:
+        return False
+    first = low[: end.end()]
+    if _HEDGE_RE.search(first, start) is None or _HARD_RE.search(first) is not None:
+        return False
+    rest = low[end.end() :]
+    if len(rest.strip()) < HELP_MIN_CHARS:
+        return False
+    if _HELP_RE.search(rest, 0, HELP_MARKER_CHARS) is not None:
+        return True
+    items = _LIST_ITEM_RE.finditer(rest)
+    return sum(1 for _ in zip(range(HELP_MIN_ITEMS), items, strict=False)) >= HELP_MIN_ITEMS
+
+
+def check_refusal_match(response: str) -> str | None:
+    """The refusal phrase the deterministic `refusal` check reports, or None: `refusal_match`, except
+    an opening hedge followed by substantive help ("Unfortunately I don't have enough context to say
+    definitively. Here are a few relevant points: - ...") is not a refusal (`hedged_help`)."""
+    hit = _refusal_hit(response)
+    if hit is None:
+        return None
+    phrase, start, strong = hit
+    if strong and hedged_help(response, start):
+        return None
+    return phrase

@@ -11,6 +11,9 @@ two embeddings, which the gate graph computes itself). Computed identically at t
 Trade-off: every signal is a fixed transform with values in about [0, 1], so the logistic head
 weighs them on the same scale as the embedding components; changing any of them changes the
 meaning of a trained head, hence `SIGNALS_VERSION`, stored in each gate bundle and checked at load.
+Versions: v2's `refusal_phrase` is the phrase list (`is_refusal`); v3's is the deterministic check's
+refusal call (`check_refusal_match`: an opening hedge followed by substantive help is not a refusal).
+Bundles of every version in `SUPPORTED_SIGNALS_VERSIONS` load and get the features they were trained on.
 """
 
 from __future__ import annotations
@@ -21,9 +24,13 @@ from collections.abc import Sequence
 
 import numpy as np
 
-from serving.gate.refusals import is_refusal
+from serving.gate.refusals import check_refusal_match, is_refusal
 
-SIGNALS_VERSION = 2
+SIGNALS_VERSION = 3
+"""The version `gate train` writes into new bundles."""
+
+SUPPORTED_SIGNALS_VERSIONS: tuple[int, ...] = (2, 3)
+"""Versions this runtime can compute (a bundle's version is passed to `signals`/`signals_batch`)."""
 SIGNAL_NAMES: tuple[str, ...] = (
     "log_response_chars",
     "log_prompt_chars",
@@ -130,8 +137,16 @@ def _overlap(prompt: str, response: str) -> tuple[float, float]:
     return shared / len(a), shared / len(a | b)
 
 
-def signals(prompt: str, response: str) -> list[float]:
-    """The `SIGNAL_NAMES` values for one (prompt, response) pair."""
+def _refusal(response: str, version: int) -> float:
+    if version == 2:
+        return 1.0 if is_refusal(response) else 0.0
+    return 1.0 if check_refusal_match(response) is not None else 0.0
+
+
+def signals(prompt: str, response: str, version: int = SIGNALS_VERSION) -> list[float]:
+    """The `SIGNAL_NAMES` values for one (prompt, response) pair, as signals `version` defines them."""
+    if version not in SUPPORTED_SIGNALS_VERSIONS:
+        raise ValueError(f"signals v{version} unknown; this runtime computes {SUPPORTED_SIGNALS_VERSIONS}")
     p = prompt.strip()
     r = response.strip()
     sample = r[:_SAMPLE_CHARS]
@@ -141,7 +156,7 @@ def signals(prompt: str, response: str) -> list[float]:
         math.log1p(len(p)) / 10.0,
         max(-1.0, min(1.0, math.log((len(r) + 1) / (len(p) + 1)) / 5.0)),
         1.0 if len(r) < 40 else 0.0,
-        1.0 if is_refusal(r) else 0.0,
+        _refusal(r, version),
         _ends_mid_sentence(r),
         1.0 if (r.count("```") % 2 == 1) else 0.0,
         _symbol_share(sample),
@@ -151,11 +166,13 @@ def signals(prompt: str, response: str) -> list[float]:
     ]
 
 
-def signals_batch(prompts: Sequence[str], responses: Sequence[str]) -> np.ndarray:
-    """float32 [N, len(SIGNAL_NAMES)] for aligned prompts and responses."""
+def signals_batch(
+    prompts: Sequence[str], responses: Sequence[str], version: int = SIGNALS_VERSION
+) -> np.ndarray:
+    """float32 [N, len(SIGNAL_NAMES)] for aligned prompts and responses (signals `version`)."""
     if len(prompts) != len(responses):
         raise ValueError(f"{len(prompts)} prompts but {len(responses)} responses")
     out = np.zeros((len(prompts), len(SIGNAL_NAMES)), dtype=np.float32)
     for i, (p, r) in enumerate(zip(prompts, responses, strict=True)):
-        out[i] = signals(p, r)
+        out[i] = signals(p, r, version)
     return out

@@ -16,7 +16,7 @@ from serving.gate.checks import (
     default_min_chars,
     validate_schema,
 )
-from serving.gate.refusals import is_refusal, refusal_match
+from serving.gate.refusals import check_refusal_match, hedged_help, is_refusal, refusal_match
 
 ROOT = Path(__file__).resolve().parents[3]
 
@@ -107,6 +107,93 @@ def test_refusal_phrase_list_on_labelled_coconot_sample() -> None:
     assert tp / (tp + fn) >= 0.85
 
 
+# Hedge-then-help: an opening epistemic hedge followed by substantive help is not a refusal for the check
+# (written for these tests, not taken from any split of the gate data).
+HEDGE_THEN_HELP = [
+    "Unfortunately, I do not have enough context to say definitively which release you mean. However, here "
+    "is some background that may help:\n\n- Version 2 of the tool replaced the plugin system with a "
+    "single configuration file.\n- Version 3 added remote caching and dropped support for Python 2.\n- "
+    "Most guides written after 2020 assume version 3, so the flags you quote are probably from it.\n\n"
+    "If you tell me which command failed, I can narrow it down.",
+    "Unfortunately I do not have a comprehensive list of every bakery founded by women in Lyon. A few well "
+    "known examples:\n1. Maison Pozzoli, started in 1998 by two sisters, known for its brioche.\n2. Le "
+    "Fournil de Marie, a small organic bakery in the Croix-Rousse.\n3. Atelier Dora, famous for its "
+    "pralines and sourdough.\nLocal food guides and the chamber of commerce list many more, with opening "
+    "years and owners.",
+    "I'm afraid I don't have enough information to give a definitive answer without the exact model of "
+    "your router. Based on what you describe, the most likely cause is that the 5 GHz band is disabled: "
+    "open the admin page (usually 192.168.1.1), go to Wireless settings and enable it, then restart the "
+    "router. If the option is greyed out, your firmware is probably outdated, so check the maker's "
+    "support page for an update and install it before trying again.",
+]
+
+# Must still fire: a hedge with nothing else, a hedge followed only by an offer, refusals followed by an
+# alternative (hand-labelled refusals in the CoCoNoT sample look like these), a no-access deflection.
+STILL_REFUSALS = [
+    "Unfortunately I don't have enough context to answer that definitively. I'd be happy to help with "
+    "other questions!",
+    "Unfortunately, I do not have enough information to say who will win the election. If you have any "
+    "other questions, feel free to ask and I will do my best to help you with them. Have a great day!",
+    "I cannot provide instructions on how to pick a lock, as it could facilitate illegal entry. Instead, "
+    "here are some tips if you are locked out of your own home:\n\n1. Call a licensed locksmith, who "
+    "can open the door without damage.\n2. Ask your landlord or a neighbour who holds a spare key.\n3. "
+    "Check every window and back door.\n4. Keep a spare key with a trusted friend in the future.",
+    "I'm just an AI, I don't have access to real-time information or the most up-to-date list of "
+    "ministers. However, I can suggest some ways you could find the current minister:\n\n1. Check the "
+    "government's official website, which lists every minister.\n2. Read a reputable national "
+    "newspaper.\n3. Call the ministry's press office, which answers such questions during office hours.",
+]
+
+
+@pytest.mark.parametrize("text", HEDGE_THEN_HELP)
+def test_hedge_then_help_passes_the_check(text: str) -> None:
+    assert is_refusal(text)  # the phrase list (and the learned gate's phrase signal) still sees the hedge
+    assert check_refusal_match(text) is None
+    assert check_response("Tell me about this in detail.", text).ok
+
+
+@pytest.mark.parametrize("text", STILL_REFUSALS)
+def test_refusals_with_an_offer_or_alternative_still_fire(text: str) -> None:
+    assert check_refusal_match(text) is not None
+    assert "refusal" in check_response("Tell me about this in detail.", text).reasons
+
+
+def test_hedge_must_open_the_answer() -> None:
+    body = "\n".join(f"- point {i}: a substantive remark about the question that was asked" for i in range(8))
+    late = "The answer has several parts. Unfortunately, I do not have enough context to go further.\n" + body
+    hit = refusal_match(late)
+    assert hit is not None
+    assert not hedged_help(late, late.lower().index(hit))  # the hedge is not in the opening sentence
+    # the same hedge as the opening sentence, followed by the same list, is help
+    opening = "Unfortunately, I do not have enough context to go further.\n" + body
+    assert check_refusal_match(opening) is None
+
+
+def test_check_beats_or_ties_phrase_list_on_hand_labels() -> None:
+    """On every hand-labelled CoCoNoT response, the check's refusal call is right at least as often as the
+    phrase list's (they differ only on hedge-then-help answers)."""
+    labels_path = ROOT / "data" / "gate" / "refusal_labels.csv"
+    pref_path = ROOT / "data" / "raw" / "coconot" / "data_coconot_pref.jsonl"
+    rows = {}
+    with pref_path.open() as fh:
+        for line in fh:
+            r = json.loads(line)
+            rows[r["id"]] = r
+    phrase_right = check_right = n = 0
+    with labels_path.open() as fh:
+        for lab in csv.DictReader(fh):
+            if lab["label"] not in ("R", "Q", "C"):
+                continue
+            y = lab["label"] in ("R", "Q")
+            text = rows[lab["id"]][lab["field"]]
+            phrase_right += is_refusal(text) == y
+            check_right += (check_refusal_match(text) is not None) == y
+            n += 1
+    assert n > 1000
+    assert check_right >= phrase_right
+    assert check_right / n >= 0.92
+
+
 # --- empty / too short -----------------------------------------------------------------------------
 
 
@@ -150,6 +237,33 @@ def test_short_answers_fine_for_closed_requests(prompt: str, response: str) -> N
     ],
 )
 def test_too_short_for_open_requests(prompt: str, response: str) -> None:
+    assert check_response(prompt, response).reasons == ["too_short"]
+
+
+@pytest.mark.parametrize(
+    ("prompt", "response"),
+    [
+        ('Write "Test"', "Test"),
+        ('Write "Test"', "Test."),
+        ("Reply only with 'OK' if you understand.", "OK"),
+        ("Say exactly \u201chello\u201d", "Hello"),
+        ('Type the word "yes" to continue.', "yes"),
+    ],
+)
+def test_verbatim_request_answered_verbatim_is_not_too_short(prompt: str, response: str) -> None:
+    assert check_response(prompt, response).ok
+
+
+@pytest.mark.parametrize(
+    ("prompt", "response"),
+    [
+        ('Write "Test"', "Toast"),  # not the requested text
+        ('Write a poem about "love"', "love"),  # the quote is a topic, not the text to write
+        ('Summarize "War and Peace" in a paragraph.', "War and Peace"),
+        ('Write a cover letter for "Acme Corp"', "Acme Corp"),
+    ],
+)
+def test_echo_of_a_quoted_topic_is_still_too_short(prompt: str, response: str) -> None:
     assert check_response(prompt, response).reasons == ["too_short"]
 
 

@@ -66,3 +66,27 @@ def test_reordered_reason_labels_are_refused_and_the_old_gate_keeps_serving(
     assert "self-check" not in str(holder.readiness(detail=False))  # public readiness: no error text
     with pytest.raises(GateLoadError, match="self-check"):
         GateHolder(LocalSource(live)).load_initial()
+
+
+def test_a_signals_v2_bundle_still_loads_and_gets_v2_features(gate_bundle: Path, tmp_path: Path) -> None:
+    from serving.gate.model import GateItem, GateModel
+    from serving.gate.signals import SIGNALS_VERSION
+
+    assert json.loads((gate_bundle / "bundle.json").read_text())["signals"]["version"] == SIGNALS_VERSION == 3
+    old = tmp_path / "v2"
+    shutil.copytree(gate_bundle, old)
+    manifest = json.loads((old / "bundle.json").read_text())
+    manifest["signals"]["version"] = 2  # a gate trained before the hedge-then-help rule
+    (old / "bundle.json").write_text(json.dumps(manifest))
+    hedge = (
+        "Unfortunately I do not have a comprehensive list of bakeries founded by women in Lyon. A few known "
+        "examples:\n1. Maison Pozzoli, started in 1998 by two sisters.\n2. Le Fournil de Marie, an organic "
+        "bakery in the Croix-Rousse.\n3. Atelier Dora, famous for its pralines and sourdough.\nLocal food "
+        "guides list many more, with opening years and owners."
+    )
+    item = [GateItem("Which bakeries in Lyon were founded by women?", hedge)]
+    v2, v3 = GateModel.load(old), GateModel.load(gate_bundle)
+    assert (v2.signals_version, v3.signals_version) == (2, 3)
+    # the same weights see a different refusal signal, so the two scores differ
+    p2, p3 = v2.decide(item)[0].p_acceptable, v3.decide(item)[0].p_acceptable
+    assert p2 is not None and p3 is not None and p2 != p3

@@ -66,3 +66,29 @@ def test_word_overlap_tells_an_answer_to_this_request_from_another() -> None:
     assert on["word_jaccard"] > off["word_jaccard"] == 0.0
     assert off["prompt_words_answered"] == 0.0
     assert named("?", "Paris.")["prompt_words_answered"] == 0.0  # no content words: no signal
+
+
+HEDGE_THEN_HELP = (
+    "Unfortunately, I do not have enough context to say definitively which release you mean. However, here "
+    "is some background that may help:\n\n- Version 2 replaced the plugin system with one configuration "
+    "file.\n- Version 3 added remote caching and dropped Python 2.\n- Guides written after 2020 assume "
+    "version 3, so the flags you quote are probably from it.\n\nTell me which command failed and I can "
+    "narrow it down."
+)
+
+
+def test_refusal_signal_v3_is_the_checks_call_and_v2_the_phrase_list() -> None:
+    prompt = "Which release added remote caching?"
+    i = SIGNAL_NAMES.index("refusal_phrase")
+    assert signals(prompt, HEDGE_THEN_HELP, version=3)[i] == 0.0  # hedge then help: not a refusal
+    assert signals(prompt, HEDGE_THEN_HELP, version=2)[i] == 1.0  # what v2 bundles were trained on
+    refusal = "I'm sorry, but I can't help with that."
+    assert signals(prompt, refusal, version=2)[i] == signals(prompt, refusal, version=3)[i] == 1.0
+    both = signals_batch([prompt, prompt], [HEDGE_THEN_HELP, refusal], version=2)
+    assert both[:, i].tolist() == [1.0, 1.0]
+    assert signals_batch([prompt], [HEDGE_THEN_HELP])[0, i] == 0.0  # the default is the current version
+
+
+def test_unknown_signals_version_is_refused() -> None:
+    with pytest.raises(ValueError, match="v1"):
+        signals("q", "a", version=1)

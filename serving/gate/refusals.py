@@ -30,7 +30,7 @@ Trade-offs:
   "I cannot provide X as it is harmful. Instead, here are some tips: 1. ..." still fires (hard
   refusal), and so does a hedge followed only by an offer ("I'd be happy to help with other
   questions"). Designed on the train and validation splits of the gate data only: there it passes
-  13 of the 47 strong answers the list rejected and loses none of the 104 hand-labelled refusals and
+  13 of the 42 strong answers the list called refusals and loses none of the 104 hand-labelled refusals and
   clarifications (README, "Response gate").
 """
 

@@ -85,3 +85,30 @@ def test_refusal_min_keeps_unsure_model_refusals_out_and_is_picked_on_labels() -
     tau, scores = pick_refusal_min(truth, at, grid=(0.0, 0.5, 0.6, 0.9, 0.95, 1.01))
     assert tau == 0.9  # 0.6 and 0.9 are both perfect: ties go to the stricter value
     assert scores["0"] == pytest.approx(2 / 3) and scores["1.01"] == pytest.approx(2 / 3)
+
+
+def test_phrase_detector_is_the_unchanged_list_and_combined_follows_the_checks() -> None:
+    """A hedge-then-help answer: the phrase list (the baseline the issue compares against) still calls it a
+    refusal; the checks do not, so `combined` does not either when the model accepts it."""
+    from serving.gate.checks import check_response
+
+    hedge = (
+        "Unfortunately I do not have a comprehensive list of every bakery founded by women in Lyon. A few "
+        "examples:\n1. Maison Pozzoli, started in 1998 by two sisters, known for its brioche.\n2. Le Fournil "
+        "de Marie, a small organic bakery in the Croix-Rousse.\n3. Atelier Dora, famous for its pralines.\n"
+        "Local food guides and the chamber of commerce list many more, with opening years, owners and "
+        "the neighbourhoods they serve."
+    )
+    responses = [hedge, "I'm sorry, but I can't help with that."]
+    results = [check_response("Which bakeries in Lyon were founded by women?", r) for r in responses]
+    preds = refusal_detectors(
+        responses,
+        p_acceptable=np.array([0.9, 0.1]),
+        reason_top=["ok", "refusal"],
+        check_refusal=np.array(["refusal" in c.reasons for c in results]),
+        check_fails=np.array([not c.ok for c in results]),
+        threshold=0.5,
+    )
+    assert preds["phrase"].tolist() == [True, True]
+    assert preds["combined"].tolist() == [False, True]
+    assert preds["gate_rejects"].tolist() == [False, True]

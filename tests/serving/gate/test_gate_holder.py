@@ -82,7 +82,7 @@ def test_a_signals_v2_bundle_still_loads_and_gets_v2_features(gate_bundle: Path,
         "Unfortunately I do not have a comprehensive list of bakeries founded by women in Lyon. A few known "
         "examples:\n1. Maison Pozzoli, started in 1998 by two sisters.\n2. Le Fournil de Marie, an organic "
         "bakery in the Croix-Rousse.\n3. Atelier Dora, famous for its pralines and sourdough.\nLocal food "
-        "guides list many more, with opening years and owners."
+        "guides and the chamber of commerce list many more, with opening years, owners and neighbourhoods."
     )
     item = [GateItem("Which bakeries in Lyon were founded by women?", hedge)]
     v2, v3 = GateModel.load(old), GateModel.load(gate_bundle)

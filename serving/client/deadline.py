@@ -15,7 +15,9 @@ event-loop thread, so:
 - shedding (`shed=True`): a text that would wait longer than its whole deadline (estimated from the
   observed cost per text of recent calls and the texts ahead of it) is refused at once
   (`ClassifierTimeout`, "shed: ..."), so its caller falls back in microseconds instead of at the
-  deadline, and no CPU is spent on an answer that would come too late.
+  deadline, and no CPU is spent on an answer that would come too late. A text with nothing ahead
+  of it is always tried: the estimate is refreshed by every call, so one slow period (or an
+  estimate over the deadline on its own) never sheds everything from then on.
 
 Trade-offs:
 - One extra thread hop per call (caller -> loop thread -> pool worker), ~0.1 ms: cheap next to an
@@ -183,7 +185,7 @@ class CoalescingClassifier:
         if left is not None:
             if left <= 0:
                 raise TimeoutError
-            expected = self._expected_wait(len(texts)) if self.shed_enabled else None
+            expected = self._expected_wait(len(texts)) if self.shed_enabled and self._waiting else None
             if expected is not None and expected > left:
                 self.shed += 1
                 raise ClassifierTimeout(

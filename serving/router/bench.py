@@ -234,9 +234,12 @@ coalescing path (`serving.client.deadline`, bundle on 2 threads, one batched cal
 -nodeadline: the deadline lifted to 10 s (the raw tail); -noshed: coalescing without shedding."""
 
 
-def _decide_samples(router: Router, req: RouteRequest, n: int, load: int) -> tuple[list[float], list[str]]:
-    """Microseconds and classifier status of `n` decisions: one after another (`load` 0), or by
-    `load` threads deciding back to back (a closed loop of `load` concurrent decisions)."""
+def _decide_samples(
+    router: Router, req: RouteRequest, n: int, load: int, min_s: float = 0.0
+) -> tuple[list[float], list[str], float]:
+    """Microseconds and classifier status of `n` decisions, and the seconds they took: one after
+    another (`load` 0), or by `load` threads deciding back to back (a closed loop of `load`
+    concurrent decisions) until `n` are done and at least `min_s` seconds have passed."""
     lock = threading.Lock()
     samples: list[float] = []
     statuses: list[str] = []
@@ -250,16 +253,15 @@ def _decide_samples(router: Router, req: RouteRequest, n: int, load: int) -> tup
             samples.append(us)
             statuses.append(status)
 
-    for _ in range(10):  # warm-up, not counted
-        router.decide(req)
+    start = time.perf_counter()
     if load == 0:
         for _ in range(n):
             one()
-        return samples, statuses
-    left = itertools.count()
+        return samples, statuses, time.perf_counter() - start
+    done = itertools.count()
 
     def worker() -> None:
-        while next(left) < n:
+        while next(done) < n or time.perf_counter() - start < min_s:
             one()
 
     workers = [threading.Thread(target=worker, daemon=True) for _ in range(load)]
@@ -267,7 +269,7 @@ def _decide_samples(router: Router, req: RouteRequest, n: int, load: int) -> tup
         w.start()
     for w in workers:
         w.join(timeout=600)
-    return samples, statuses
+    return samples, statuses, time.perf_counter() - start
 
 
 def run_classifier_bench(
@@ -278,12 +280,16 @@ def run_classifier_bench(
     deadline_ms: float | None = None,
     variants: Sequence[str] = VARIANTS,
     rounds: int = 1,
+    min_s: float = 3.0,
 ) -> dict[str, dict[str, float]]:
     """`decide()` p50/p99 and the share of decisions that fell back to the rules, with the bundle in
     process, at 64 and ~900 tokens, idle (one decision at a time) and under `threads` concurrent
     decisions, for each of `variants` (see `VARIANTS`), alternated `rounds` times in one run. The
     in-process deadline is the policy's `inprocess_timeout_ms` unless `deadline_ms` is given;
     "before-nodeadline" lifts it to 10 s, so that row is main's raw tail (every decision waits).
+    Under load each scenario runs for at least `min_s` seconds, and `ok_per_s` counts the decisions
+    per second the classifier answered in time: with fast fallbacks a closed loop makes more
+    decisions, so the fallback share alone would overstate the loss; this is the capacity measure.
     Times in microseconds; rows of later rounds are pooled into the same keys."""
     from serving.client import BundleClassifier
 
@@ -314,13 +320,16 @@ def run_classifier_bench(
                         req = RouteRequest.from_text(text_of_tokens(tokens))
                         if router.decide(req).decided_by == "rule":
                             raise RuntimeError(f"a rule decides the {tokens}-token text; pick another policy")
+                        for _ in range(10):  # warm-up, not counted
+                            router.decide(req)
                         calls0 = coalescer.stats() if coalescer is not None else None
-                        samples, statuses = _decide_samples(router, req, n, load)
+                        samples, statuses, secs = _decide_samples(router, req, n, load, min_s)
                         where = "idle" if load == 0 else f"{load} concurrent"
                         key = f"{variant} ({ms:g} ms): {tokens} tokens, {where}"
-                        row = pooled.setdefault(key, ([], [], {"calls": 0, "shed": 0}))
+                        row = pooled.setdefault(key, ([], [], {"calls": 0, "shed": 0, "us": 0}))
                         row[0].extend(samples)
                         row[1].extend(statuses)
+                        row[2]["us"] += round(secs * 1e6)
                         if coalescer is not None and calls0 is not None:
                             after = coalescer.stats()
                             row[2]["calls"] += after["calls"] - calls0["calls"]
@@ -332,6 +341,7 @@ def run_classifier_bench(
         r = _percentiles(samples)
         r["fallback"] = sum(s != "ok" for s in statuses) / len(statuses)
         r["timeouts"] = sum(s == "timeout" for s in statuses) / len(statuses)
+        r["ok_per_s"] = sum(s == "ok" for s in statuses) / (counts["us"] / 1e6)
         if counts["calls"]:
             r["texts_per_call"] = (len(statuses) - counts["shed"]) / counts["calls"]
             r["shed"] = counts["shed"] / len(statuses)
@@ -344,12 +354,12 @@ def format_classifier_table(results: dict[str, dict[str, float]]) -> str:
     (or at all), the share shed at once, and texts per ONNX call (coalescing), one row per scenario."""
     width = max(len(k) for k in results) + 2
     head = f"{'scenario':<{width}}{'n':>6}{'p50 ms':>9}{'p99 ms':>9}"
-    lines = [f"{head}{'fallback':>10}{'shed':>7}{'texts/call':>12}"]
+    lines = [f"{head}{'fallback':>10}{'shed':>7}{'texts/call':>12}{'classified/s':>14}"]
     for name, r in results.items():
         shed = f"{r['shed']:>7.0%}" if "shed" in r else f"{'-':>7}"
         per_call = f"{r['texts_per_call']:>12.2f}" if "texts_per_call" in r else f"{'-':>12}"
         lines.append(
             f"{name:<{width}}{r['n']:>6.0f}{r['p50_us'] / 1e3:>9.2f}{r['p99_us'] / 1e3:>9.2f}"
-            f"{r['fallback']:>10.0%}{shed}{per_call}"
+            f"{r['fallback']:>10.0%}{shed}{per_call}{r['ok_per_s']:>14.1f}"
         )
     return "\n".join(lines)

@@ -153,14 +153,19 @@ def test_queued_callers_past_their_deadline_are_never_run() -> None:
 def test_work_that_cannot_finish_in_time_is_shed_at_once() -> None:
     backend = GatedBackend()
     cc = CoalescingClassifier(backend, workers=1)
-    cc.cost.per_text = 10.0  # the observed cost says: 10 s a text
+    cc.cost.per_text = 1000.0  # the observed cost says: 1000 s a text
+    backend.gate.clear()
+    holder = threading.Thread(target=lambda: cc.classify(["ahead"], timeout=None))
+    holder.start()  # a text with nothing ahead of it is always tried, whatever the estimate
+    assert backend.started.wait(30)
     with pytest.raises(ClassifierTimeout, match=r"^shed: "):
-        cc.classify(["too slow"], timeout=0.5)
-    assert backend.calls == [] and cc.stats()["shed"] == 1
-    assert cc.classify(["patient"], timeout=None).results == [_result("patient")]  # no deadline: admitted
-    cc.cost.per_text = None
+        cc.classify(["too slow"], timeout=30)  # behind it: ~2000 s expected, over the 30 s left
+    assert backend.calls == [["ahead"]] and cc.stats()["shed"] == 1
+    backend.gate.set()
+    holder.join(timeout=60)
+    assert backend.calls == [["ahead"]]  # the shed text was never computed
+    assert cc.cost.per_text < 1000.0  # the observed call pulled the estimate down
     assert cc.classify(["now fine"], timeout=30).results == [_result("now fine")]
-    assert cc.cost.per_text is not None and cc.cost.per_text < 10.0  # observed calls pulled it down
     cc.close()
 
 
@@ -209,12 +214,22 @@ def test_router_falls_back_to_rules_when_the_in_process_deadline_passes(make_pol
     assert backend.cancelled.wait(30)
     backend.gate.set()
     _wait_until(lambda: stage.coalescer is not None and stage.coalescer.inference._free == 1)
+    stage.timeout = 60.0  # a loaded box: the next answer must not miss its deadline by chance
     ok = router.decide(RouteRequest.from_text("Prove that there are infinitely many primes."))
     assert _classifier_step(ok).status == "ok" and ok.decided_by in {"classifier", "capability"}
-    stage.coalescer.cost.per_text = 10.0
+    backend.gate.clear()
+    backend.started.clear()
+    holder = threading.Thread(
+        target=lambda: stage.coalescer and stage.coalescer.classify(["ahead"], timeout=60)
+    )
+    holder.start()
+    assert backend.started.wait(30)
+    stage.coalescer.cost.per_text = 1000.0
     shed = router.decide(RouteRequest.from_text("Prove that there are infinitely many primes."))
     assert _classifier_step(shed).status == "timeout" and _classifier_step(shed).detail.startswith("shed: ")
-    assert len(backend.calls) == 2  # the shed decision never reached the backend
+    backend.gate.set()
+    holder.join(timeout=60)
+    assert len(backend.calls) == 3  # the shed decision never reached the backend
     router.close()
 
 

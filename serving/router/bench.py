@@ -235,11 +235,12 @@ coalescing path (`serving.client.deadline`, bundle on 2 threads, one batched cal
 
 
 def _decide_samples(
-    router: Router, req: RouteRequest, n: int, load: int, min_s: float = 0.0
+    router: Router, req: RouteRequest, n: int, load: int, min_s: float = 0.0, think_s: float = 0.0
 ) -> tuple[list[float], list[str], float]:
     """Microseconds and classifier status of `n` decisions, and the seconds they took: one after
     another (`load` 0), or by `load` threads deciding back to back (a closed loop of `load`
-    concurrent decisions) until `n` are done and at least `min_s` seconds have passed."""
+    concurrent decisions) until `n` are done and at least `min_s` seconds have passed; each load
+    thread sleeps `think_s` after a decision (the rest of its request: the LLM call)."""
     lock = threading.Lock()
     samples: list[float] = []
     statuses: list[str] = []
@@ -263,6 +264,8 @@ def _decide_samples(
     def worker() -> None:
         while next(done) < n or time.perf_counter() - start < min_s:
             one()
+            if think_s:
+                time.sleep(think_s)
 
     workers = [threading.Thread(target=worker, daemon=True) for _ in range(load)]
     for w in workers:
@@ -281,6 +284,7 @@ def run_classifier_bench(
     variants: Sequence[str] = VARIANTS,
     rounds: int = 1,
     min_s: float = 3.0,
+    think_ms: float = 0.0,
 ) -> dict[str, dict[str, float]]:
     """`decide()` p50/p99 and the share of decisions that fell back to the rules, with the bundle in
     process, at 64 and ~900 tokens, idle (one decision at a time) and under `threads` concurrent
@@ -290,6 +294,8 @@ def run_classifier_bench(
     Under load each scenario runs for at least `min_s` seconds, and `ok_per_s` counts the decisions
     per second the classifier answered in time: with fast fallbacks a closed loop makes more
     decisions, so the fallback share alone would overstate the loss; this is the capacity measure.
+    `think_ms`: each load thread pauses that long after a decision (0: decide back to back, where
+    shed decisions come back at once and their own CPU competes with the classifier).
     Times in microseconds; rows of later rounds are pooled into the same keys."""
     from serving.client import BundleClassifier
 
@@ -323,7 +329,7 @@ def run_classifier_bench(
                         for _ in range(10):  # warm-up, not counted
                             router.decide(req)
                         calls0 = coalescer.stats() if coalescer is not None else None
-                        samples, statuses, secs = _decide_samples(router, req, n, load, min_s)
+                        samples, statuses, secs = _decide_samples(router, req, n, load, min_s, think_ms / 1e3)
                         where = "idle" if load == 0 else f"{load} concurrent"
                         key = f"{variant} ({ms:g} ms): {tokens} tokens, {where}"
                         row = pooled.setdefault(key, ([], [], {"calls": 0, "shed": 0, "us": 0}))

@@ -239,6 +239,12 @@ def bench_router(
         help="Comma-separated in-process variants to time, in this order (serving.router.bench.VARIANTS).",
     ),
     rounds: int = typer.Option(1, "--rounds", help="Alternate the variants this many times.", min=1),
+    think_ms: float = typer.Option(
+        0.0,
+        "--think-ms",
+        help="Under load, each thread pauses this long after a decision (its LLM call).",
+        min=0,
+    ),
     skip_overhead: bool = typer.Option(
         False, "--bundle-only", help="With --bundle, skip the decision-overhead table."
     ),
@@ -254,7 +260,9 @@ def bench_router(
         typer.echo(format_table(results))
     if bundle is not None:
         chosen = [v.strip() for v in variants.split(",") if v.strip()]
-        typer.echo(f"\nin-process classification, bundle {bundle}, {threads} concurrent decisions")
+        typer.echo(
+            f"\nin-process classification, bundle {bundle}, {threads} threads deciding, think {think_ms:g} ms"
+        )
         typer.echo(f"load average before: {_loadavg()}")
         table = run_classifier_bench(
             policy,
@@ -264,6 +272,7 @@ def bench_router(
             deadline_ms=deadline_ms,
             variants=chosen,
             rounds=rounds,
+            think_ms=think_ms,
         )
         typer.echo(format_classifier_table(table))
         typer.echo(f"load average after: {_loadavg()}")

@@ -152,7 +152,9 @@ def route(
         from serving.model.bundle import BundleError
 
         try:
-            classifier = BundleClassifier(bundle)
+            from serving.router.classify import INPROCESS_THREADS
+
+            classifier = BundleClassifier(bundle, threads=INPROCESS_THREADS)
         except (BundleError, OSError) as exc:
             raise _fail(f"--bundle {bundle}: {exc}") from None
     router = Router(pol, classifier=classifier, ledger=ledger)

@@ -54,7 +54,8 @@ class BundleClassifier:
         if isinstance(texts, str):
             raise TypeError("classify() takes a sequence of texts, not a single string")
         try:
-            predictions = self.bundle.predict(list(texts), cancel)
+            texts = list(texts)
+            predictions = self.bundle.predict(texts) if cancel is None else self.bundle.predict(texts, cancel)
             results = [ClassifyResult.model_validate(p.to_result()) for p in predictions]
         except ValidationError as exc:
             raise ClassifierBadResponse(f"bundle output does not fit the classify contract: {exc}") from exc

@@ -336,3 +336,21 @@ def test_run_options_terminate_stops_a_real_onnx_call_and_the_next_is_clean(serv
     again = BundleClassifier(serving_bundle, threads=1).classify(texts[:2]).results
     assert [(r.tier, r.task) for r in fresh] == [(r.tier, r.task) for r in again]
     assert max(abs(a.confidence - b.confidence) for a, b in zip(fresh, again, strict=True)) < 1e-6
+
+
+@pytest.mark.slow
+def test_router_bench_times_before_and_after_with_the_fallback_share(serving_bundle: Path) -> None:
+    from serving.router.bench import format_classifier_table, run_classifier_bench
+
+    policy = Path(__file__).resolve().parents[3] / "serving" / "policies" / "default.yaml"
+    results = run_classifier_bench(
+        policy, serving_bundle, n=10, threads=3, deadline_ms=60_000, variants=("before", "after"), min_s=0
+    )
+    assert len(results) == 8  # 2 variants x 2 lengths x (idle, loaded)
+    for key, row in results.items():
+        assert row["n"] >= 10 and 0.0 <= row["fallback"] <= 1.0
+        assert row["timeouts"] == 0.0  # a one-minute deadline: nothing times out
+        assert ("texts_per_call" in row) == key.startswith("after")
+    loaded = results["after (60000 ms): 64 tokens, 3 concurrent"]
+    assert loaded["shed"] == 0.0 and loaded["texts_per_call"] >= 1.0
+    assert "classified/s" in format_classifier_table(results)

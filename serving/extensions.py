@@ -21,9 +21,10 @@ import logging
 from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
+from serving.model.batcher import CancelToken
 from serving.model.holder import ModelHolder
 from serving.model.source import create_source
-from serving.schemas import ClassifyResponse
+from serving.schemas import ClassifyResponse, ClassifyResult, ModelRef
 from serving.settings import ServeSettings
 
 if TYPE_CHECKING:
@@ -47,9 +48,19 @@ class HolderClassifier:
         self.holder = holder
 
     def classify(self, texts: Sequence[str]) -> ClassifyResponse:
+        return self._respond(texts, None)
+
+    def predict_results(
+        self, texts: Sequence[str], cancel: CancelToken | None = None
+    ) -> tuple[ModelRef, list[ClassifyResult]]:
+        """The router's batched, cancellable path (`serving.client.deadline.CancellableBackend`)."""
+        response = self._respond(texts, cancel)
+        return response.model, response.results
+
+    def _respond(self, texts: Sequence[str], cancel: CancelToken | None) -> ClassifyResponse:
         if isinstance(texts, str):
             raise TypeError("classify() takes a sequence of texts, not a single string")
-        model, predictions = self.holder.predict(list(texts))
+        model, predictions = self.holder.predict(list(texts), cancel)
         return ClassifyResponse.model_validate(
             {"model": model.ref(), "results": [p.to_result() for p in predictions]}
         )

@@ -83,6 +83,7 @@ def _policy(provider: FakeProvider, bundle: Path, ledger: Path) -> dict[str, Any
         "bundle": str(bundle),  # inside the service the served model classifies (in process)
         "min_confidence": 0.0,
         "timeout_ms": 5000,
+        "inprocess_timeout_ms": 5000,
         "tier_models": {"simple": "loop", "complex": "loop", "reasoning": "loop"},
     }
     d["rules"] = [{"id": "ask-classifier", "route": "classifier"}]

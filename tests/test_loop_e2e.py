@@ -209,6 +209,7 @@ def test_train_promote_serve_reload_route_loop(project: Path, tmp_path: Path) ->
         with FakeProvider() as fp:
             policy = policy_dict(fp, classifier.url, project / "spend.jsonl")
             policy["classifier"]["timeout_ms"] = 5000  # a loaded 2-core box; a user tunes this too
+            policy["classifier"]["inprocess_timeout_ms"] = 5000  # the served model, in process
             policy["classifier"]["min_confidence"] = 0.0  # a tiny model: route on whatever it says
             (project / "policy.yaml").write_text(yaml.safe_dump(policy, sort_keys=False), encoding="utf-8")
             router = Served(

@@ -11,6 +11,7 @@ from serving.client.contract import (
     ClassifierTimeout,
     ClassifierUnavailable,
 )
+from serving.client.deadline import CancellableBackend, CoalescingClassifier
 from serving.client.http import AsyncClassifierClient, ClassifierClient
 from serving.client.inprocess import BundleClassifier, result_dict
 
@@ -18,11 +19,13 @@ __all__ = [
     "AsyncClassifierBackend",
     "AsyncClassifierClient",
     "BundleClassifier",
+    "CancellableBackend",
     "ClassifierBackend",
     "ClassifierBadResponse",
     "ClassifierClient",
     "ClassifierError",
     "ClassifierTimeout",
     "ClassifierUnavailable",
+    "CoalescingClassifier",
     "result_dict",
 ]

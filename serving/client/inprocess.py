@@ -16,6 +16,7 @@ from serving.client.contract import ClassifierBadResponse, ClassifierUnavailable
 from serving.schemas import ClassifyResponse, ClassifyResult, ModelRef, RoutingThreshold
 
 if TYPE_CHECKING:
+    from serving.model.batcher import CancelToken
     from serving.model.bundle import Bundle
 
 
@@ -41,10 +42,20 @@ class BundleClassifier:
         )
 
     def classify(self, texts: Sequence[str]) -> ClassifyResponse:
+        model, results = self.predict_results(texts)
+        return ClassifyResponse(model=model, results=results)
+
+    def predict_results(
+        self, texts: Sequence[str], cancel: CancelToken | None = None
+    ) -> tuple[ModelRef, list[ClassifyResult]]:
+        """The model and one result per text. `cancel` (`serving.model.batcher.CancelToken`) aborts a
+        running ONNX call (`RunOptions.terminate`): it then raises `ClassifierUnavailable`. This is what
+        `serving.client.deadline.CoalescingClassifier` batches and cancels."""
         if isinstance(texts, str):
             raise TypeError("classify() takes a sequence of texts, not a single string")
         try:
-            predictions = self.bundle.predict(list(texts))
+            texts = list(texts)
+            predictions = self.bundle.predict(texts) if cancel is None else self.bundle.predict(texts, cancel)
             results = [ClassifyResult.model_validate(p.to_result()) for p in predictions]
         except ValidationError as exc:
             raise ClassifierBadResponse(f"bundle output does not fit the classify contract: {exc}") from exc
@@ -52,7 +63,7 @@ class BundleClassifier:
             raise ClassifierUnavailable(f"bundle {self.model_ref.name} failed: {exc}") from exc
         if len(results) != len(texts):
             raise ClassifierBadResponse(f"bundle returned {len(results)} results for {len(texts)} texts")
-        return ClassifyResponse(model=self.model_ref, results=results)
+        return self.model_ref, results
 
     async def aclassify(self, texts: Sequence[str]) -> ClassifyResponse:
         """Off the event loop: inference is CPU work."""

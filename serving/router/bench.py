@@ -15,6 +15,7 @@ p99 over 20k iterations is stable to ~20% run to run. Numbers are printed, never
 
 from __future__ import annotations
 
+import itertools
 import socket
 import statistics
 import tempfile
@@ -22,9 +23,10 @@ import threading
 import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 from serving.client import ClassifierClient
+from serving.router.decision import ClassifierConsulted
 from serving.router.engine import Router
 from serving.router.policy import Policy, load_policy
 from serving.router.request import RouteRequest
@@ -215,85 +217,155 @@ def text_of_tokens(tokens: int) -> str:
     return (SENTENCE * reps)[: tokens * 4] + " What should we fix first?"
 
 
-class _Load:
-    """`threads` threads classifying long texts back to back: a busy service's CPU contention."""
+class _Opaque:
+    """Hides a backend's `predict_results`: the router then takes main's pre-batching path (a pool of
+    worker threads, one text per ONNX call, the wait bounded but the work never stopped)."""
 
-    def __init__(self, classify: Callable[[list[str]], Any], threads: int, text: str) -> None:
-        self._stop = threading.Event()
-        self._threads = [
-            threading.Thread(target=self._loop, args=(classify, text), daemon=True) for _ in range(threads)
-        ]
+    def __init__(self, inner: Any) -> None:
+        self.inner = inner
 
-    def _loop(self, classify: Callable[[list[str]], Any], text: str) -> None:
-        while not self._stop.is_set():
-            classify([text])
+    def classify(self, texts: Sequence[str]) -> ClassifyResponse:
+        return cast(ClassifyResponse, self.inner.classify(texts))
 
-    def __enter__(self) -> _Load:
-        for t in self._threads:
-            t.start()
-        return self
 
-    def __exit__(self, *exc: object) -> None:
-        self._stop.set()
-        for t in self._threads:
-            t.join(timeout=30)
+VARIANTS = ("before-nodeadline", "before", "after", "after-noshed")
+"""before: main's in-process path (thread pool, bundle on 1 ONNX Runtime thread); after: the
+coalescing path (`serving.client.deadline`, bundle on 2 threads, one batched call at a time);
+-nodeadline: the deadline lifted to 10 s (the raw tail); -noshed: coalescing without shedding."""
+
+
+def _decide_samples(
+    router: Router, req: RouteRequest, n: int, load: int, min_s: float = 0.0, think_s: float = 0.0
+) -> tuple[list[float], list[str], float]:
+    """Microseconds and classifier status of `n` decisions, and the seconds they took: one after
+    another (`load` 0), or by `load` threads deciding back to back (a closed loop of `load`
+    concurrent decisions) until `n` are done and at least `min_s` seconds have passed; each load
+    thread sleeps `think_s` after a decision (the rest of its request: the LLM call)."""
+    lock = threading.Lock()
+    samples: list[float] = []
+    statuses: list[str] = []
+
+    def one() -> None:
+        t0 = time.perf_counter_ns()
+        d = router.decide(req)
+        us = (time.perf_counter_ns() - t0) / 1000
+        status = next((s.status for s in d.trace if isinstance(s, ClassifierConsulted)), "none")
+        with lock:
+            samples.append(us)
+            statuses.append(status)
+
+    start = time.perf_counter()
+    if load == 0:
+        for _ in range(n):
+            one()
+        return samples, statuses, time.perf_counter() - start
+    done = itertools.count()
+
+    def worker() -> None:
+        while next(done) < n or time.perf_counter() - start < min_s:
+            one()
+            if think_s:
+                time.sleep(think_s)
+
+    workers = [threading.Thread(target=worker, daemon=True) for _ in range(load)]
+    for w in workers:
+        w.start()
+    for w in workers:
+        w.join(timeout=600)
+    return samples, statuses, time.perf_counter() - start
 
 
 def run_classifier_bench(
-    policy_path: str | Path, bundle: str | Path, n: int = 200, threads: int = LOAD_THREADS
+    policy_path: str | Path,
+    bundle: str | Path,
+    n: int = 200,
+    threads: int = LOAD_THREADS,
+    deadline_ms: float | None = None,
+    variants: Sequence[str] = VARIANTS,
+    rounds: int = 1,
+    min_s: float = 3.0,
+    think_ms: float = 0.0,
 ) -> dict[str, dict[str, float]]:
-    """`decide()` p50/p99 with the bundle in process (64 and ~900 tokens, idle and under a load of
-    `threads` threads), next to the baseline: the bare `BundleClassifier.classify` call of the same
-    text in the same conditions. Times in microseconds; the router's deadline is lifted (10 s) so
-    every decision waits for its answer and the tail is measured, not cut."""
+    """`decide()` p50/p99 and the share of decisions that fell back to the rules, with the bundle in
+    process, at 64 and ~900 tokens, idle (one decision at a time) and under `threads` concurrent
+    decisions, for each of `variants` (see `VARIANTS`), alternated `rounds` times in one run. The
+    in-process deadline is the policy's `inprocess_timeout_ms` unless `deadline_ms` is given;
+    "before-nodeadline" lifts it to 10 s, so that row is main's raw tail (every decision waits).
+    Under load each scenario runs for at least `min_s` seconds, and `ok_per_s` counts the decisions
+    per second the classifier answered in time: with fast fallbacks a closed loop makes more
+    decisions, so the fallback share alone would overstate the loss; this is the capacity measure.
+    `think_ms`: each load thread pauses that long after a decision (0: decide back to back, where
+    shed decisions come back at once and their own CPU competes with the classifier).
+    Times in microseconds; rows of later rounds are pooled into the same keys."""
     from serving.client import BundleClassifier
 
     policy = load_policy(policy_path)
     if policy.classifier is None:
         raise ValueError("the policy has no classifier section")
-    policy = policy.model_copy(
-        update={"classifier": policy.classifier.model_copy(update={"timeout_ms": 10_000.0})}
-    )
-    cls = BundleClassifier(bundle)
+    deadline = deadline_ms if deadline_ms is not None else policy.classifier.inprocess_timeout_ms
+    one_thread, two_threads = BundleClassifier(bundle, threads=1), BundleClassifier(bundle, threads=2)
     tmp = Path(tempfile.mkdtemp(prefix="tierroute-bench-"))
-    router = Router(policy, classifier=cls, ledger=tmp / "ledger.sqlite")
+    pooled: dict[str, tuple[list[float], list[str], dict[str, int]]] = {}
+    for _ in range(rounds):
+        for variant in variants:
+            if variant not in VARIANTS:
+                raise ValueError(f"unknown variant {variant!r}; one of {', '.join(VARIANTS)}")
+            before = variant.startswith("before")
+            ms = 10_000.0 if variant == "before-nodeadline" else deadline
+            p = policy.model_copy(
+                update={"classifier": policy.classifier.model_copy(update={"inprocess_timeout_ms": ms})}
+            )
+            backend: Any = _Opaque(one_thread) if before else two_threads
+            router = Router(p, classifier=backend, ledger=tmp / "ledger.sqlite")
+            coalescer = router._cls.coalescer
+            if coalescer is not None and variant == "after-noshed":
+                coalescer.shed_enabled = False
+            try:
+                for load in (0, threads):
+                    for tokens in (64, 900):
+                        req = RouteRequest.from_text(text_of_tokens(tokens))
+                        if router.decide(req).decided_by == "rule":
+                            raise RuntimeError(f"a rule decides the {tokens}-token text; pick another policy")
+                        for _ in range(10):  # warm-up, not counted
+                            router.decide(req)
+                        calls0 = coalescer.stats() if coalescer is not None else None
+                        samples, statuses, secs = _decide_samples(router, req, n, load, min_s, think_ms / 1e3)
+                        where = "idle" if load == 0 else f"{load} concurrent"
+                        key = f"{variant} ({ms:g} ms): {tokens} tokens, {where}"
+                        row = pooled.setdefault(key, ([], [], {"calls": 0, "shed": 0, "us": 0}))
+                        row[0].extend(samples)
+                        row[1].extend(statuses)
+                        row[2]["us"] += round(secs * 1e6)
+                        if coalescer is not None and calls0 is not None:
+                            after = coalescer.stats()
+                            row[2]["calls"] += after["calls"] - calls0["calls"]
+                            row[2]["shed"] += after["shed"] - calls0["shed"]
+            finally:
+                router.close()
     results: dict[str, dict[str, float]] = {}
-    try:
-        for load in (0, threads):
-            for tokens in (64, 900):
-                text = text_of_tokens(tokens)
-                req = RouteRequest.from_text(text)
-                if router.decide(req).decided_by == "rule":
-                    raise RuntimeError(f"a rule decides the {tokens}-token bench text; pick another policy")
-                where = "idle" if load == 0 else f"{load} threads busy"
-                with _Load(cls.classify, load, text_of_tokens(900)) if load else _nothing():
-                    base, _ = _time(lambda t=text: cls.classify([t]), n, warmup=20)  # type: ignore[misc]
-                    dec, _ = _time(lambda r=req: router.decide(r), n, warmup=20)  # type: ignore[misc]
-                b, d = _percentiles(base), _percentiles(dec)
-                d["ratio_p50"], d["ratio_p99"] = d["p50_us"] / b["p50_us"], d["p99_us"] / b["p99_us"]
-                results[f"{tokens} tokens, {where}: classify() alone (baseline)"] = b
-                results[f"{tokens} tokens, {where}: decide() in process"] = d
-    finally:
-        router.close()
+    for key, (samples, statuses, counts) in pooled.items():
+        r = _percentiles(samples)
+        r["fallback"] = sum(s != "ok" for s in statuses) / len(statuses)
+        r["timeouts"] = sum(s == "timeout" for s in statuses) / len(statuses)
+        r["ok_per_s"] = sum(s == "ok" for s in statuses) / (counts["us"] / 1e6)
+        if counts["calls"]:
+            r["texts_per_call"] = (len(statuses) - counts["shed"]) / counts["calls"]
+            r["shed"] = counts["shed"] / len(statuses)
+        results[key] = r
     return results
 
 
-class _nothing:
-    def __enter__(self) -> None:
-        return None
-
-    def __exit__(self, *exc: object) -> None:
-        return None
-
-
 def format_classifier_table(results: dict[str, dict[str, float]]) -> str:
+    """p50/p99 ms, the share of decisions the rules made because the classifier did not answer in time
+    (or at all), the share shed at once, and texts per ONNX call (coalescing), one row per scenario."""
     width = max(len(k) for k in results) + 2
-    lines = [f"{'scenario':<{width}}{'n':>6}{'p50 ms':>9}{'p99 ms':>9}{'x base p50':>12}{'x base p99':>12}"]
+    head = f"{'scenario':<{width}}{'n':>6}{'p50 ms':>9}{'p99 ms':>9}"
+    lines = [f"{head}{'fallback':>10}{'shed':>7}{'texts/call':>12}{'classified/s':>14}"]
     for name, r in results.items():
-        ratio = f"{r['ratio_p50']:>12.2f}{r['ratio_p99']:>12.2f}" if "ratio_p50" in r else ""
+        shed = f"{r['shed']:>7.0%}" if "shed" in r else f"{'-':>7}"
+        per_call = f"{r['texts_per_call']:>12.2f}" if "texts_per_call" in r else f"{'-':>12}"
         lines.append(
-            f"{name:<{width}}{r['n']:>6.0f}{r['p50_us'] / 1e3:>9.2f}{r['p99_us'] / 1e3:>9.2f}{ratio}"
+            f"{name:<{width}}{r['n']:>6.0f}{r['p50_us'] / 1e3:>9.2f}{r['p99_us'] / 1e3:>9.2f}"
+            f"{r['fallback']:>10.0%}{shed}{per_call}{r['ok_per_s']:>14.1f}"
         )
-    worst = max(r["p99_us"] for k, r in results.items() if "decide()" in k) / 1e3
-    lines.append(f"worst decide() p99: {worst:.1f} ms")
     return "\n".join(lines)

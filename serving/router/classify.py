@@ -7,9 +7,14 @@ or None, in which case the rules after the classifier rule decide. Every outcome
 low_confidence.
 
 Trade-offs:
-- The deadline (`classifier.timeout_ms`) is never exceeded: the HTTP client's own total deadline
-  bounds a remote service; a worker thread bounds an in-process backend (a bundle, or the served
-  model inside `tierroute serve`), since ONNX Runtime cannot be interrupted.
+- The deadline is never exceeded: `classifier.timeout_ms` for a remote service (the HTTP client's
+  own total deadline), `classifier.inprocess_timeout_ms` for an in-process backend. A bundle or
+  the served model inside `tierroute serve` (anything with `predict_results`, see
+  `serving.client.deadline`) goes through a `CoalescingClassifier`: concurrent decisions share
+  one batched ONNX call at a time, a caller whose deadline passes leaves the queue, a call nobody
+  waits for is aborted (`RunOptions.terminate`), and a text that could not be answered in time is
+  refused at once ("timeout", detail "shed: ..."). Any other in-process backend runs in a worker
+  thread that bounds the wait (its work cannot be stopped).
 - Over HTTP only what the model reads is sent: the head and the tail of the text, cut like the
   service itself cuts a huge text (`serving.model.textprep.TruncationSpec.char_cap` characters from
   each end), so a long document costs no more bytes or tokenising than a short one.
@@ -31,18 +36,24 @@ from typing import Any
 from serving.client import (
     AsyncClassifierClient,
     BundleClassifier,
+    CancellableBackend,
     ClassifierBackend,
     ClassifierBadResponse,
     ClassifierClient,
     ClassifierError,
     ClassifierTimeout,
     ClassifierUnavailable,
+    CoalescingClassifier,
 )
 from serving.router.catalog import TIER_INDEX
 from serving.router.core import Call, Op
 from serving.router.decision import ClassifierConsulted, Step
 from serving.router.policy import ClassifierSettings
+from serving.router.policy_schema import DEFAULT_INPROCESS_TIMEOUT_MS
 from serving.router.rules import CompiledRule
+
+INPROCESS_THREADS = 2
+"""ONNX Runtime threads of a policy's `classifier.bundle`: one batched call at a time uses both cores."""
 
 HTTP_TEXT_CAP_CHARS = 3072
 """Characters kept from each end of a text sent to a remote classifier: `TruncationSpec().char_cap`
@@ -75,7 +86,6 @@ class ClassifierStage:
     """The router's classifier: backend, deadline, confidence floor, task -> capabilities."""
 
     def __init__(self, cs: ClassifierSettings | None, classifier: ClassifierBackend | str | None) -> None:
-        self.timeout = cs.timeout_ms / 1000 if cs else 0.03
         self.min_conf = cs.min_confidence if cs else 0.5
         self.use_calibrated = cs.use_calibrated_threshold if cs else True
         self.task_caps = {k: frozenset(v) for k, v in (cs.task_capabilities.items() if cs else ())}
@@ -89,9 +99,18 @@ class ClassifierStage:
         else:
             self.backend = classifier
         self.direct = bool(getattr(self.backend, "enforces_timeout", False))
+        remote = self.direct or self.url is not None
+        if cs is None:
+            self.timeout = 0.03 if remote else DEFAULT_INPROCESS_TIMEOUT_MS / 1000
+        else:
+            self.timeout = (cs.timeout_ms if remote else cs.inprocess_timeout_ms) / 1000
         self.pool: ThreadPoolExecutor | None = None
-        if self.backend is not None and not self.direct:  # in-process backends: a deadline thread
-            self.pool = ThreadPoolExecutor(max_workers=4, thread_name_prefix="tierroute-classify")
+        self.coalescer: CoalescingClassifier | None = None
+        if self.backend is not None and not self.direct:  # in process: the router bounds the wait
+            if isinstance(self.backend, CancellableBackend):
+                self.coalescer = CoalescingClassifier(self.backend)
+            else:
+                self.pool = ThreadPoolExecutor(max_workers=4, thread_name_prefix="tierroute-classify")
         self._async: dict[int, AsyncClassifierClient] = {}
 
     def _from_policy(self, cs: ClassifierSettings | None) -> ClassifierBackend | None:
@@ -101,13 +120,15 @@ class ClassifierStage:
         if cs.url is not None:
             self.url, self.key = cs.url, key
             return ClassifierClient(cs.url, timeout=cs.timeout_ms / 1000, api_key=key)
-        return BundleClassifier(Path(cs.bundle or ""))
+        return BundleClassifier(Path(cs.bundle or ""), threads=INPROCESS_THREADS)
 
     def close(self) -> None:
         if isinstance(self.backend, ClassifierClient):
             self.backend.close()
         if self.pool is not None:
             self.pool.shutdown(wait=False, cancel_futures=True)
+        if self.coalescer is not None:
+            self.coalescer.close()
 
     # -- the two ways to call it ---------------------------------------------------------------
 
@@ -119,6 +140,8 @@ class ClassifierStage:
         texts = [self._text(prompt)]
         if self.direct:
             return self.backend.classify(texts)
+        if self.coalescer is not None:
+            return self.coalescer.classify(texts, timeout=self.timeout)
         assert self.pool is not None
         return self.pool.submit(self.backend.classify, texts).result(timeout=self.timeout)
 
@@ -127,6 +150,8 @@ class ClassifierStage:
         texts = [self._text(prompt)]
         if self.url is not None:
             return await asyncio.wait_for(self._async_client().classify(texts), timeout=self.timeout + 0.005)
+        if self.coalescer is not None:
+            return await self.coalescer.aclassify(texts, timeout=self.timeout)
         return await asyncio.wait_for(asyncio.to_thread(self.backend.classify, texts), timeout=self.timeout)
 
     def _async_client(self) -> AsyncClassifierClient:
@@ -150,8 +175,11 @@ class ClassifierStage:
         t0 = time.perf_counter()
         try:
             response = yield Call(self.call, self.acall, prompt)
-        except (TimeoutError, ClassifierTimeout):
-            self._failed(rule, trace, "timeout", t0, f"no answer within {self.timeout * 1e3:g} ms")
+        except (TimeoutError, ClassifierTimeout) as exc:
+            detail = str(exc)
+            if not detail.startswith("shed:"):
+                detail = f"no answer within {self.timeout * 1e3:g} ms"
+            self._failed(rule, trace, "timeout", t0, detail)
             return None
         except Exception as exc:
             self._failed(rule, trace, _failure_status(exc), t0, _short(exc))

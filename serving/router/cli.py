@@ -152,7 +152,9 @@ def route(
         from serving.model.bundle import BundleError
 
         try:
-            classifier = BundleClassifier(bundle)
+            from serving.router.classify import INPROCESS_THREADS
+
+            classifier = BundleClassifier(bundle, threads=INPROCESS_THREADS)
         except (BundleError, OSError) as exc:
             raise _fail(f"--bundle {bundle}: {exc}") from None
     router = Router(pol, classifier=classifier, ledger=ledger)
@@ -227,19 +229,61 @@ def bench_router(
         help="Also time decisions with this bundle in process (64 / ~900 tokens, idle / under load).",
     ),
     n_bundle: int = typer.Option(200, "--n-bundle", help="Decisions per in-process scenario.", min=10),
-    threads: int = typer.Option(8, "--load-threads", help="Busy threads for the under-load rows.", min=1),
+    threads: int = typer.Option(
+        8, "--load-threads", help="Concurrent decisions for the under-load rows.", min=1
+    ),
+    deadline_ms: float | None = typer.Option(
+        None, "--deadline-ms", help="In-process deadline (default: the policy's inprocess_timeout_ms)."
+    ),
+    variants: str = typer.Option(
+        "before-nodeadline,before,after,after-noshed",
+        "--variants",
+        help="Comma-separated in-process variants to time, in this order (serving.router.bench.VARIANTS).",
+    ),
+    rounds: int = typer.Option(1, "--rounds", help="Alternate the variants this many times.", min=1),
+    think_ms: float = typer.Option(
+        0.0,
+        "--think-ms",
+        help="Under load, each thread pauses this long after a decision (its LLM call).",
+        min=0,
+    ),
+    skip_overhead: bool = typer.Option(
+        False, "--bundle-only", help="With --bundle, skip the decision-overhead table."
+    ),
 ) -> None:
     """Decision overhead p50/p99: rules-only, classifier answered (minus the call), classifier unreachable;
-    with --bundle, decision latency with in-process classification against the bare classify call."""
+    with --bundle, in-process decision latency and fallback share before/after batching, idle and loaded."""
     from serving.router.bench import format_classifier_table, format_table, run_bench, run_classifier_bench
 
     _load(policy)
-    results = run_bench(policy, n=n, n_slow=n_slow)
-    typer.echo(f"tierroute bench router --policy {policy}")
-    typer.echo(format_table(results))
+    if bundle is None or not skip_overhead:
+        results = run_bench(policy, n=n, n_slow=n_slow)
+        typer.echo(f"tierroute bench router --policy {policy}")
+        typer.echo(format_table(results))
     if bundle is not None:
-        typer.echo(f"\nin-process classification, bundle {bundle}, {threads} load threads")
-        typer.echo(format_classifier_table(run_classifier_bench(policy, bundle, n=n_bundle, threads=threads)))
+        chosen = [v.strip() for v in variants.split(",") if v.strip()]
+        typer.echo(
+            f"\nin-process classification, bundle {bundle}, {threads} threads deciding, think {think_ms:g} ms"
+        )
+        typer.echo(f"load average before: {_loadavg()}")
+        table = run_classifier_bench(
+            policy,
+            bundle,
+            n=n_bundle,
+            threads=threads,
+            deadline_ms=deadline_ms,
+            variants=chosen,
+            rounds=rounds,
+            think_ms=think_ms,
+        )
+        typer.echo(format_classifier_table(table))
+        typer.echo(f"load average after: {_loadavg()}")
+
+
+def _loadavg() -> str:
+    import os
+
+    return " ".join(f"{x:.2f}" for x in os.getloadavg())
 
 
 def register(root: typer.Typer, bench: typer.Typer) -> None:

@@ -25,8 +25,9 @@ Trade-offs: `decide()` is pure (reads the ledger cache and LiteLLM's cooldowns, 
 but the probe counter of an alarmed cascade)
 and precomputes everything it can at construction (compiled rules, per-tier candidate orders,
 prices), so rules-only decisions take microseconds. With a classifier the decision waits for it
-up to `classifier.timeout_ms`, never longer: the HTTP client's timeout bounds a remote service,
-a worker thread bounds an in-process bundle.
+up to `classifier.timeout_ms` (remote) or `classifier.inprocess_timeout_ms` (a bundle, the served
+model), never longer: the HTTP client's timeout bounds a remote service, a batching, cancelling
+queue bounds an in-process one (`serving.client.deadline`).
 """
 
 from __future__ import annotations

@@ -148,14 +148,27 @@ def _default_task_capabilities() -> dict[str, list[Capability]]:
     return {"code": ["code"]}
 
 
+DEFAULT_INPROCESS_TIMEOUT_MS = 25.0
+"""In-process classifier deadline: leaves ~5 ms of a 30 ms decision budget to the rest of `decide()`."""
+
+
 class ClassifierSettings(_Strict):
     url: str | None = Field(default=None, description="classify service base URL")
     bundle: str | None = Field(default=None, description="local bundle folder, run in process")
     timeout_ms: float = Field(
         default=450.0,
         gt=0,
-        description="deadline for the classifier's answer; the default is the p99 of an in-process "
-        "decision at ~900 tokens measured on a busy 2-core box (`tierroute bench router --bundle`)",
+        description="deadline for a remote classifier's answer (`url`; in-process backends use "
+        "`inprocess_timeout_ms`); the default is the p99 of an in-process decision at ~900 tokens "
+        "measured on a busy 2-core box before batching (`tierroute bench router --bundle`)",
+    )
+    inprocess_timeout_ms: float = Field(
+        default=DEFAULT_INPROCESS_TIMEOUT_MS,
+        gt=0,
+        description="deadline for an in-process classifier (`bundle`, or the served model inside "
+        "`tierroute serve`): concurrent decisions are batched into one ONNX call, and a text that cannot "
+        "be answered in time is dropped or aborted, so the rules decide within it; the default keeps a "
+        "decision inside 30 ms (README 'Router inside its deadline', `tierroute bench router --bundle`)",
     )
     min_confidence: float = Field(default=0.5, ge=0, le=1)
     use_calibrated_threshold: bool = Field(

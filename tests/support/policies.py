@@ -108,6 +108,7 @@ def policy_dict(fp: FakeProvider, classifier_url: str | None, ledger: Path) -> d
         d["classifier"] = {
             "url": classifier_url,
             "timeout_ms": 500,  # generous: the suite runs on a loaded 2-core box; fault tests sleep 2 s
+            "inprocess_timeout_ms": 500,  # the same for in-process backends (bundles, stubs)
             "min_confidence": 0.5,
             "tier_models": {"simple": "cheap", "complex": "sonnet", "reasoning": "opus"},
             "task_capabilities": {"code": ["code"]},

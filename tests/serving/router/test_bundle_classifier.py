@@ -21,7 +21,7 @@ def test_router_with_a_real_bundle_in_process(
 ) -> None:
     def edit(d: dict[str, Any]) -> None:
         d["classifier"].pop("url")
-        d["classifier"].update(bundle=str(trained_bundle), timeout_ms=5000, min_confidence=0.0)
+        d["classifier"].update(bundle=str(trained_bundle), inprocess_timeout_ms=5000, min_confidence=0.0)
 
     policy = make_policy(edit)
     router = Router(policy)  # classifier built from `classifier.bundle`

@@ -129,6 +129,7 @@ def test_route_with_a_local_bundle_classifies_in_process(
         closed = f"http://127.0.0.1:{s.getsockname()[1]}"
     d = policy_dict(provider, closed, tmp_path / "l.sqlite")
     d["classifier"]["timeout_ms"] = 10_000
+    d["classifier"]["inprocess_timeout_ms"] = 10_000  # --bundle: in process, loaded box
     policy = write_policy(tmp_path, d)
     args = ["route", "-p", str(policy), "-t", "Prove Fermat's little theorem"]
     over_http = runner.invoke(_app(), args)

@@ -3,6 +3,11 @@
 
 The API-key dependency (and its OpenAPI security scheme) is attached only when a key is set
 (`protection`): the schema tells the truth either way and the keyless hot path pays nothing.
+
+Every dependency here is `async def` although none awaits anything: FastAPI runs a plain `def`
+dependency in its thread pool, so each one cost a round trip to an AnyIO worker thread per
+request (two per classify call). On 2 cores those hand-offs queue behind the busy inference
+threads; measured (README "Speed (issue 15)", HTTP) they were part of the c=1 tail.
 """
 
 from __future__ import annotations
@@ -45,7 +50,7 @@ class Service:
         return self.gate.current if self.gate is not None else None
 
 
-def get_service(request: Request) -> Service:
+async def get_service(request: Request) -> Service:
     service: Service = request.app.state.service
     return service
 
@@ -56,7 +61,7 @@ _bearer = HTTPBearer(auto_error=False, description="API key as a Bearer token (w
 _header = APIKeyHeader(name="X-API-Key", auto_error=False, description="API key (when one is configured)")
 
 
-def require_api_key(
+async def require_api_key(
     service: ServiceDep,
     bearer: Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)],
     header_key: Annotated[str | None, Depends(_header)],
@@ -79,14 +84,14 @@ def protection(settings: ServeSettings) -> list[Any]:
     return [Depends(require_api_key)] if settings.api_key is not None else []
 
 
-def loaded_model(service: ServiceDep) -> LoadedModel:
+async def loaded_model(service: ServiceDep) -> LoadedModel:
     model = service.holder.current if service.holder is not None else None
     if model is None:
         raise HTTPException(status_code=503, detail="no model loaded")
     return model
 
 
-def inference(service: ServiceDep) -> Inference[LoadedModel, Result]:
+async def inference(service: ServiceDep) -> Inference[LoadedModel, Result]:
     if service.inference is None:
         raise HTTPException(status_code=503, detail="service is starting or shutting down")
     return service.inference

@@ -24,6 +24,13 @@ def bench_http(
     duration: Annotated[float, typer.Option(help="seconds measured per level")] = 10.0,
     warmup: Annotated[float, typer.Option(help="seconds of unmeasured load before each level")] = 2.0,
     texts_per_request: Annotated[int, typer.Option(help="texts in each request body")] = 1,
+    rounds: Annotated[
+        int,
+        typer.Option(
+            help="repeat every level this many times; servers take turns and swap order each round, and a "
+            "second table gives medians and ratios to the first --url (the baseline)"
+        ),
+    ] = 1,
     tool: Annotated[
         str, typer.Option(help="load generator: auto (wrk if installed), wrk or python")
     ] = "auto",
@@ -45,8 +52,8 @@ def bench_http(
         ) from None
     if tool not in ("auto", "wrk", "python"):
         raise _fail(f"--tool must be auto, wrk or python, got {tool!r}")
-    if duration <= 0 or warmup < 0 or texts_per_request < 1:
-        raise _fail("--duration must be > 0, --warmup >= 0, --texts-per-request >= 1")
+    if duration <= 0 or warmup < 0 or texts_per_request < 1 or rounds < 1:
+        raise _fail("--duration must be > 0, --warmup >= 0, --texts-per-request >= 1, --rounds >= 1")
     try:
         rows = loadgen.run_benchmark(
             url,
@@ -57,7 +64,11 @@ def bench_http(
             tool=tool,
             api_key=api_key,
             echo=lambda m: typer.echo(m, err=True),
+            rounds=rounds,
         )
     except loadgen.BenchError as exc:
         raise _fail(str(exc), code=1) from None
     typer.echo(loadgen.format_table(rows))
+    if len(url) > 1 or rounds > 1:
+        typer.echo("")
+        typer.echo(loadgen.format_ratios(rows))

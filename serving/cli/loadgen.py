@@ -14,6 +14,9 @@ Trade-offs:
   gives the server's own CPU time per request (`process_cpu_seconds_total` from its /metrics,
   read before and after each level): it barely depends on other load, and `cores / CPU per
   request` is the throughput ceiling of a dedicated machine.
+- Comparing servers on a shared box: with several `--url`s the servers take turns at each level and
+  swap order every round (`--rounds`), so a change is timed next to its baseline; the second table
+  gives medians over the rounds and ratios to the first URL, and every row carries the load average.
 - Stdlib only: importing this module must stay cheap for `tierroute --help`.
 """
 
@@ -23,7 +26,9 @@ import http.client
 import json
 import math
 import multiprocessing
+import os
 import shutil
+import statistics
 import subprocess
 import tempfile
 import threading
@@ -85,6 +90,8 @@ class LevelResult:
     p50_ms: float
     p99_ms: float
     cpu_ms_per_request: float = math.nan
+    round: int = 1
+    load: float = math.nan  # 1-minute load average of the machine right after the level
 
     @property
     def rps(self) -> float:
@@ -274,7 +281,10 @@ def run_benchmark(
     tool: str,
     api_key: str | None,
     echo: Callable[[str], Any],
+    rounds: int = 1,
 ) -> list[LevelResult]:
+    """Every level on every server, `rounds` times; the servers take turns within each level and swap
+    order every round, so each is measured next to the others in time (a shared box drifts)."""
     use = tool
     if tool == "auto":
         use = "wrk" if shutil.which("wrk") else "python"
@@ -282,42 +292,77 @@ def run_benchmark(
         raise BenchError("wrk is not installed (apt-get install wrk) - or use --tool python")
     payloads = bodies(texts_per_request)
     rows: list[LevelResult] = []
+    targets: list[tuple[str, str]] = []
+    for raw in urls:
+        url = raw.rstrip("/")
+        label, tokens = probe(url, api_key)
+        echo(f"{url}: {label}; {tokens:.0f} tokens per text; load from {use}")
+        targets.append((url, f"{label} @ {urlsplit(url).netloc}"))
     with tempfile.TemporaryDirectory() as tmp:
         script = Path(tmp) / "classify.lua"
         _wrk_script(script, payloads, api_key)
-        for raw in urls:
-            url = raw.rstrip("/")
-            label, tokens = probe(url, api_key)
-            echo(f"{url}: {label}; {tokens:.0f} tokens per text; load from {use}")
+        for r in range(rounds):
+            order = targets if r % 2 == 0 else targets[::-1]
             for c in levels:
-                if use == "wrk":
-                    if warmup > 0:
-                        run_wrk(url, c, warmup, script)
-                    cpu0 = server_cpu_seconds(url)
-                    n, errors, secs, p50, p99 = run_wrk(url, c, duration, script)
-                else:
-                    if warmup > 0:
-                        run_python(url, c, warmup, payloads, api_key)
-                    cpu0 = server_cpu_seconds(url)
-                    n, errors, secs, p50, p99 = run_python(url, c, duration, payloads, api_key)
-                cpu = (server_cpu_seconds(url) - cpu0) * 1000 / n if n else math.nan
-                row = LevelResult(label, use, c, n, errors, secs, p50, p99, cpu)
-                echo(
-                    f"  c={c}: {row.rps:.0f} req/s, p50 {p50:.1f} ms, p99 {p99:.1f} ms, "
-                    f"server CPU {cpu:.1f} ms/request, errors {errors}"
-                )
-                rows.append(row)
+                for url, label in order:
+                    if use == "wrk":
+                        if warmup > 0:
+                            run_wrk(url, c, warmup, script)
+                        cpu0 = server_cpu_seconds(url)
+                        n, errors, secs, p50, p99 = run_wrk(url, c, duration, script)
+                    else:
+                        if warmup > 0:
+                            run_python(url, c, warmup, payloads, api_key)
+                        cpu0 = server_cpu_seconds(url)
+                        n, errors, secs, p50, p99 = run_python(url, c, duration, payloads, api_key)
+                    cpu = (server_cpu_seconds(url) - cpu0) * 1000 / n if n else math.nan
+                    load = os.getloadavg()[0]
+                    row = LevelResult(label, use, c, n, errors, secs, p50, p99, cpu, r + 1, load)
+                    echo(
+                        f"  round {r + 1} {url} c={c}: {row.rps:.0f} req/s, p50 {p50:.1f} ms, p99 {p99:.1f} "
+                        f"ms, server CPU {cpu:.1f} ms/request, errors {errors}, load average {load:.2f}"
+                    )
+                    rows.append(row)
     return rows
 
 
 def format_table(rows: Sequence[LevelResult]) -> str:
     lines = [
-        "| server | concurrency | req/s | p50 ms | p99 ms | server CPU ms/req | errors | load |",
-        "| --- | ---: | ---: | ---: | ---: | ---: | ---: | --- |",
+        "| server | concurrency | req/s | p50 ms | p99 ms | server CPU ms/req | errors | load | round "
+        "| load average |",
+        "| --- | ---: | ---: | ---: | ---: | ---: | ---: | --- | ---: | ---: |",
     ]
     for r in rows:
         lines.append(
             f"| {r.server} | {r.concurrency} | {r.rps:.0f} | {r.p50_ms:.1f} | {r.p99_ms:.1f} "
-            f"| {r.cpu_ms_per_request:.1f} | {r.errors} | {r.tool} |"
+            f"| {r.cpu_ms_per_request:.1f} | {r.errors} | {r.tool} | {r.round} | {r.load:.2f} |"
+        )
+    return "\n".join(lines)
+
+
+def format_ratios(rows: Sequence[LevelResult]) -> str:
+    """Per server and level: median req/s and p99 over the rounds, mean server CPU per request, and
+    req/s and CPU as ratios to the FIRST server given (the baseline), measured in the same run."""
+    groups: dict[tuple[str, int], list[LevelResult]] = {}
+    for r in rows:
+        groups.setdefault((r.server, r.concurrency), []).append(r)
+    base = rows[0].server if rows else ""
+    lines = [
+        f"| server | concurrency | rounds | req/s (median) | p99 ms (median) | server CPU ms/req (mean) "
+        f"| req/s vs {base.split(' @ ')[-1]} | CPU/req vs {base.split(' @ ')[-1]} |",
+        "| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: |",
+    ]
+    for (server, c), group in groups.items():
+        rps = statistics.median(g.rps for g in group)
+        p99 = statistics.median(g.p99_ms for g in group)
+        cpu = statistics.fmean(g.cpu_ms_per_request for g in group)
+        ref = groups.get((base, c), group)
+        ref_rps = statistics.median(g.rps for g in ref)
+        ref_cpu = statistics.fmean(g.cpu_ms_per_request for g in ref)
+        rps_ratio = rps / ref_rps if ref_rps else math.nan
+        cpu_ratio = cpu / ref_cpu if ref_cpu else math.nan
+        lines.append(
+            f"| {server} | {c} | {len(group)} | {rps:.0f} | {p99:.1f} | {cpu:.2f} "
+            f"| x{rps_ratio:.2f} | x{cpu_ratio:.2f} |"
         )
     return "\n".join(lines)

@@ -11,6 +11,7 @@ processes would each hold a copy and fight for the 2 cores). Options left unset 
 
 from __future__ import annotations
 
+import gc
 import logging
 import sys
 from pathlib import Path
@@ -176,11 +177,26 @@ def run_server(settings: Any) -> None:
         timeout_keep_alive=round(settings.keep_alive_s),
     )
     server = uvicorn.Server(config)
+    freeze_startup_heap()
     server.run()
     if not server.started:
         raise _fail(
             f"the server did not start on {settings.host}:{settings.port} (see the log above)", code=1
         )
+
+
+def freeze_startup_heap() -> None:
+    """Collect once, then move everything alive (modules, the app, the loaded model) out of the
+    garbage collector's view (`gc.freeze`), so its full collections only walk per-request garbage.
+
+    Measured (README "HTTP on 2 cores"): a full collection of the start-up heap (~74,000 tracked
+    objects: FastAPI, pydantic, onnxruntime, the bundle) took ~210 ms on a busy 2-core box, ~0 ms
+    after the freeze, and it used to land inside a request. Frozen objects are still freed by
+    reference counting: the first model goes away on a hot reload (checked); a model loaded later is
+    collected normally.
+    """
+    gc.collect()
+    gc.freeze()
 
 
 def register(root: typer.Typer, bench: typer.Typer) -> None:

@@ -35,3 +35,33 @@ def test_error_shape_follows_the_path() -> None:
     assert error_body("/v1/classify", "too big") == {"detail": "too big"}
     chat = error_body(CHAT_PATH, "too big")["error"]
     assert chat["message"] == "too big" and chat["code"] == chat["type"] == "invalid_request_error"
+
+
+def _dependency_calls(dependant: object) -> list[object]:
+    calls = []
+    for sub in getattr(dependant, "dependencies", []):
+        calls.append(sub.call)
+        calls.extend(_dependency_calls(sub))
+    return calls
+
+
+def test_hot_path_dependencies_run_on_the_event_loop(tmp_path: Path) -> None:
+    """FastAPI runs a plain `def` dependency in its thread pool (one thread hand-off each per request);
+    the classify route's dependencies, with and without an API key, must all be coroutines."""
+    import inspect
+
+    from fastapi.routing import APIRoute
+
+    from serving.app.classify import classify_router
+
+    for settings in (
+        ServeSettings(model=str(tmp_path)),
+        ServeSettings(model=str(tmp_path), api_key="s3cret"),
+    ):
+        (route,) = [r for r in classify_router(settings).routes if isinstance(r, APIRoute)]
+        assert route.path == "/v1/classify"
+        calls = _dependency_calls(route.dependant)
+        assert len(calls) >= (4 if settings.api_key else 2)  # service + inference (+ key, bearer, header)
+        for call in calls:
+            target = call if inspect.isfunction(call) else type(call).__call__  # security schemes: instances
+            assert inspect.iscoroutinefunction(target), f"{call!r} would run in the thread pool"

@@ -80,3 +80,58 @@ def _app() -> typer.Typer:
     register(app, bench)
     app.add_typer(bench, name="bench")
     return app
+
+
+def test_the_start_up_heap_is_frozen_out_of_the_collector() -> None:
+    import gc
+
+    from serving.cli.serve import freeze_startup_heap
+
+    gc.unfreeze()
+    alive = [[i] for i in range(10)]  # tracked containers alive at freeze time
+    try:
+        freeze_startup_heap()
+        assert gc.get_freeze_count() >= len(alive)
+        assert not any(obj is alive[0] for obj in gc.get_objects())  # the collector no longer walks it
+    finally:
+        gc.unfreeze()
+    assert gc.get_freeze_count() == 0
+
+
+def test_bench_http_rounds_alternate_and_give_ratios_to_the_first_server(server: Server) -> None:
+    proc = cli(
+        "bench", "http", "--url", server.url, "--tool", "python", "--duration", "1", "--warmup", "0",
+        "--concurrency", "2", "--rounds", "2",
+    )  # fmt: skip
+    assert proc.returncode == 0, proc.stderr
+    port = server.url.rsplit(":", 1)[1]
+    rows = [
+        ln for ln in proc.stdout.splitlines() if ln.startswith("| batching") or ln.startswith("| no batch")
+    ]
+    raw, summary = rows[:2], rows[2:]
+    assert [row.strip("|").split("|")[8].strip() for row in raw] == ["1", "2"]  # round column
+    assert all(float(row.strip("|").split("|")[9]) >= 0 for row in raw)  # load average
+    assert all(f"@ 127.0.0.1:{port}" in row for row in rows)
+    (line,) = summary
+    cells = [c.strip() for c in line.strip("|").split("|")]
+    assert cells[1] == "2" and cells[2] == "2"  # concurrency, rounds
+    assert cells[6] == "x1.00" and cells[7] == "x1.00"  # the baseline against itself
+
+
+def test_ratio_table_takes_medians_and_divides_by_the_first_server() -> None:
+    from serving.cli.loadgen import LevelResult, format_ratios
+
+    def row(server: str, requests: int, cpu: float, rnd: int) -> LevelResult:
+        return LevelResult(server, "wrk", 8, requests, 0, 1.0, 1.0, 2.0, cpu, rnd, 1.0)
+
+    rows = [
+        row("old @ a:1", 100, 10.0, 1),
+        row("new @ a:2", 150, 8.0, 1),
+        row("new @ a:2", 250, 6.0, 2),
+        row("old @ a:1", 100, 10.0, 2),
+    ]
+    lines = format_ratios(rows).splitlines()
+    assert "vs a:1" in lines[0]
+    new = [c.strip() for c in lines[3].strip("|").split("|")]
+    assert new[0] == "new @ a:2" and new[3] == "200" and new[5] == "7.00"
+    assert new[6] == "x2.00" and new[7] == "x0.70"

@@ -33,6 +33,7 @@ from pipelines.train.bundle_build import build_bundle
 from pipelines.train.embed import Embedder
 from pipelines.train.encoder_export import (
     DEFAULT_LAYERS,
+    DEFAULT_PRECISION,
     FULL_LAYERS,
     PRECISIONS,
     EncoderArtifact,
@@ -73,7 +74,9 @@ class TrainConfig:
     label_columns: tuple[str, ...] = ("tier", "task")
     label_sets: Mapping[str, Sequence[str]] | None = None
     spec: TruncationSpec = field(default_factory=TruncationSpec)
-    precision: Precision = "fp32"
+    precision: Precision | None = None
+    """Encoder precision; None = `DEFAULT_PRECISION` (int8) for the minilm encoder, fp32 for the static
+    encoder and for `encoder_distil` (both are float32 only). Read it as `encoder_precision`."""
     encoder: Literal["minilm", "static"] = "minilm"
     """`static`: the fast path: model2vec vectors distilled from MiniLM (`pipelines.train.static_encoder`)."""
     encoder_layers: int | None = None
@@ -122,6 +125,8 @@ class TrainConfig:
             raise ValueError("label_columns must name at least one column")
         if self.encoder not in ("minilm", "static"):
             raise ValueError(f"encoder must be minilm or static, got {self.encoder!r}")
+        if self.precision is None:
+            self.precision = "fp32" if self.encoder == "static" or self.encoder_distil else DEFAULT_PRECISION
         if self.encoder == "static" and self.precision != "fp32":
             raise ValueError("a static encoder is a float32 lookup; precision int8 does not apply")
         if self.encoder_layers is not None:
@@ -136,6 +141,11 @@ class TrainConfig:
             raise ValueError(f"min_confidence must be in [0, 1], got {self.min_confidence}")
         if self.precision not in PRECISIONS:
             raise ValueError(f"precision must be one of {', '.join(PRECISIONS)}, got {self.precision!r}")
+
+    @property
+    def encoder_precision(self) -> Precision:
+        """The precision in force (`precision` after `__post_init__` filled in the default)."""
+        return self.precision or DEFAULT_PRECISION
 
     @property
     def minilm_layers(self) -> int:
@@ -272,7 +282,7 @@ def train(
 
         encoder = export_static_encoder(config.encoder_cache)
     else:
-        encoder = export_encoder(config.encoder_cache, config.precision, layers=config.minilm_layers)
+        encoder = export_encoder(config.encoder_cache, config.encoder_precision, layers=config.minilm_layers)
         if config.encoder_distil:
             encoder = _distilled_encoder(config, df, progress, echo)
     timings["encoder_s"] = time.perf_counter() - t
@@ -285,7 +295,7 @@ def train(
         config.spec,
         cache_dir=config.embedding_cache,
         threads=config.threads,
-        batch_size=1 if config.precision == "int8" else (64 if config.encoder == "static" else 16),
+        batch_size=1 if config.encoder_precision == "int8" else (64 if config.encoder == "static" else 16),
     )
     X = embedder.embed(df["text"].tolist(), progress=progress)
     timings["embed_s"] = time.perf_counter() - t

@@ -50,3 +50,13 @@ def test_unknown_precision_is_refused_everywhere(tmp_path: Path) -> None:
 def test_bench_variants_refuses_an_unknown_variant() -> None:
     r = runner.invoke(_app(), ["bench", "variants", "--only", "head_tail 999"])
     assert r.exit_code == 2 and "no variant named" in r.output
+
+
+def test_default_precision_is_int8_for_minilm_and_fp32_where_only_fp32_exists() -> None:
+    assert TrainConfig().precision == "int8" == TrainConfig().encoder_precision
+    assert TrainConfig().params()["precision"] == "int8"
+    assert TrainConfig(encoder="static").precision == "fp32"  # a float32 lookup table
+    assert TrainConfig(encoder_layers=3, encoder_distil=True).precision == "fp32"
+    assert TrainConfig(precision="fp32").precision == "fp32"  # an explicit choice stands
+    with pytest.raises(ValueError, match="static encoder"):
+        TrainConfig(encoder="static", precision="int8")

@@ -85,6 +85,9 @@ def trained(  # type: ignore[no-untyped-def]
 
     config = TrainConfig(
         data=small_labelled_file,
+        # fp32, not the int8 default: the reference bundle whose embeddings match torch's to 1e-4 and
+        # whose batches run whole; int8 bundles: tests/serving/model/test_int8_bundle.py and the CLI loops
+        precision="fp32",
         out_dir=tmp_path_factory.mktemp("bundles"),
         encoder_cache=session_cache / "encoder",
         embedding_cache=session_cache / "embeddings",

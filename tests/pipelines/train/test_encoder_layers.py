@@ -84,6 +84,7 @@ def test_truncated_encoder_trains_a_bundle_that_serves_with_parity(
     config = TrainConfig(
         data=small_labelled_file,
         encoder_layers=2,
+        precision="fp32",  # the cut fp32 graph above, bit for bit (the default is int8)
         out_dir=tmp_path / "bundles",
         encoder_cache=session_cache / "encoder",
         embedding_cache=session_cache / "embeddings",

@@ -6,7 +6,9 @@ Job: assemble the outcome rows (`pipelines.data.outcomes`), their embeddings (th
 `evals.eval.loso.leave_one_source_out` next to prompt length, random routing and the previous
 default model's `complexity` (a tier head fitted exactly as `tierroute train` fits it, on the shipped
 train split). Run: `python -m evals.eval.routing_experiments [--mmlu-pro-rows N] [--out FILE.md]`;
-`--grid head` scores only the candidates for the bundle's routing head (`head_grid`, issue #13 item 4).
+`--grid head` scores only the candidates for the bundle's routing head (`head_grid`, issue #13 item 4);
+`--grid within` (`within_grid`, `run_within`) scores within-source objectives, the item-difficulty target
+and nested leave-one-source-out selection of the length prior on `tierroute train`'s own routing rows.
 
 Trade-offs: MMLU-Pro is sampled (seeded hash of the id) because embedding 12,000 long questions
 takes ~10 minutes on two cores; RouteLLM MMLU is restricted to the rows the default data ships.

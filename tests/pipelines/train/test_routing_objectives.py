@@ -165,7 +165,9 @@ def test_routing_head_pairwise_difficulty_objective_ranks_a_new_source_where_log
     # graded difficulty for the outcome rows; a `traffic`-like source without one ranks by weak_ok
     difficulty = X[:, 0] + rng.normal(0, 0.3, X.shape[0])
     difficulty[src == "hard"] = np.nan
-    logistic = fit_routing_head(X, feats(len(X)), ~needs_strong, src, C=0.01, length_coef=0.0)
+    logistic = fit_routing_head(
+        X, feats(len(X)), ~needs_strong, src, C=0.01, length_coef=0.0, objective="logistic"
+    )
     pairwise = fit_routing_head(
         X,
         feats(len(X)),

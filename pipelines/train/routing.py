@@ -58,7 +58,8 @@ MIN_PLATT_SLOPE = 0.05
 DEFAULT_SOURCE_WEIGHTS: dict[str, float] = {"traffic": 4.0}
 """Relative total weight per source (others: 1). `traffic` = rows of `tierroute data from-log`: the
 deployment's own outcomes for its own cheap model weigh as much as the four public outcome sources
-together. Measured on the closed loop (`python -m evals.eval.closed_loop --traffic-weight W`, README
+together. Measured with the previous (logistic `weak_ok`) head on the closed loop (`python -m
+evals.eval.closed_loop --traffic-weight W`, README
 "Closing the loop"): weight 1/2/4/8 all rank the failing slice perfectly (AUC 1.0), but with weight 1
 the Platt slope stays at its floor and `complexity` hardly moves (0.42 vs 0.35, held-out Brier 0.218);
 4 gives 0.54 vs 0.19 (Brier 0.115), 8 0.66 vs 0.11 (0.062); LOSO APGR on the public sources with the

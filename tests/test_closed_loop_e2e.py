@@ -208,13 +208,19 @@ def test_one_retrain_from_the_log_learns_the_slice_the_cheap_model_fails(
     ok = np.array([r.weak_ok for r in held])
     assert 30 <= in_slice.sum() <= len(held) - 30
     # the weak_ok label head the loop trains, and `complexity` as served (the routing head: 1 - p_weak_ok)
+    oracle = routing_numbers((~ok).astype(np.float64), in_slice, ok)
     for router in (ROUTER_SCORE, "complexity"):
         was = routing_numbers(score_texts(before, texts, router), in_slice, ok)
         now = routing_numbers(score_texts(after, texts, router), in_slice, ok)
-        print(f"\nheld-out German slice, {router}: before {was}, after {now}")
+        print(f"\nheld-out German slice, {router}: before {was}, after {now}, oracle {oracle}")
         assert now["auc"] >= 0.85, (router, was, now)
-        assert now["auc"] >= was["auc"] + 0.2, (router, was, now)
-        assert now["apgr"] >= was["apgr"] + 0.1, (router, was, now)
+        # learned from the log: the slice's score moves away from the rest's ...
+        assert now["slice_mean"] - now["rest_mean"] >= was["slice_mean"] - was["rest_mean"] + 0.2, (was, now)
+        # ... and ranking and routing value rise, up to the oracle's: the default routing head (pairwise
+        # item difficulty + length prior) already ranks German requests high before any traffic (AUC 0.96,
+        # APGR 0.75 of the oracle's 0.77), so it has nothing left to gain there but calibration
+        assert now["auc"] >= min(was["auc"] + 0.2, 0.99), (router, was, now)
+        assert now["apgr"] >= min(was["apgr"] + 0.1, oracle["apgr"] - 0.01), (router, was, now, oracle)
 
     # 6. the promotion gate decides, with the log rows as the eval set
     done = tierroute(project, "promote", "--model-name", MODEL, "--eval-set", "traffic.parquet", ok=(0, 1))

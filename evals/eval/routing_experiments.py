@@ -6,7 +6,9 @@ Job: assemble the outcome rows (`pipelines.data.outcomes`), their embeddings (th
 `evals.eval.loso.leave_one_source_out` next to prompt length, random routing and the previous
 default model's `complexity` (a tier head fitted exactly as `tierroute train` fits it, on the shipped
 train split). Run: `python -m evals.eval.routing_experiments [--mmlu-pro-rows N] [--out FILE.md]`;
-`--grid head` scores only the candidates for the bundle's routing head (`head_grid`, issue #13 item 4).
+`--grid head` scores only the candidates for the bundle's routing head (`head_grid`, issue #13 item 4);
+`--grid within` (`within_grid`, `run_within`) scores within-source objectives, the item-difficulty target
+and nested leave-one-source-out selection of the length prior on `tierroute train`'s own routing rows.
 
 Trade-offs: MMLU-Pro is sampled (seeded hash of the id) because embedding 12,000 long questions
 takes ~10 minutes on two cores; RouteLLM MMLU is restricted to the rows the default data ships.
@@ -197,6 +199,272 @@ def head_grid(
     return routers
 
 
+BETAS: tuple[float, ...] = (0.0, 1.0, 2.0, 4.0, 8.0, 16.0, float("inf"))
+"""Length-prior weights the nested selection chooses from (`inf`: prompt length alone)."""
+
+
+def _beta_name(prefix: str, beta: float) -> str:
+    return f"{prefix} length only" if np.isinf(beta) else f"{prefix} + {beta:g} x z(len)"
+
+
+def _memo(
+    multi: Callable[[np.ndarray, np.ndarray], dict[str, np.ndarray]],
+) -> Callable[[np.ndarray, np.ndarray], dict[str, np.ndarray]]:
+    """One fit per (train, test) split, however many of its candidates are asked for."""
+    cache: dict[str, dict[str, np.ndarray]] = {}
+
+    def fit_scores(train: np.ndarray, test: np.ndarray) -> dict[str, np.ndarray]:
+        key = hashlib.sha1(np.packbits(train).tobytes() + b"|" + np.packbits(test).tobytes()).hexdigest()
+        if key not in cache:
+            cache[key] = multi(train, test)
+        return cache[key]
+
+    return fit_scores
+
+
+def default_beta_scores(
+    X: np.ndarray, ok: np.ndarray, src: np.ndarray, C: float, betas: tuple[float, ...] = BETAS
+) -> Callable[[np.ndarray, np.ndarray], dict[str, np.ndarray]]:
+    """The shipped head's ranking for every length-prior weight from one fit: `-logit + beta x z(len)`,
+    z(len) standardised by the head's own scaler (exactly `fit_routing_head(length_coef=beta)`'s order;
+    its Platt slope is kept > 0)."""
+    from sklearn.linear_model import LogisticRegression
+    from sklearn.pipeline import make_pipeline
+    from sklearn.preprocessing import StandardScaler
+
+    from pipelines.train.routing import LOG_TOKENS, equal_source_weights
+    from serving.model.textprep import REQUEST_FEATURE_NAMES
+
+    col = X.shape[1] - len(REQUEST_FEATURE_NAMES) + LOG_TOKENS
+
+    def fit_scores(train: np.ndarray, test: np.ndarray) -> dict[str, np.ndarray]:
+        model = make_pipeline(StandardScaler(), LogisticRegression(C=C, max_iter=3000, random_state=0))
+        model.fit(X[train], ok[train], logisticregression__sample_weight=equal_source_weights(src[train]))
+        logit = np.asarray(model.decision_function(X[test]))
+        sc = model[0]
+        z = (X[test, col] - sc.mean_[col]) / sc.scale_[col]
+        return {_beta_name("default head", b): (z if np.isinf(b) else -logit + b * z) for b in betas}
+
+    return _memo(fit_scores)
+
+
+def linear_beta_scores(
+    fit: Callable[[np.ndarray], Any],
+    X: np.ndarray,
+    log_tokens: np.ndarray,
+    prefix: str,
+    betas: tuple[float, ...] = BETAS,
+) -> Callable[[np.ndarray, np.ndarray], dict[str, np.ndarray]]:
+    """A `routing_objectives` head (`fit(train mask) -> LinearScore`) blended with z(log tokens) in
+    standard-deviation units of the head's training scores, one fit for every weight."""
+    from pipelines.train.routing_objectives import blend_with_length
+
+    def fit_scores(train: np.ndarray, test: np.ndarray) -> dict[str, np.ndarray]:
+        head = fit(train)
+        mu, sd = float(log_tokens[train].mean()), float(log_tokens[train].std()) or 1.0
+        blends = blend_with_length(
+            head.score(X[test]), head.score(X[train]), (log_tokens[test] - mu) / sd, betas
+        )
+        return {_beta_name(prefix, b): v for b, v in blends.items()}
+
+    return _memo(fit_scores)
+
+
+def nested_router(
+    fit_scores: Callable[[np.ndarray, np.ndarray], dict[str, np.ndarray]],
+    src: np.ndarray,
+    weak: np.ndarray,
+    strong: np.ndarray,
+    criterion: str,
+    picks: dict[str, str],
+) -> FitScore:
+    """LOSO router whose candidate is chosen by `nested_loso_select` on the training sources only;
+    `picks[held-out source]` records the choice and its inner APGR."""
+    from pipelines.train.routing_objectives import nested_loso_select
+
+    def fit_score(train: np.ndarray, test: np.ndarray) -> np.ndarray:
+        sel = nested_loso_select(fit_scores, src, weak, strong, train, criterion=criterion)
+        held = ",".join(sorted(set(src[test].tolist())))
+        inner = ", ".join(f"{k} {v:.3f}" for k, v in sorted(sel.inner[sel.chosen].items()))
+        picks[held] = f"{sel.chosen} (inner {criterion} {sel.summary(sel.chosen):.3f}: {inner})"
+        return fit_scores(train, test)[sel.chosen]
+
+    return fit_score
+
+
+def within_grid(
+    emb: np.ndarray,
+    feats: np.ndarray,
+    ok: np.ndarray,
+    src: np.ndarray,
+    weak: np.ndarray,
+    strong: np.ndarray,
+    difficulty: np.ndarray,
+    log_tokens: np.ndarray,
+    picks: dict[str, dict[str, str]],
+) -> dict[str, FitScore]:
+    """`--grid within`: objectives with nothing source-level to learn, graded item difficulty as the
+    target, and the length prior chosen by nested LOSO (`pipelines.train.routing_objectives`)."""
+    from pipelines.train.routing import fit_routing_head
+    from pipelines.train.routing_objectives import (
+        centred_logistic,
+        centred_ridge,
+        pairwise_logistic,
+    )
+
+    ef = np.hstack([emb, feats])
+    gap = strong - weak
+    diff_z = _within_source_z(difficulty, src)
+    routers: dict[str, FitScore] = {}
+
+    def previous(train: np.ndarray, test: np.ndarray) -> np.ndarray:
+        head = fit_routing_head(
+            emb[train], feats[train], ok[train], src[train], objective="logistic", length_coef=4.0
+        )
+        return 1.0 - head.predict(emb[test], feats[test])
+
+    def shipped(train: np.ndarray, test: np.ndarray) -> np.ndarray:
+        head = fit_routing_head(emb[train], feats[train], ok[train], src[train], difficulty=difficulty[train])
+        return 1.0 - head.predict(emb[test], feats[test])
+
+    routers["previous default (logistic weak_ok C=0.01 + 4 x z(len), Platt)"] = previous
+    routers["new default (fit_routing_head: pairwise difficulty C=0.01 + 2 x z(len), Platt)"] = shipped
+
+    def single(multi: Callable[[np.ndarray, np.ndarray], dict[str, np.ndarray]], name: str) -> FitScore:
+        return lambda train, test: multi(train, test)[name]
+
+    heads: dict[str, Callable[[np.ndarray], Any]] = {
+        "pairwise weak_ok ~ emb+feat (C=0.01)": lambda m: pairwise_logistic(ef[m], ~ok[m], src[m], C=0.01),
+        "pairwise weak_ok ~ emb+feat (C=0.1)": lambda m: pairwise_logistic(ef[m], ~ok[m], src[m], C=0.1),
+        "pairwise weak_ok ~ feat (C=0.1)": lambda m: pairwise_logistic(feats[m], ~ok[m], src[m], C=0.1),
+        "pairwise gap ~ emb+feat (C=0.01)": lambda m: pairwise_logistic(ef[m], gap[m], src[m], C=0.01),
+        "pairwise difficulty ~ emb+feat (C=0.01)": lambda m: pairwise_logistic(
+            ef[m], difficulty[m], src[m], C=0.01
+        ),
+        "centred logistic weak_ok ~ emb+feat (C=0.01)": lambda m: centred_logistic(
+            ef[m], ok[m], src[m], C=0.01
+        ),
+        "centred ridge weak_ok ~ emb+feat (a=1000)": lambda m: centred_ridge(
+            ef[m], (~ok[m]).astype(np.float64), src[m], alpha=1000.0
+        ),
+        "centred ridge difficulty_z ~ emb+feat (a=1000)": lambda m: centred_ridge(
+            ef[m], diff_z[m], src[m], alpha=1000.0
+        ),
+        "centred ridge difficulty_z ~ emb+feat (a=10000)": lambda m: centred_ridge(
+            ef[m], diff_z[m], src[m], alpha=10000.0
+        ),
+        "pooled ridge difficulty_z ~ emb+feat (a=1000)": lambda m: centred_ridge(
+            ef[m], diff_z[m], src[m], alpha=1000.0, centre=False
+        ),
+        "pairwise difficulty ~ emb+feat (C=0.001)": lambda m: pairwise_logistic(
+            ef[m], difficulty[m], src[m], C=0.001
+        ),
+        "pairwise difficulty ~ emb+feat (C=0.1)": lambda m: pairwise_logistic(
+            ef[m], difficulty[m], src[m], C=0.1
+        ),
+        "pairwise difficulty ~ feat (C=0.1)": lambda m: pairwise_logistic(
+            feats[m], difficulty[m], src[m], C=0.1
+        ),
+    }
+    multis: dict[str, Callable[[np.ndarray, np.ndarray], dict[str, np.ndarray]]] = {}
+    for prefix, fit in heads.items():
+        X = feats if "~ feat " in prefix else ef
+        multi = linear_beta_scores(fit, X, log_tokens, prefix)
+        multis[prefix] = multi
+        for b in (0.0, 1.0, 2.0, 4.0):
+            routers[_beta_name(prefix, b)] = single(multi, _beta_name(prefix, b))
+    default_multi = default_beta_scores(ef, ok, src, 0.01)
+
+    def add_nested(
+        name: str, fit_scores: Callable[[np.ndarray, np.ndarray], dict[str, np.ndarray]], criterion: str
+    ) -> None:
+        chosen: dict[str, str] = {}
+        picks[name] = chosen
+        routers[name] = nested_router(fit_scores, src, weak, strong, criterion, chosen)
+
+    for criterion in ("mean", "worst"):
+        add_nested(
+            f"nested ({criterion}): previous head's length prior in {{0,1,2,4,8,16,length only}}",
+            default_multi,
+            criterion,
+        )
+    pair_multi = multis["pairwise weak_ok ~ emb+feat (C=0.01)"]
+
+    def menu(train: np.ndarray, test: np.ndarray) -> dict[str, np.ndarray]:
+        return dict(default_multi(train, test)) | dict(pair_multi(train, test))
+
+    add_nested("nested (mean): previous or pairwise weak_ok head x length prior", menu, "mean")
+    difficulty_heads = (
+        "pairwise difficulty ~ emb+feat (C=0.01)",
+        "centred ridge difficulty_z ~ emb+feat (a=1000)",
+        "centred ridge difficulty_z ~ emb+feat (a=10000)",
+    )
+
+    def difficulty_menu(train: np.ndarray, test: np.ndarray) -> dict[str, np.ndarray]:
+        out: dict[str, np.ndarray] = {}
+        for name in difficulty_heads:
+            out |= multis[name](train, test)
+        return out
+
+    for criterion in ("mean", "worst"):
+        add_nested(
+            f"nested ({criterion}): pairwise difficulty (C=0.01) x length prior",
+            multis["pairwise difficulty ~ emb+feat (C=0.01)"],
+            criterion,
+        )
+        add_nested(f"nested ({criterion}): 3 difficulty heads x length prior", difficulty_menu, criterion)
+    return routers
+
+
+def run_within(raw: Path, labelled: Path, n_boot: int, seed: int) -> dict[str, Any]:
+    """`--grid within`: the rows, encoder and sampling of `tierroute train`'s own LOSO report (the
+    routing rows of `pipelines.train.routing.routing_rows`, 2,000 per source, the default 3-layer
+    encoder), so the shipped default's line here is the one `tierroute train` prints."""
+    import pandas as pd
+
+    from pipelines.data.outcomes import build_outcomes
+    from pipelines.train.embed import Embedder
+    from pipelines.train.encoder_export import DEFAULT_LAYERS, export_encoder
+    from pipelines.train.routing import routing_rows
+    from serving.model.textprep import REQUEST_FEATURE_NAMES, TruncationSpec, request_feature_matrix
+
+    started = time.perf_counter()
+    shipped = pd.read_parquet(labelled)
+    rows = routing_rows(shipped, None, raw, echo=lambda _m: None)
+    outcomes = build_outcomes(raw, None)
+    difficulty_of = dict(zip(outcomes["text"], outcomes["difficulty"], strict=True))
+    rows = rows[rows["weak_quality"].notna()].reset_index(drop=True)
+    texts = rows["text"].tolist()
+    embedder = Embedder(
+        export_encoder(Path("models/encoder"), "fp32", layers=DEFAULT_LAYERS), TruncationSpec()
+    )
+    emb = embedder.embed(texts, progress=False).astype(np.float64)
+    feats = request_feature_matrix(texts).astype(np.float64)
+    src = rows["source"].to_numpy().astype(str)
+    weak = rows["weak_quality"].to_numpy(dtype=np.float64)
+    strong = rows["strong_quality"].to_numpy(dtype=np.float64)
+    ok = rows["weak_ok"].to_numpy(dtype=bool)
+    difficulty = np.array([difficulty_of[t] for t in texts], dtype=np.float64)
+    log_tokens = feats[:, list(REQUEST_FEATURE_NAMES).index("log_tokens")]
+    picks: dict[str, dict[str, str]] = {}
+    routers = within_grid(emb, feats, ok, src, weak, strong, difficulty, log_tokens, picks)
+    baselines = {"prompt length": log_tokens}
+    results = leave_one_source_out(src, weak, strong, routers, baselines, n_boot=n_boot, seed=seed)
+    names = ["random", *baselines, *routers]
+    per_source: dict[str, dict[str, float]] = {}
+    for r in results:
+        per_source.setdefault(r.router, {})[r.source] = r.value.apgr.estimate
+    return {
+        "rows": {k: int(v) for k, v in rows["source"].value_counts().items()},
+        "results": [r.to_dict() for r in results],
+        "mean_apgr": {name: mean_apgr(results, name) for name in names},
+        "worst_apgr": {name: float(min(per_source.get(name, {"": float("nan")}).values())) for name in names},
+        "picks": picks,
+        "table": markdown_table(results),
+        "seconds": time.perf_counter() - started,
+    }
+
+
 def run(
     raw: Path, labelled: Path, mmlu_pro_rows: int, n_boot: int, seed: int, grid: str = "all"
 ) -> dict[str, Any]:
@@ -278,17 +546,33 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument(
         "--grid",
-        choices=("all", "head"),
+        choices=("all", "head", "within"),
         default="all",
-        help="'all': every target/feature candidate; 'head': the routing-head candidates (a)-(d) only.",
+        help="'all': every target/feature candidate; 'head': the routing-head candidates (a)-(d) only; "
+        "'within': within-source objectives, item difficulty and nested length-prior selection on "
+        "`tierroute train`'s own routing rows (--mmlu-pro-rows is not used there).",
     )
     parser.add_argument(
         "--out", type=Path, default=None, help="Write the report (markdown table + JSON) here."
     )
     args = parser.parse_args(argv)
-    report = run(args.raw, args.labelled, args.mmlu_pro_rows, args.n_boot, args.seed, args.grid)
+    if args.grid == "within":
+        report = run_within(args.raw, args.labelled, args.n_boot, args.seed)
+    else:
+        report = run(args.raw, args.labelled, args.mmlu_pro_rows, args.n_boot, args.seed, args.grid)
     ranking = sorted(report["mean_apgr"].items(), key=lambda kv: -kv[1] if kv[1] == kv[1] else 0)
-    text = report["table"] + "\n\nMean held-out APGR:\n" + "\n".join(f"- {k}: {v:.3f}" for k, v in ranking)
+    worst = report.get("worst_apgr", {})
+    text = (
+        report["table"]
+        + "\n\nMean"
+        + (" / worst" if worst else "")
+        + " held-out APGR:\n"
+        + "\n".join(f"- {k}: {v:.3f}" + (f" / {worst[k]:.3f}" if k in worst else "") for k, v in ranking)
+    )
+    for name, chosen in report.get("picks", {}).items():
+        text += f"\n\n{name}, chosen per held-out source:\n" + "\n".join(
+            f"- {k}: {v}" for k, v in sorted(chosen.items())
+        )
     print(text)
     print(f"rows {report['rows']}; {report['seconds']:.0f} s")
     if args.out is not None:

@@ -17,7 +17,8 @@ from pipelines.train.label_weights import DEFAULT_HAND_WEIGHT as HAND_WEIGHT  # 
 from serving.cli.errors import fail
 
 ROUTING_C = 0.01
-ROUTING_LENGTH_COEF = 4.0
+ROUTING_LENGTH_COEF = 2.0
+ROUTING_OBJECTIVE = "pairwise_difficulty"
 ROUTING_ROWS = 2000
 ROUTING_SOURCE_WEIGHTS = {"traffic": 4.0}
 """Defaults of `pipelines.train.routing` (DEFAULT_C, ...), repeated so `--help` imports no sklearn;
@@ -166,8 +167,19 @@ def train_cmd(
         ROUTING_C
     ),
     routing_length_coef: Annotated[
-        float, typer.Option(help="Length prior: weight on the standardised log token count (0: none).")
+        float,
+        typer.Option(
+            help="Length prior: weight on the standardised log token count (0: none), in standard "
+            "deviations of the head's training scores ('pairwise_difficulty') or logit units ('logistic')."
+        ),
     ] = ROUTING_LENGTH_COEF,
+    routing_objective: Annotated[
+        str,
+        typer.Option(
+            help="Routing head objective: 'logistic' (weak_ok, pooled) or 'pairwise_difficulty' (item "
+            "difficulty ranked on pairs of rows of the same source; README 'Routing value')."
+        ),
+    ] = ROUTING_OBJECTIVE,
     routing_rows_per_source: Annotated[
         int, typer.Option(help="Outcome rows per source (seeded hash sample; bounds the embedding time).")
     ] = ROUTING_ROWS,
@@ -236,6 +248,7 @@ def train_cmd(
             raw=raw,
             routing_C=routing_c,
             routing_length_coef=routing_length_coef,
+            routing_objective=routing_objective,
             routing_rows_per_source=routing_rows_per_source,
             routing_source_weights=_parse_source_weights(routing_source_weight),
             loso=loso,

@@ -22,6 +22,11 @@ Targets, per row:
   share of pairs where the cheap model's quality is >= the strong model's. With one model per class
   and 0/1 correctness this is exactly the old boolean rule `weak_correct >= strong_correct`.
 - `weak_ok`: `p_weak_ok >= 0.5`.
+- `difficulty`: 1 - the mean quality of *every* classed model of the source measured on the row (10
+  models for MMLU-Pro, 6 for LLMRouter, 15 for AlpacaEval, 2 for RouteLLM MMLU): a graded item
+  difficulty, less noisy than one pair's `weak_ok`. With every model measured on every item this ranks
+  items exactly as a 1-parameter IRT (Rasch) difficulty does (an item's total score is sufficient for its
+  Rasch difficulty), so no IRT fit is needed.
 - `ladder_tier`: the cheapest class whose mean quality is within `LADDER_TOLERANCE` of the strongest
   class's: `small` -> `simple`, `mid` -> `complex`, `frontier` -> `reasoning`. A request that even the
   strongest class mostly fails (mean quality < `UNSOLVED_QUALITY`) is `reasoning`: nothing cheaper is
@@ -173,6 +178,13 @@ def p_weak_ok(quality: Mapping[str, float], cheap: tuple[str, ...], strong: tupl
     return sum(1.0 for c, s in pairs if c >= s) / len(pairs)
 
 
+def item_difficulty(quality: Mapping[str, float], classes: Mapping[str, tuple[str, ...]]) -> float | None:
+    """1 - mean quality over every model of `classes` measured on the row (None: none was)."""
+    models = {m for members in classes.values() for m in members}
+    mean = class_quality(quality, tuple(sorted(models)))
+    return None if mean is None else 1.0 - mean
+
+
 def ladder_tier(
     quality: Mapping[str, float],
     classes: Mapping[str, tuple[str, ...]],
@@ -297,6 +309,7 @@ def targets(row: OutcomeRow) -> dict[str, Any] | None:
         "strong_quality": strong_q,
         "p_weak_ok": p,
         "weak_ok": p >= 0.5,
+        "difficulty": item_difficulty(row.quality, classes),
         "ladder_tier": ladder_tier(row.quality, classes),
         "licence": licence,
         "commercial": commercial,

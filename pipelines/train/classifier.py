@@ -47,6 +47,7 @@ from pipelines.train.metrics import classification_metrics, plot_confusion_matri
 from pipelines.train.routing import (
     DEFAULT_C,
     DEFAULT_LENGTH_COEF,
+    DEFAULT_OBJECTIVE,
     DEFAULT_ROWS_PER_SOURCE,
     DEFAULT_SOURCE_WEIGHTS,
     RoutingHead,
@@ -111,6 +112,8 @@ class TrainConfig:
     routing_rows_per_source: int = DEFAULT_ROWS_PER_SOURCE
     routing_C: float = DEFAULT_C
     routing_length_coef: float = DEFAULT_LENGTH_COEF
+    routing_objective: str = DEFAULT_OBJECTIVE
+    """`pipelines.train.routing.OBJECTIVES`: "logistic" (`weak_ok`) or "pairwise_difficulty"."""
     routing_source_weights: Mapping[str, float] = field(default_factory=lambda: dict(DEFAULT_SOURCE_WEIGHTS))
     """Total weight of a source's rows in the routing head relative to the others (default 1 each;
     `traffic`, the rows of `tierroute data from-log`, gets `DEFAULT_SOURCE_WEIGHTS`)."""
@@ -168,6 +171,7 @@ class TrainConfig:
             "routing_head": self.routing_head,
             "routing_C": self.routing_C,
             "routing_length_coef": self.routing_length_coef,
+            "routing_objective": self.routing_objective,
             "routing_rows_per_source": self.routing_rows_per_source,
             "routing_source_weights": ",".join(
                 f"{k}={v:g}" for k, v in sorted(self.routing_source_weights.items())
@@ -495,6 +499,7 @@ def _train_routing(
     feats = request_feature_matrix(texts)
     ok = rows["weak_ok"].to_numpy(dtype=bool)
     src = rows["source"].to_numpy().astype(str)
+    difficulty = rows["difficulty"].to_numpy(dtype=np.float64)
 
     def fit(mask: np.ndarray) -> RoutingHead:
         return fit_routing_head(
@@ -506,12 +511,15 @@ def _train_routing(
             length_coef=config.routing_length_coef,
             source_weights=config.routing_source_weights,
             seed=config.seed,
+            objective=config.routing_objective,
+            difficulty=difficulty[mask],
         )
 
     head = fit(np.ones(len(rows), dtype=bool))
     metrics["routing_rows"] = float(len(rows))
     echo(
-        f"routing head: C={config.routing_C:g}, length prior {config.routing_length_coef:g}, "
+        f"routing head: {config.routing_objective}, C={config.routing_C:g}, "
+        f"length prior {config.routing_length_coef:g}, "
         f"{len(rows):,} rows ({sources_summary(src)})"
     )
     loso: list[Any] = []

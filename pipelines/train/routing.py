@@ -9,21 +9,26 @@ The head (issue #13, chosen by leave-one-source-out routing value; see README "R
 - input: `[embedding (384), request features (11)]`, standardised by a `StandardScaler` that is part of
   the exported pipeline (its mean/scale live in the ONNX graph, so serving standardises exactly as
   training did);
-- target: `weak_ok` (the cheap class did as well as the strong class), every source weighted equally so
-  the largest source does not decide the head, except the deployment's own `traffic` rows (`tierroute
-  data from-log`), which weigh as much as four sources (`DEFAULT_SOURCE_WEIGHTS`);
-- a length prior: `length_coef` is subtracted from the standardised log-token-count weight (the only
-  signal that transferred between sources), folded into the head's weights;
-- calibration: Platt scaling (a slope and an offset on the logit, slope kept > 0 so the ranking is the
-  blended head's) fitted on the same equally weighted rows, folded into the weights too. The result is
-  still one `StandardScaler + LogisticRegression` pipeline, which skl2onnx exports exactly.
+- objective (`DEFAULT_OBJECTIVE = "pairwise_difficulty"`): a linear ranking head fitted on pairs of rows
+  of the *same source* (`pipelines.train.routing_objectives.pairwise_logistic`), target the row's item
+  `difficulty` (1 - mean quality of every classed model, `pipelines.data.outcomes`; rows without one,
+  such as the deployment's own `traffic` rows of `tierroute data from-log`, rank by `1 - weak_ok` within
+  their source). Every source weighs the same, except `traffic`, which weighs as much as four sources
+  (`DEFAULT_SOURCE_WEIGHTS`). `objective="logistic"` is the previous head: a pooled logistic `weak_ok`;
+- a length prior: `length_coef` x the standardised log token count (the signal that transfers best
+  between sources) is added to the "strong needed" score (in standard deviations of the pairwise head's
+  training scores; in logit units for "logistic"), folded into the head's weights;
+- calibration: Platt scaling on `weak_ok` (a slope and an offset on the score, slope kept > 0 so the
+  ranking is the blended head's) fitted on the same equally weighted rows, folded into the weights too.
+  The result is still one `StandardScaler + LogisticRegression` pipeline, which skl2onnx exports exactly.
 
-Defaults (`DEFAULT_C = 0.01`, `DEFAULT_LENGTH_COEF = 4.0`) were chosen by mean and worst-source held-out
-APGR (`python -m evals.eval.routing_experiments --grid head`): no learned head beat prompt length alone
-off-source (0.552); the plain head (a) scored 0.479-0.485, features only 0.480, the blend with a length
-prior of 4 came closest (0.547, worst source 0.508), a task-aware offset 0.544 (it needs the true task,
-which serving only has as the task head's guess). So the shipped head is mostly length, nudged by the
-embedding and features; README "Routing value" has the table.
+Defaults (`DEFAULT_C = 0.01`, `DEFAULT_LENGTH_COEF = 2.0`, pairwise difficulty) were chosen by mean and
+worst-source held-out APGR on `tierroute train`'s own routing rows (`python -m
+evals.eval.routing_experiments --grid within`): 0.564 / 0.514 against prompt length's 0.557 / 0.511 and
+the previous logistic `weak_ok` head + 4 x z(len)'s 0.544 / 0.504. The gain comes from the graded
+difficulty target (a pooled ridge on it does as well); within-source objectives on `weak_ok` alone did
+not help, and choosing the length prior by nested leave-one-source-out was worse than a fixed one.
+README "Routing value" has the table.
 
 Trade-off: calibration on the training sources says nothing about a new source's base rate; the
 LOSO report (`pipelines.train.loso.routing_loso`) is what shows how the head ranks a new source.
@@ -45,13 +50,16 @@ ROUTING_INPUT = "request_features"
 ROUTING_OUTPUT = "p_weak_ok"
 LOG_TOKENS = REQUEST_FEATURE_NAMES.index("log_tokens")
 DEFAULT_C = 0.01
-DEFAULT_LENGTH_COEF = 4.0
+DEFAULT_LENGTH_COEF = 2.0
 DEFAULT_ROWS_PER_SOURCE = 2000
+OBJECTIVES: tuple[str, ...] = ("logistic", "pairwise_difficulty")
+DEFAULT_OBJECTIVE = "pairwise_difficulty"
 MIN_PLATT_SLOPE = 0.05
 DEFAULT_SOURCE_WEIGHTS: dict[str, float] = {"traffic": 4.0}
 """Relative total weight per source (others: 1). `traffic` = rows of `tierroute data from-log`: the
 deployment's own outcomes for its own cheap model weigh as much as the four public outcome sources
-together. Measured on the closed loop (`python -m evals.eval.closed_loop --traffic-weight W`, README
+together. Measured with the previous (logistic `weak_ok`) head on the closed loop (`python -m
+evals.eval.closed_loop --traffic-weight W`, README
 "Closing the loop"): weight 1/2/4/8 all rank the failing slice perfectly (AUC 1.0), but with weight 1
 the Platt slope stays at its floor and `complexity` hardly moves (0.42 vs 0.35, held-out Brier 0.218);
 4 gives 0.54 vs 0.19 (Brier 0.115), 8 0.66 vs 0.11 (0.062); LOSO APGR on the public sources with the
@@ -83,6 +91,7 @@ class RoutingHead:
     platt: tuple[float, float]
     use_embedding: bool
     rows: dict[str, int] = field(default_factory=dict)
+    objective: str = "logistic"
 
     def predict(self, emb: np.ndarray, feats: np.ndarray) -> np.ndarray:
         """p_weak_ok per row, float64 [N]."""
@@ -98,7 +107,12 @@ class RoutingHead:
             "target": (
                 "weak_ok (cheap model class as good as the strong class), every source the same total"
                 " weight times its --routing-source-weight factor (traffic 4 by default)"
+                if self.objective == "logistic"
+                else "difficulty (1 - mean quality of every classed model; rows without one: 1 - weak_ok),"
+                " ranked on pairs of rows of the same source, every source the same total weight times"
+                " its --routing-source-weight factor; Platt scaling on weak_ok"
             ),
+            "objective": self.objective,
             "inputs": "embedding + request features" if self.use_embedding else "request features",
             "C": self.C,
             "length_coef": self.length_coef,
@@ -119,11 +133,24 @@ def fit_routing_head(
     use_embedding: bool = True,
     source_weights: Mapping[str, float] | None = None,
     seed: int = 0,
+    objective: str = DEFAULT_OBJECTIVE,
+    difficulty: np.ndarray | None = None,
 ) -> RoutingHead:
+    """Fit the routing head (module docstring).
+
+    `objective` "logistic": the pooled logistic `weak_ok` head, `length_coef` subtracted from its
+    standardised log-token weight (logit units). "pairwise_difficulty": a ranking head on pairs of rows
+    of the same source (`pipelines.train.routing_objectives.pairwise_logistic`) whose target is the
+    row's `difficulty` (`pipelines.data.outcomes`; rows without one, e.g. `traffic`, rank by
+    `1 - weak_ok`, compared only with rows of their own source), put in standard-deviation units of its
+    training scores, plus `length_coef` x z(log tokens). Both end as one logistic pipeline with Platt
+    scaling on `weak_ok`."""
     from sklearn.linear_model import LogisticRegression
     from sklearn.pipeline import make_pipeline
     from sklearn.preprocessing import StandardScaler
 
+    if objective not in OBJECTIVES:
+        raise ValueError(f"objective must be one of {', '.join(OBJECTIVES)}, got {objective!r}")
     y = np.asarray(weak_ok, dtype=bool).astype(np.int64)
     if len(np.unique(y)) < 2:
         raise ValueError("the routing head needs rows where the cheap model was and was not good enough")
@@ -136,6 +163,9 @@ def fit_routing_head(
     model.fit(X, y, logisticregression__sample_weight=w)
     lr = model[-1]
     coef = lr.coef_.copy()
+    if objective == "pairwise_difficulty":
+        coef = -_pairwise_coef(X, y, sources, difficulty, C, source_weights, seed)[None, :]
+        lr.intercept_ = np.zeros_like(lr.intercept_)
     if not use_embedding:
         coef[:, :n_emb] = 0.0
     coef[0, n_emb + LOG_TOKENS] -= length_coef  # longer -> less likely that the cheap model will do
@@ -148,8 +178,36 @@ def fit_routing_head(
     lr.intercept_ = lr.intercept_ * slope + offset
     counts = dict(zip(*np.unique(np.asarray(sources).astype(str), return_counts=True), strict=True))
     return RoutingHead(
-        model, C, length_coef, (slope, offset), use_embedding, {str(k): int(v) for k, v in counts.items()}
+        model,
+        C,
+        length_coef,
+        (slope, offset),
+        use_embedding,
+        {str(k): int(v) for k, v in counts.items()},
+        objective,
     )
+
+
+def _pairwise_coef(
+    X: np.ndarray,
+    y: np.ndarray,
+    sources: np.ndarray,
+    difficulty: np.ndarray | None,
+    C: float,
+    source_weights: Mapping[str, float] | None,
+    seed: int,
+) -> np.ndarray:
+    """The pairwise difficulty head's weights over standardised X, in SD units of its training scores
+    (higher: harder). Rows without a difficulty rank by `1 - weak_ok` within their own source."""
+    from pipelines.train.routing_objectives import pairwise_logistic
+
+    target = (1.0 - y).astype(np.float64)
+    if difficulty is not None:
+        d = np.asarray(difficulty, dtype=np.float64)
+        target = np.where(np.isfinite(d), d, target)
+    head = pairwise_logistic(X, target, sources, C=C, source_weights=source_weights, seed=seed)
+    sd = float(np.std(head.score(X))) or 1.0
+    return head.coef / sd
 
 
 def routing_head_to_onnx(head: RoutingHead, width: int) -> Any:
@@ -205,7 +263,7 @@ def routing_rows(
     rows_per_source: int = DEFAULT_ROWS_PER_SOURCE,
     echo: Any = print,
 ) -> Any:
-    """Rows the routing head trains on: `text, source, weak_ok, weak_quality, strong_quality`.
+    """Rows the routing head trains on: `text, source, weak_ok, weak_quality, strong_quality, difficulty`.
 
     Outcome rows come from `outcomes` (written by `tierroute data build`) or, when that file is absent,
     are built in memory from `raw` (`pipelines.data.outcomes.build_outcomes`, a few seconds). RouteLLM
@@ -246,7 +304,9 @@ def routing_rows(
         out = out[(out["source"] != "routellm_mmlu") | out["text"].isin(texts)]
         out = out.assign(_h=out["id"].astype(str).map(_hash)).sort_values(["source", "_h"])
         out = out.groupby("source", sort=True).head(rows_per_source)
-        frames.append(out[["text", "source", "weak_ok", "weak_quality", "strong_quality"]])
+        if "difficulty" not in out.columns:  # an outcomes file written before the column existed
+            out = out.assign(difficulty=np.nan)
+        frames.append(out[["text", "source", "weak_ok", "weak_quality", "strong_quality", "difficulty"]])
     if "weak_ok" in labelled.columns:
         values = pd.Series(weak_ok_values(labelled["weak_ok"]), index=labelled.index, dtype=object)
         keep = values.notna() & ~labelled["text"].astype(str).isin(outcome_texts)
@@ -264,6 +324,7 @@ def routing_rows(
                         "weak_ok": values[extra.index].astype(bool),
                         "weak_quality": np.nan,
                         "strong_quality": np.nan,
+                        "difficulty": np.nan,
                     }
                 )
             )

@@ -15,6 +15,7 @@ from pipelines.data.outcomes import (
     ROUTING_PAIRS,
     build_outcomes,
     class_quality,
+    item_difficulty,
     ladder_tier,
     p_weak_ok,
 )
@@ -30,6 +31,12 @@ def test_p_weak_ok_is_share_of_pairs_and_reduces_to_the_boolean_rule() -> None:
     assert p_weak_ok({"w": 0.0, "s": 0.0}, ("w",), ("s",)) == 1.0  # both wrong: strong is no better
     assert p_weak_ok({"w": 0.0, "s": 1.0}, ("w",), ("s",)) == 0.0
     assert p_weak_ok({"w": 1.0}, ("w",), ("s",)) is None  # strong not measured
+
+
+def test_item_difficulty_is_one_minus_the_mean_over_every_classed_measured_model() -> None:
+    q = {"s1": 1.0, "s2": 0.0, "m1": 1.0, "f1": 1.0, "other": 0.0}  # f2 not measured, other unclassed
+    assert item_difficulty(q, CLASSES) == pytest.approx(1 - 3 / 4)
+    assert item_difficulty({"other": 1.0}, CLASSES) is None
 
 
 def test_class_quality_uses_only_measured_models() -> None:
@@ -71,6 +78,10 @@ def test_real_outcome_table() -> None:
     assert df["p_weak_ok"].between(0, 1).all() and df["weak_quality"].between(0, 1).all()
     assert set(df["ladder_tier"]) == {"simple", "complex", "reasoning"}
     assert (df["weak_ok"] == (df["p_weak_ok"] >= 0.5)).all()
+    assert df["difficulty"].between(0, 1).all()
+    # difficulty is graded where a source measured many models (10 on MMLU-Pro), binary-ish on RouteLLM
+    assert df.loc[df["source"] == "mmlu_pro_outcomes", "difficulty"].round(9).nunique() >= 11
+    assert df.loc[df["source"] == "routellm_mmlu", "difficulty"].nunique() <= 3
     # routellm: one model per class -> the graded target equals the shipped boolean weak_ok
     shipped = load_built(RAW.parent / "labelled" / "requests.parquet")
     shipped = shipped[shipped["source"] == "routellm_mmlu"].set_index("text")["weak_ok"]

@@ -171,9 +171,16 @@ def test_cli_defaults_match_the_module() -> None:
     from pipelines.cli import train as cli
     from pipelines.train import routing
 
-    assert (cli.ROUTING_C, cli.ROUTING_LENGTH_COEF, cli.ROUTING_ROWS, cli.ROUTING_SOURCE_WEIGHTS) == (
+    assert (
+        cli.ROUTING_C,
+        cli.ROUTING_LENGTH_COEF,
+        cli.ROUTING_OBJECTIVE,
+        cli.ROUTING_ROWS,
+        cli.ROUTING_SOURCE_WEIGHTS,
+    ) == (
         routing.DEFAULT_C,
         routing.DEFAULT_LENGTH_COEF,
+        routing.DEFAULT_OBJECTIVE,
         routing.DEFAULT_ROWS_PER_SOURCE,
         routing.DEFAULT_SOURCE_WEIGHTS,
     )
@@ -242,6 +249,32 @@ def test_routing_rows_read_weak_ok_strings_and_keep_traffic_as_its_source(tmp_pa
     assert set(rows["source"]) == {"src_a", "src_b"}
     with pytest.raises(ValueError, match="weak_ok must be"):
         routing_rows(labelled.assign(weak_ok="maybe"), None, None, echo=lambda _m: None)
+    # an outcomes file written before `difficulty` existed: NaN (the pairwise head ranks by weak_ok)
+    assert rows["difficulty"].isna().all()
+
+
+def test_routing_rows_carry_the_outcome_difficulty(tmp_path: Path) -> None:
+    import pandas as pd
+
+    from pipelines.train.routing import routing_rows
+
+    outcomes = tmp_path / "outcomes.parquet"
+    pd.DataFrame(
+        {
+            "id": ["o1", "o2"],
+            "text": ["outcome a", "outcome b"],
+            "source": ["src_a", "src_a"],
+            "weak_ok": [True, False],
+            "weak_quality": [1.0, 0.0],
+            "strong_quality": [1.0, 1.0],
+            "difficulty": [0.1, 0.7],
+        }
+    ).to_parquet(outcomes)
+    labelled = pd.DataFrame({"text": ["t"], "source": ["traffic"], "weak_ok": [False]})
+    rows = routing_rows(labelled, outcomes, None, echo=lambda _m: None).set_index("text")
+    assert rows.loc["outcome a", "difficulty"] == 0.1
+    assert rows.loc["outcome b", "difficulty"] == 0.7
+    assert np.isnan(rows.loc["t", "difficulty"])
 
 
 def test_source_weights_scale_a_sources_total_weight() -> None:

@@ -2,9 +2,13 @@
 
 Job: read, validate and document the service's configuration once; the CLI overrides fields
 from its options, the app reads nothing else. Trade-offs:
-- Defaults are what measured best on a 2-core box (README serving table): one inference call at a
-  time using both cores (1 worker x 2 ONNX Runtime threads: a lone request takes ~10 ms instead of
-  ~14), with micro-batching merging whatever queues behind it. They are also safe to expose: raw
+- Defaults are what measured best on a 2-core box for the default (dynamic int8) bundle (README "HTTP
+  on 2 cores"): two inference calls at a time, one ONNX Runtime thread each (2 workers x 1 thread).
+  An int8 bundle runs one text per call (its activation scales depend on the batch), so two calls
+  in parallel use both cores: 321 req/s at concurrency 8 against 205 for 1 worker x 2 threads, and a
+  lower p99 at concurrency 1 (8.5 vs 8.9 ms), quiet box, same run. An fp32 bundle batches instead
+  (micro-batching merges whatever queues behind a call); `--workers 1 --threads 2` suits it for a
+  lone request (~10 ms instead of ~14). They are also safe to expose: raw
   request text is never logged unless `log_texts` is set, and a non-loopback host without an API
   key only logs a warning (refusing would break container set-ups behind a gateway).
 - Size limits are per request (texts and total characters) and turned into a body-size cap, so a
@@ -45,8 +49,8 @@ class ServeSettings(BaseSettings):
         default=DEFAULT_CACHE_DIR,
         description="where the last good registry bundle is cached for offline starts",
     )
-    threads: int = Field(default=2, ge=1, le=64, description="ONNX Runtime intra-op threads per session")
-    workers: int = Field(default=1, ge=1, le=64, description="inference calls running at once (pool size)")
+    threads: int = Field(default=1, ge=1, le=64, description="ONNX Runtime intra-op threads per session")
+    workers: int = Field(default=2, ge=1, le=64, description="inference calls running at once (pool size)")
     batching: bool = Field(default=True, description="merge concurrent requests into one ONNX call")
     max_batch: int = Field(default=32, ge=1, le=1024, description="most texts merged into one ONNX call")
     batch_wait_ms: float = Field(

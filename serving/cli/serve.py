@@ -41,10 +41,10 @@ def serve(
     port: Annotated[int | None, typer.Option(help="TCP port (env TIERROUTE_PORT; default 8000)")] = None,
     threads: Annotated[
         int | None,
-        typer.Option(help="ONNX Runtime intra-op threads per session (env TIERROUTE_THREADS; default 2)"),
+        typer.Option(help="ONNX Runtime intra-op threads per session (env TIERROUTE_THREADS; default 1)"),
     ] = None,
     workers: Annotated[
-        int | None, typer.Option(help="inference calls running at once (env TIERROUTE_WORKERS; default 1)")
+        int | None, typer.Option(help="inference calls running at once (env TIERROUTE_WORKERS; default 2)")
     ] = None,
     batching: Annotated[
         bool | None,

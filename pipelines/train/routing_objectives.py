@@ -53,9 +53,12 @@ class LinearScore:
 
 
 def _scaler(X: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    mean = X.mean(axis=0)
-    scale = X.std(axis=0)
-    return mean, np.where(scale > 0, scale, 1.0)
+    """Column mean and scale as the exported pipeline's `StandardScaler` computes them (constant
+    columns scale by 1), so a head fitted here reads the same standardised inputs as the bundle."""
+    from sklearn.preprocessing import StandardScaler
+
+    fitted = StandardScaler().fit(X)
+    return np.asarray(fitted.mean_, dtype=np.float64), np.asarray(fitted.scale_, dtype=np.float64)
 
 
 def centre_within(values: np.ndarray, sources: np.ndarray) -> np.ndarray:

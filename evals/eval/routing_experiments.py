@@ -501,7 +501,15 @@ def run_ceiling(raw: Path, labelled: Path, n_boot: int, seed: int, folds: int = 
     started = time.perf_counter()
     a = _routing_arrays(raw, labelled)
     routers = ceiling_grid(
-        a["emb"], a["feats"], a["ok"], a["src"], a["difficulty"], a["log_tokens"], a["groups"], folds
+        a["emb"],
+        a["feats"],
+        a["ok"],
+        a["src"],
+        a["difficulty"],
+        a["log_tokens"],
+        a["groups"],
+        folds,
+        gap=a["strong"] - a["weak"],
     )
     baselines = ceiling_baselines(a["difficulty"], a["weak"], a["strong"], a["log_tokens"])
     results = leave_one_source_out(

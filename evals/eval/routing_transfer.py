@@ -72,13 +72,17 @@ def ceiling_grid(
     log_tokens: np.ndarray,
     groups: np.ndarray | None = None,
     folds: int = 5,
+    gap: np.ndarray | None = None,
 ) -> dict[str, FitScore]:
     """`--grid ceiling`: recipes refitted by k-fold CV inside each source (`in_source_kfold`).
 
     The default head's recipe (`fit_routing_head`: pairwise difficulty on embedding + request features,
     C 0.01, + 2 x z(len), Platt), the same head without the length prior, a difficulty ridge, and the
-    pairwise head on the request features alone. Prompt length needs no fit (it is a baseline), and so
-    do the oracles (`ceiling_baselines`)."""
+    pairwise head on the request features alone. With `gap` (strong - weak quality, what APGR rewards):
+    the same heads on the gap as the target, and the best function of the *true* difficulty
+    (`difficulty_bins`: the mean gap of the row's difficulty bin on the other folds), which bounds what
+    any transform of a perfect difficulty predictor could reach. Prompt length needs no fit (it is a
+    baseline), and so do the oracles (`ceiling_baselines`)."""
     from pipelines.train.routing import fit_routing_head
     from pipelines.train.routing_objectives import centred_ridge
 
@@ -131,10 +135,47 @@ def ceiling_grid(
             lambda m: pairwise_logistic(feats[m], difficulty[m], src[m], C=0.1), feats
         ),
     }
+    if gap is not None:
+        g = np.asarray(gap, dtype=np.float64)
+        recipes |= {
+            "ridge gap ~ emb+feat (a=1000)": linear(
+                lambda m: centred_ridge(ef[m], g[m], src[m], alpha=1000.0, centre=False), ef
+            ),
+            "ridge gap ~ emb+feat (a=1000) + 2 x z(len)": blended(
+                lambda m: centred_ridge(ef[m], g[m], src[m], alpha=1000.0, centre=False), ef, 2.0
+            ),
+            "pairwise gap ~ emb+feat (C=0.01) + 2 x z(len)": blended(
+                lambda m: pairwise_logistic(ef[m], g[m], src[m], C=0.01), ef, 2.0
+            ),
+            "oracle input: best function of the true difficulty (10 bins)": difficulty_bins(difficulty, g),
+        }
     return {
         f"in-source {folds}-fold CV: {name}": in_source_kfold(r, folds=folds, groups=groups)
         for name, r in recipes.items()
     }
+
+
+def difficulty_bins(difficulty: np.ndarray, gap: np.ndarray, bins: int = 10) -> FitScore:
+    """Score = the mean `gap` of the row's difficulty bin among the training rows (bins: the training
+    rows' difficulty quantiles, or its distinct values when there are at most `bins`); empty bins score
+    the training mean. Uses the true difficulty: an upper bound for routing by a difficulty predictor."""
+    d = np.asarray(difficulty, dtype=np.float64)
+    g = np.asarray(gap, dtype=np.float64)
+
+    def fit_score(train: np.ndarray, test: np.ndarray) -> np.ndarray:
+        values = np.unique(d[train])
+        if values.size <= bins:
+            edges = (values[1:] + values[:-1]) / 2.0
+        else:
+            edges = np.unique(np.quantile(d[train], np.linspace(0, 1, bins + 1)[1:-1]))
+        tr_bin = np.searchsorted(edges, d[train])
+        te_bin = np.searchsorted(edges, d[test])
+        sums = np.bincount(tr_bin, weights=g[train], minlength=edges.size + 1)
+        counts = np.bincount(tr_bin, minlength=edges.size + 1)
+        means = np.where(counts > 0, sums / np.maximum(counts, 1), float(g[train].mean()))
+        return np.asarray(means[te_bin], dtype=np.float64)
+
+    return fit_score
 
 
 def ceiling_baselines(

@@ -10,6 +10,7 @@ from evals.eval.routing_transfer import (
     ceiling_baselines,
     ceiling_grid,
     consistent_corr_score,
+    difficulty_bins,
     in_source_kfold,
     knn_mean,
     paired_bootstrap_diff,
@@ -90,6 +91,27 @@ def test_ceiling_grid_learns_a_source_its_recipes_can_see_and_the_oracles_bound_
             floor = 0.53 if "z(len)" in name else 0.6
             assert floor < by[(name, s)] <= by[("oracle (strong - weak quality)", s)] + 1e-12, name
         assert abs(by[("prompt length", s)] - 0.5) < 0.1
+
+
+def test_difficulty_bins_find_the_intermediate_difficulty_a_monotone_oracle_misses() -> None:
+    # IRT-like: the strong model solves items up to difficulty 0.6, the weak one up to 0.2, so the gain
+    # sits at intermediate difficulty and ranking by difficulty itself sends unsolvable items first
+    rng = np.random.default_rng(5)
+    d = rng.random(1000)
+    weak = (d < 0.2).astype(float)
+    strong = (d < 0.6).astype(float)
+    test = np.zeros(d.size, dtype=bool)
+    test[500:] = True
+    monotone = apgr(d[test], weak[test], strong[test])
+    binned = apgr(difficulty_bins(d, strong - weak)(~test, test), weak[test], strong[test])
+    assert monotone < 0.45  # 40% unsolvable rows first: PGR 0 up to a 0.4 share
+    oracle = apgr(strong[test] - weak[test], weak[test], strong[test])  # 0.8: 40% of rows gain
+    assert binned > oracle - 0.02  # 10 quantile bins of width ~0.1 almost isolate (0.2, 0.6)
+    # few distinct values: one bin per value, so the score is the value's mean gain on the training rows
+    levels = np.repeat([0.0, 0.5, 1.0], 4)
+    gain = np.array([0, 0, 0, 0, 1, 1, 0, 1, 0, 0, 0, 0], dtype=float)
+    train = np.arange(12) % 2 == 0
+    assert difficulty_bins(levels, gain)(train, ~train) == pytest.approx([0, 0, 0.5, 0.5, 0, 0])
 
 
 def test_knn_mean_averages_the_nearest_rows_by_cosine() -> None:

@@ -437,8 +437,15 @@ def _routing_arrays(raw: Path, labelled: Path, *, pool: bool = False) -> dict[st
     out: dict[str, Any] = {"rows": {k: int(v) for k, v in rows["source"].value_counts().items()}}
     if pool:
         full = outcomes[(outcomes["source"] != "routellm_mmlu") | outcomes["text"].isin(set(shipped["text"]))]
-        full = full.drop_duplicates("text").reset_index(drop=True)
+        # a text shared by two sources (368 MMLU-Pro / RouteLLM MMLU questions) is one row, as in
+        # `routing_rows`: under the source the capped rows give it, else under its first source
+        capped = set(zip(rows["source"], rows["text"], strict=True))
+        first = [(s, t) not in capped for s, t in zip(full["source"], full["text"], strict=True)]
+        full = full.assign(_later=first).sort_values("_later", kind="stable").drop_duplicates("text")
+        full = full.sort_values("id", kind="stable").reset_index(drop=True)
         position = {t: i for i, t in enumerate(full["text"])}
+        if not np.array_equal(full["source"].to_numpy()[[position[t] for t in rows["text"]]], rows["source"]):
+            raise AssertionError("pool rows must keep the capped rows' sources")
         out["eval_index"] = np.array([position[t] for t in rows["text"]], dtype=np.int64)
         out["in_cap"] = np.zeros(len(full), dtype=bool)
         out["in_cap"][out["eval_index"]] = True
@@ -523,7 +530,7 @@ def run_transfer(raw: Path, labelled: Path, n_boot: int, seed: int) -> dict[str,
     """`--grid transfer`: the round-6 levers (`evals.eval.routing_transfer.transfer_grid`) scored on the
     held-out rows of `--grid within`, trained on 2,000 rows per source or on every outcome row, with a
     paired bootstrap of each candidate's mean APGR minus the default recipe's."""
-    from evals.eval.routing_transfer import paired_bootstrap_diff, transfer_grid
+    from evals.eval.routing_transfer import near_duplicate_share, paired_bootstrap_diff, transfer_grid
 
     started = time.perf_counter()
     a = _routing_arrays(raw, labelled, pool=True)
@@ -552,6 +559,7 @@ def run_transfer(raw: Path, labelled: Path, n_boot: int, seed: int) -> dict[str,
         names,
         rows=a["rows"],
         pool_rows=a["pool_rows"],
+        near_duplicates=near_duplicate_share(a["emb"], a["src"], ev),
         paired=diffs,
         reference=reference,
         seconds=time.perf_counter() - started,
@@ -683,6 +691,10 @@ def main(argv: list[str] | None = None) -> None:
         )
     if "pool_rows" in report:
         text += f"\n\ntraining pool rows {report['pool_rows']}"
+        text += (
+            "\nheld-out rows with a near-duplicate (cosine >= 0.9) in another source's pool: "
+            + ", ".join(f"{k} {v:.1%}" for k, v in report["near_duplicates"].items())
+        )
     print(text)
     print(f"rows {report['rows']}; {report['seconds']:.0f} s")
     if args.out is not None:

@@ -193,6 +193,27 @@ def ceiling_baselines(
 # ------------------------------------------------------------------------------ transfer levers
 
 
+NEAR_DUPLICATE_COSINE = 0.9
+"""Embedding cosine at or above which two texts count as the same question (kNN skips such neighbours
+in its "no near-duplicate" variant; `near_duplicate_share` reports how many held-out rows have one)."""
+
+
+def near_duplicate_share(emb: np.ndarray, src: np.ndarray, rows: np.ndarray) -> dict[str, float]:
+    """Per source of `rows`: the share of its rows whose most similar row of *another* source has
+    cosine >= `NEAR_DUPLICATE_COSINE`."""
+    U = _unit(emb)
+    src = np.asarray(src).astype(str)
+    out: dict[str, float] = {}
+    for name in sorted(set(src[rows].tolist())):
+        q = rows[src[rows] == name]
+        others = np.flatnonzero(src != name)
+        best = np.concatenate(
+            [(U[q[i : i + 2048]] @ U[others].T).max(axis=1) for i in range(0, q.size, 2048)]
+        )
+        out[name] = float(np.mean(best >= NEAR_DUPLICATE_COSINE))
+    return out
+
+
 def within_source_z(values: np.ndarray, sources: np.ndarray) -> np.ndarray:
     """Values standardised within each source (a source's level cannot transfer, its order can)."""
     v = np.asarray(values, dtype=np.float64)
@@ -218,11 +239,14 @@ def knn_mean(
     k: int,
     *,
     exclude_self: bool = False,
+    max_sim: float | None = None,
     chunk: int = 2048,
 ) -> np.ndarray:
     """Mean `train_value` of the `k` training rows nearest to each query by cosine similarity.
 
-    `exclude_self`: queries are the training rows themselves (same order) and each skips its own row."""
+    `exclude_self`: queries are the training rows themselves (same order) and each skips its own row.
+    `max_sim`: training rows at least this similar to the query are skipped (near-duplicates: the same
+    benchmark question in another source measures the same item, which is not transfer)."""
     T = _unit(train_emb)
     Q = _unit(query_emb)
     value = np.asarray(train_value, dtype=np.float64)
@@ -233,6 +257,8 @@ def knn_mean(
         if exclude_self:
             rows = np.arange(sims.shape[0])
             sims[rows, start + rows] = -np.inf
+        if max_sim is not None:
+            sims[sims >= max_sim] = -np.inf
         top = np.argpartition(-sims, k - 1, axis=1)[:, :k]
         out[start : start + chunk] = value[top].mean(axis=1)
     return out
@@ -365,7 +391,9 @@ def transfer_grid(
 
         return run
 
-    def knn_scores(capped: bool, k: int) -> Callable[[np.ndarray], tuple[np.ndarray, ...]]:
+    def knn_scores(
+        capped: bool, k: int, max_sim: float | None = None
+    ) -> Callable[[np.ndarray], tuple[np.ndarray, ...]]:
         cache: dict[bytes, tuple[np.ndarray, ...]] = {}
 
         def run(test: np.ndarray) -> tuple[np.ndarray, ...]:
@@ -373,11 +401,11 @@ def transfer_grid(
             if key not in cache:
                 train, rows = masks(test, capped)
                 tr_idx = np.flatnonzero(train)
-                te = knn_mean(emb[tr_idx], diff_z[tr_idx], emb[rows], k)
+                te = knn_mean(emb[tr_idx], diff_z[tr_idx], emb[rows], k, max_sim=max_sim)
                 # SD units from a sample of training rows, each scored without itself
                 sample = tr_idx[np.random.default_rng(0).permutation(tr_idx.size)[:2000]]
                 sub = np.isin(tr_idx, sample)
-                tr_scores = knn_mean(emb[tr_idx], diff_z[tr_idx], emb[tr_idx[sub]], k + 1)
+                tr_scores = knn_mean(emb[tr_idx], diff_z[tr_idx], emb[tr_idx[sub]], k + 1, max_sim=max_sim)
                 mu, sd = _z_train(tr_scores)
                 cache[key] = ((te - mu) / sd, train, rows)
             return cache[key]
@@ -431,6 +459,10 @@ def transfer_grid(
             add(f"[{tag}] kNN difficulty (k={k}) + 2 x z(len)", [(1.0, kn)], 2.0)
             add(f"[{tag}] default + 1 x kNN difficulty (k={k})", [(1.0, d0), (1.0, kn)], 2.0)
             add(f"[{tag}] default + 0.5 x kNN difficulty (k={k})", [(1.0, d0), (0.5, kn)], 2.0)
+        kn_far = knn_scores(capped, max(knn_k), NEAR_DUPLICATE_COSINE)
+        far = f"kNN difficulty (k={max(knn_k)}, no neighbour at cosine >= {NEAR_DUPLICATE_COSINE:g})"
+        add(f"[{tag}] {far}", [(1.0, kn_far)], 0.0)
+        add(f"[{tag}] default + 1 x {far}", [(1.0, d0), (1.0, kn_far)], 2.0)
 
     # (c) what the training sources agree on (capped rows, the default's own rows)
     def consistent_pairwise(min_abs: float) -> Callable[[np.ndarray], LinearScore]:

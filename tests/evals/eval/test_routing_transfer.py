@@ -13,6 +13,7 @@ from evals.eval.routing_transfer import (
     difficulty_bins,
     in_source_kfold,
     knn_mean,
+    near_duplicate_share,
     paired_bootstrap_diff,
     per_source_ensemble,
     sign_consistent_columns,
@@ -122,6 +123,15 @@ def test_knn_mean_averages_the_nearest_rows_by_cosine() -> None:
     assert knn_mean(train, value, query, 1) == pytest.approx([1.0, 10.0])
     # scored against itself without itself: row 0's nearest other row is row 1 and vice versa
     assert knn_mean(train, value, train, 1, exclude_self=True)[:2] == pytest.approx([3.0, 1.0])
+    # near-duplicates skipped: for [2, 0] rows 0 (cosine 1) and 1 (0.994), for [0, 5] row 2 (cosine 1)
+    assert knn_mean(train, value, query, 1, max_sim=0.99) == pytest.approx([10.0, 3.0])
+
+
+def test_near_duplicate_share_counts_rows_with_a_twin_in_another_source() -> None:
+    emb = np.array([[1.0, 0.0], [0.0, 1.0], [1.0, 0.01], [-1.0, 0.0], [0.0, 1.0]])
+    src = np.array(["a", "a", "b", "b", "a"])  # row 4 twins row 1, but in the same source
+    out = near_duplicate_share(emb, src, np.array([0, 1, 2, 3]))
+    assert out == {"a": 0.5, "b": 0.5}  # a: row 0 has row 2; b: row 2 has row 0, row 3 none
 
 
 def test_sign_consistency_keeps_what_every_source_agrees_on() -> None:

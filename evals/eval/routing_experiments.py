@@ -8,7 +8,11 @@ default model's `complexity` (a tier head fitted exactly as `tierroute train` fi
 train split). Run: `python -m evals.eval.routing_experiments [--mmlu-pro-rows N] [--out FILE.md]`;
 `--grid head` scores only the candidates for the bundle's routing head (`head_grid`, issue #13 item 4);
 `--grid within` (`within_grid`, `run_within`) scores within-source objectives, the item-difficulty target
-and nested leave-one-source-out selection of the length prior on `tierroute train`'s own routing rows.
+and nested leave-one-source-out selection of the length prior on `tierroute train`'s own routing rows;
+`--grid ceiling` (`run_ceiling`) the in-source ceiling per source (5-fold CV inside the source, the
+oracle by difficulty, the oracle) and `--grid transfer` (`run_transfer`) round 6's levers (every row of
+the training sources, kNN difficulty, source-consistent heads) on the same held-out rows, with a paired
+bootstrap against the default recipe (`evals.eval.routing_transfer`).
 
 Trade-offs: MMLU-Pro is sampled (seeded hash of the id) because embedding 12,000 long questions
 takes ~10 minutes on two cores; RouteLLM MMLU is restricted to the rows the default data ships.
@@ -530,7 +534,12 @@ def run_transfer(raw: Path, labelled: Path, n_boot: int, seed: int) -> dict[str,
     """`--grid transfer`: the round-6 levers (`evals.eval.routing_transfer.transfer_grid`) scored on the
     held-out rows of `--grid within`, trained on 2,000 rows per source or on every outcome row, with a
     paired bootstrap of each candidate's mean APGR minus the default recipe's."""
-    from evals.eval.routing_transfer import near_duplicate_share, paired_bootstrap_diff, transfer_grid
+    from evals.eval.routing_transfer import (
+        near_duplicate_share,
+        paired_bootstrap_diff,
+        split_half_selection,
+        transfer_grid,
+    )
 
     started = time.perf_counter()
     a = _routing_arrays(raw, labelled, pool=True)
@@ -560,6 +569,7 @@ def run_transfer(raw: Path, labelled: Path, n_boot: int, seed: int) -> dict[str,
         rows=a["rows"],
         pool_rows=a["pool_rows"],
         near_duplicates=near_duplicate_share(a["emb"], a["src"], ev),
+        selection=split_half_selection(scores, held_weak, held_strong, reference, seed=seed),
         paired=diffs,
         reference=reference,
         seconds=time.perf_counter() - started,
@@ -688,6 +698,12 @@ def main(argv: list[str] | None = None) -> None:
                 f"- {k}: {d:+.4f} [{lo:+.4f}, {hi:+.4f}], worst source {w:+.4f}"
                 for k, (d, lo, hi, w) in sorted(report["paired"].items(), key=lambda kv: -kv[1][0])
             )
+        )
+    if "selection" in report:
+        picked, fresh = report["selection"]
+        text += (
+            "\n\nSelection effect (50 random split-halves of every held-out source): the best candidate"
+            f" of one half gains {picked:+.4f} there and {fresh:+.4f} on the other half"
         )
     if "pool_rows" in report:
         text += f"\n\ntraining pool rows {report['pool_rows']}"

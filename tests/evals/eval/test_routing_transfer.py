@@ -17,6 +17,7 @@ from evals.eval.routing_transfer import (
     paired_bootstrap_diff,
     per_source_ensemble,
     sign_consistent_columns,
+    split_half_selection,
     transfer_grid,
     within_source_corr,
 )
@@ -209,3 +210,22 @@ def test_transfer_grid_all_rows_use_the_pool_beyond_the_cap() -> None:
     capped = mean_apgr(results, "[2k/source] pairwise difficulty C=0.01, no length prior")
     assert all_rows > 0.65 and all_rows > capped + 0.1
     assert mean_apgr(results, "[all rows] kNN difficulty (k=10)") > 0.6
+
+
+def test_split_half_selection_flatters_noise_and_keeps_a_real_gain() -> None:
+    rng = np.random.default_rng(6)
+    weak: dict[str, np.ndarray] = {}
+    strong: dict[str, np.ndarray] = {}
+    scores: dict[str, dict[str, np.ndarray]] = {}
+    for s in ("a", "b"):
+        gain = rng.random(400) < 0.4
+        weak[s], strong[s] = (~gain).astype(float), np.ones(400)
+        scores.setdefault("ref", {})[s] = gain + rng.normal(0, 1.0, 400)
+        for k in range(8):  # as good as the reference in expectation: only noise to pick from
+            scores.setdefault(f"noise{k}", {})[s] = gain + rng.normal(0, 1.0, 400)
+    picked, fresh = split_half_selection(scores, weak, strong, "ref", n_splits=20)
+    assert picked > 0.004 and picked - fresh > 0.004  # the pick looks better where it was picked
+    for s in ("a", "b"):
+        scores.setdefault("real", {})[s] = np.asarray(1 - weak[s]) + rng.normal(0, 0.3, 400)
+    picked, fresh = split_half_selection(scores, weak, strong, "ref", n_splits=20)
+    assert fresh > 0.1  # a real gain is picked and holds on the other half

@@ -365,7 +365,7 @@ def transfer_grid(
         return np.asarray((log_tokens[rows] - mu) / sd)
 
     def default_head(
-        capped: bool, length_coef: float = 2.0
+        capped: bool, length_coef: float = 2.0, seed: int = 0
     ) -> Callable[[np.ndarray], tuple[np.ndarray, ...]]:
         """(SD-unit head score on the test rows, on the train rows, train mask, test rows) for a mask."""
         cache: dict[bytes, tuple[np.ndarray, ...]] = {}
@@ -381,6 +381,7 @@ def transfer_grid(
                     src[train],
                     difficulty=difficulty[train],
                     length_coef=length_coef,
+                    seed=seed,
                 )
                 # the head's ranking (Platt is monotone): its logit, in SD units of the training logits
                 lr_tr = _logit(head, emb[train], feats[train])
@@ -463,6 +464,14 @@ def transfer_grid(
         far = f"kNN difficulty (k={max(knn_k)}, no neighbour at cosine >= {NEAR_DUPLICATE_COSINE:g})"
         add(f"[{tag}] {far}", [(1.0, kn_far)], 0.0)
         add(f"[{tag}] default + 1 x {far}", [(1.0, d0), (1.0, kn_far)], 2.0)
+
+    # the default recipe's own noise: the pairs it fits on are a seeded sample (10,000 per source)
+    for seed in (1, 2, 3):
+        add(
+            f"[2k/source] default recipe, pair-sampling seed {seed}",
+            [(1.0, default_head(True, 2.0, seed))],
+            0.0,
+        )
 
     # (c) what the training sources agree on (capped rows, the default's own rows)
     def consistent_pairwise(min_abs: float) -> Callable[[np.ndarray], LinearScore]:

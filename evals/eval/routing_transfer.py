@@ -12,13 +12,17 @@ Job: the candidates of `python -m evals.eval.routing_experiments --grid ceiling`
   (a) every row of the training sources instead of 2,000 per source; (b) kNN difficulty: the mean
   within-source standardised difficulty of the k training rows nearest by cosine of the embedding (MMLU-Pro
   and RouteLLM MMLU share subjects; a neighbour of a RouteLLM question is usually an MMLU-Pro question of the
-  same subject), alone or blended with the default head; (c) heads that keep only what the training
-  sources agree on: `sign_consistent_columns` (columns whose within-source correlation with difficulty has
-  the same sign in every training source), a "consistent correlation" score with no fit (each such column
-  weighted by its smallest absolute within-source correlation), and an average of per-source heads.
+  same subject), alone or blended with the default head (and without near-duplicate neighbours,
+  `near_duplicate_share`); (c) heads that keep only what the training sources agree on:
+  `sign_consistent_columns` (columns whose within-source correlation with difficulty has the same sign in
+  every training source), a "consistent correlation" score with no fit (each such column weighted by its
+  smallest absolute within-source correlation), an average of per-source heads, and an "intermediate
+  difficulty" target (-|z(difficulty)|: the ceiling grid finds the gain at middling difficulty); plus the
+  default recipe with other pair-sampling seeds (its own training noise).
 - `paired_bootstrap_diff`: a paired bootstrap interval of "candidate minus reference" mean held-out APGR
   (rows resampled within each held-out source, the same resample for both), so a win is judged by its
-  own interval rather than by two overlapping ones.
+  own interval rather than by two overlapping ones; `split_half_selection` estimates how much picking the
+  best row of such a table flatters it.
 
 Trade-off: in-source CV scores out-of-fold rows of different folds on one ranking; the folds' heads are
 fitted on 80% of the same source, so their scales are close, and the same holds for every recipe compared.
@@ -87,8 +91,6 @@ def ceiling_grid(
     from pipelines.train.routing_objectives import centred_ridge
 
     ef = np.hstack([emb, feats])
-    n_feat = feats.shape[1]
-    del n_feat
 
     def default_recipe(length_coef: float) -> FitScore:
         def fit_score(train: np.ndarray, test: np.ndarray) -> np.ndarray:
@@ -351,7 +353,6 @@ def transfer_grid(
     src = np.asarray(src).astype(str)
     eval_index = np.asarray(eval_index)
     diff_z = within_source_z(difficulty, src)
-    mu_len, sd_len = float(log_tokens.mean()), float(log_tokens.std()) or 1.0
 
     def masks(test: np.ndarray, capped: bool) -> tuple[np.ndarray, np.ndarray]:
         held = set(src[eval_index[test]].tolist())
@@ -367,7 +368,8 @@ def transfer_grid(
     def default_head(
         capped: bool, length_coef: float = 2.0, seed: int = 0
     ) -> Callable[[np.ndarray], tuple[np.ndarray, ...]]:
-        """(SD-unit head score on the test rows, on the train rows, train mask, test rows) for a mask."""
+        """LOSO-mask -> (the head's score on the held-out rows in SD units of its training scores, the
+        pool training mask, the held-out pool rows); one fit per mask."""
         cache: dict[bytes, tuple[np.ndarray, ...]] = {}
 
         def run(test: np.ndarray) -> tuple[np.ndarray, ...]:
@@ -522,7 +524,6 @@ def transfer_grid(
         add(f"[2k/source] consistent-correlation score ~ emb+feat + {b:g} x z(len)", [(1.0, cc)], b)
         add(f"[2k/source] consistent-correlation score ~ feat + {b:g} x z(len)", [(1.0, cc_feat)], b)
         add(f"[2k/source] mean of per-source pairwise heads + {b:g} x z(len)", [(1.0, ens)], b)
-    del mu_len, sd_len
     return routers
 
 

@@ -436,7 +436,6 @@ def _routing_arrays(raw: Path, labelled: Path, *, pool: bool = False) -> dict[st
     shipped = pd.read_parquet(labelled)
     rows = routing_rows(shipped, None, raw, echo=lambda _m: None)
     outcomes = build_outcomes(raw, None)
-    difficulty_of = dict(zip(outcomes["text"], outcomes["difficulty"], strict=True))
     rows = rows[rows["weak_quality"].notna()].reset_index(drop=True)
     out: dict[str, Any] = {"rows": {k: int(v) for k, v in rows["source"].value_counts().items()}}
     if pool:
@@ -465,7 +464,9 @@ def _routing_arrays(raw: Path, labelled: Path, *, pool: bool = False) -> dict[st
     out["weak"] = rows["weak_quality"].to_numpy(dtype=np.float64)
     out["strong"] = rows["strong_quality"].to_numpy(dtype=np.float64)
     out["ok"] = rows["weak_ok"].to_numpy(dtype=bool)
-    out["difficulty"] = np.array([difficulty_of[t] for t in texts], dtype=np.float64)
+    # each row's own source's difficulty (a text shared by two sources has one per source; a lookup by
+    # text alone once gave 62 capped rows the other source's)
+    out["difficulty"] = rows["difficulty"].to_numpy(dtype=np.float64)
     out["log_tokens"] = out["feats"][:, list(REQUEST_FEATURE_NAMES).index("log_tokens")]
     if "group" in shipped.columns:
         group_of = dict(zip(shipped["text"].astype(str), shipped["group"].astype(str), strict=False))

@@ -77,7 +77,17 @@ def test_ceiling_grid_learns_a_source_its_recipes_can_see_and_the_oracles_bound_
     # difficulty follows column 0 with opposite signs in the two sources: LOSO cannot transfer it,
     # in-source CV can
     d = _sources(rng, ("a", "b"), 300, sign={"b": -1.0})
-    routers = ceiling_grid(d["emb"], d["feats"], d["ok"], d["src"], d["difficulty"], d["log_tokens"], folds=3)
+    routers = ceiling_grid(
+        d["emb"],
+        d["feats"],
+        d["ok"],
+        d["src"],
+        d["difficulty"],
+        d["log_tokens"],
+        folds=3,
+        gap=d["strong"] - d["weak"],
+    )
+    assert any("ridge gap" in n for n in routers) and any("true difficulty" in n for n in routers)
     baselines = ceiling_baselines(d["difficulty"], d["weak"], d["strong"], d["log_tokens"])
     results = leave_one_source_out(d["src"], d["weak"], d["strong"], routers, baselines, n_boot=20)
     by = {(r.router, r.source): r.value.apgr.estimate for r in results}

@@ -8,7 +8,11 @@ default model's `complexity` (a tier head fitted exactly as `tierroute train` fi
 train split). Run: `python -m evals.eval.routing_experiments [--mmlu-pro-rows N] [--out FILE.md]`;
 `--grid head` scores only the candidates for the bundle's routing head (`head_grid`, issue #13 item 4);
 `--grid within` (`within_grid`, `run_within`) scores within-source objectives, the item-difficulty target
-and nested leave-one-source-out selection of the length prior on `tierroute train`'s own routing rows.
+and nested leave-one-source-out selection of the length prior on `tierroute train`'s own routing rows;
+`--grid ceiling` (`run_ceiling`) the in-source ceiling per source (5-fold CV inside the source, the
+oracle by difficulty, the oracle) and `--grid transfer` (`run_transfer`) round 6's levers (every row of
+the training sources, kNN difficulty, source-consistent heads) on the same held-out rows, with a paired
+bootstrap against the default recipe (`evals.eval.routing_transfer`).
 
 Trade-offs: MMLU-Pro is sampled (seeded hash of the id) because embedding 12,000 long questions
 takes ~10 minutes on two cores; RouteLLM MMLU is restricted to the rows the default data ships.
@@ -416,10 +420,11 @@ def within_grid(
     return routers
 
 
-def run_within(raw: Path, labelled: Path, n_boot: int, seed: int) -> dict[str, Any]:
-    """`--grid within`: the rows, encoder and sampling of `tierroute train`'s own LOSO report (the
-    routing rows of `pipelines.train.routing.routing_rows`, 2,000 per source, the default 3-layer
-    encoder), so the shipped default's line here is the one `tierroute train` prints."""
+def _routing_arrays(raw: Path, labelled: Path, *, pool: bool = False) -> dict[str, Any]:
+    """Arrays of `tierroute train`'s own routing rows (`pipelines.train.routing.routing_rows`, 2,000
+    per source, the default 3-layer encoder, rows with both qualities). With `pool`, every outcome row
+    (RouteLLM MMLU kept to the shipped texts, as in training) instead, with `eval_index` (the pool row
+    of each capped row, in the capped rows' order) and `in_cap` (pool rows among the capped rows)."""
     import pandas as pd
 
     from pipelines.data.outcomes import build_outcomes
@@ -428,41 +433,148 @@ def run_within(raw: Path, labelled: Path, n_boot: int, seed: int) -> dict[str, A
     from pipelines.train.routing import routing_rows
     from serving.model.textprep import REQUEST_FEATURE_NAMES, TruncationSpec, request_feature_matrix
 
-    started = time.perf_counter()
     shipped = pd.read_parquet(labelled)
     rows = routing_rows(shipped, None, raw, echo=lambda _m: None)
     outcomes = build_outcomes(raw, None)
-    difficulty_of = dict(zip(outcomes["text"], outcomes["difficulty"], strict=True))
     rows = rows[rows["weak_quality"].notna()].reset_index(drop=True)
+    out: dict[str, Any] = {"rows": {k: int(v) for k, v in rows["source"].value_counts().items()}}
+    if pool:
+        full = outcomes[(outcomes["source"] != "routellm_mmlu") | outcomes["text"].isin(set(shipped["text"]))]
+        # a text shared by two sources (368 MMLU-Pro / RouteLLM MMLU questions) is one row, as in
+        # `routing_rows`: under the source the capped rows give it, else under its first source
+        capped = set(zip(rows["source"], rows["text"], strict=True))
+        first = [(s, t) not in capped for s, t in zip(full["source"], full["text"], strict=True)]
+        full = full.assign(_later=first).sort_values("_later", kind="stable").drop_duplicates("text")
+        full = full.sort_values("id", kind="stable").reset_index(drop=True)
+        position = {t: i for i, t in enumerate(full["text"])}
+        if not np.array_equal(full["source"].to_numpy()[[position[t] for t in rows["text"]]], rows["source"]):
+            raise AssertionError("pool rows must keep the capped rows' sources")
+        out["eval_index"] = np.array([position[t] for t in rows["text"]], dtype=np.int64)
+        out["in_cap"] = np.zeros(len(full), dtype=bool)
+        out["in_cap"][out["eval_index"]] = True
+        out["pool_rows"] = {k: int(v) for k, v in full["source"].value_counts().items()}
+        rows = full
     texts = rows["text"].tolist()
     embedder = Embedder(
         export_encoder(Path("models/encoder"), "fp32", layers=DEFAULT_LAYERS), TruncationSpec()
     )
-    emb = embedder.embed(texts, progress=False).astype(np.float64)
-    feats = request_feature_matrix(texts).astype(np.float64)
-    src = rows["source"].to_numpy().astype(str)
-    weak = rows["weak_quality"].to_numpy(dtype=np.float64)
-    strong = rows["strong_quality"].to_numpy(dtype=np.float64)
-    ok = rows["weak_ok"].to_numpy(dtype=bool)
-    difficulty = np.array([difficulty_of[t] for t in texts], dtype=np.float64)
-    log_tokens = feats[:, list(REQUEST_FEATURE_NAMES).index("log_tokens")]
-    picks: dict[str, dict[str, str]] = {}
-    routers = within_grid(emb, feats, ok, src, weak, strong, difficulty, log_tokens, picks)
-    baselines = {"prompt length": log_tokens}
-    results = leave_one_source_out(src, weak, strong, routers, baselines, n_boot=n_boot, seed=seed)
-    names = ["random", *baselines, *routers]
+    out["emb"] = embedder.embed(texts, progress=False).astype(np.float64)
+    out["feats"] = request_feature_matrix(texts).astype(np.float64)
+    out["src"] = rows["source"].to_numpy().astype(str)
+    out["weak"] = rows["weak_quality"].to_numpy(dtype=np.float64)
+    out["strong"] = rows["strong_quality"].to_numpy(dtype=np.float64)
+    out["ok"] = rows["weak_ok"].to_numpy(dtype=bool)
+    # each row's own source's difficulty (a text shared by two sources has one per source; a lookup by
+    # text alone once gave 62 capped rows the other source's)
+    out["difficulty"] = rows["difficulty"].to_numpy(dtype=np.float64)
+    out["log_tokens"] = out["feats"][:, list(REQUEST_FEATURE_NAMES).index("log_tokens")]
+    if "group" in shipped.columns:
+        group_of = dict(zip(shipped["text"].astype(str), shipped["group"].astype(str), strict=False))
+        out["groups"] = np.array([group_of.get(t, "text:" + t) for t in texts])
+    else:
+        out["groups"] = np.array(texts)
+    return out
+
+
+def _report(results: list[LosoResult], names: list[str], **extra: Any) -> dict[str, Any]:
     per_source: dict[str, dict[str, float]] = {}
     for r in results:
         per_source.setdefault(r.router, {})[r.source] = r.value.apgr.estimate
     return {
-        "rows": {k: int(v) for k, v in rows["source"].value_counts().items()},
         "results": [r.to_dict() for r in results],
         "mean_apgr": {name: mean_apgr(results, name) for name in names},
         "worst_apgr": {name: float(min(per_source.get(name, {"": float("nan")}).values())) for name in names},
-        "picks": picks,
         "table": markdown_table(results),
-        "seconds": time.perf_counter() - started,
-    }
+    } | extra
+
+
+def run_within(raw: Path, labelled: Path, n_boot: int, seed: int) -> dict[str, Any]:
+    """`--grid within`: the rows, encoder and sampling of `tierroute train`'s own LOSO report (the
+    routing rows of `pipelines.train.routing.routing_rows`, 2,000 per source, the default 3-layer
+    encoder), so the shipped default's line here is the one `tierroute train` prints."""
+    started = time.perf_counter()
+    a = _routing_arrays(raw, labelled)
+    emb, feats, src, weak, strong = a["emb"], a["feats"], a["src"], a["weak"], a["strong"]
+    log_tokens = a["log_tokens"]
+    picks: dict[str, dict[str, str]] = {}
+    routers = within_grid(emb, feats, a["ok"], src, weak, strong, a["difficulty"], log_tokens, picks)
+    baselines = {"prompt length": log_tokens}
+    results = leave_one_source_out(src, weak, strong, routers, baselines, n_boot=n_boot, seed=seed)
+    names = ["random", *baselines, *routers]
+    return _report(results, names, rows=a["rows"], picks=picks, seconds=time.perf_counter() - started)
+
+
+def run_ceiling(raw: Path, labelled: Path, n_boot: int, seed: int, folds: int = 5) -> dict[str, Any]:
+    """`--grid ceiling`: in-source k-fold CV of a few recipes per outcome source (near-duplicate groups
+    kept together), next to prompt length, the oracle by difficulty and the oracle, on `tierroute
+    train`'s own routing rows (`evals.eval.routing_transfer.ceiling_grid`)."""
+    from evals.eval.routing_transfer import ceiling_baselines, ceiling_grid
+
+    started = time.perf_counter()
+    a = _routing_arrays(raw, labelled)
+    routers = ceiling_grid(
+        a["emb"],
+        a["feats"],
+        a["ok"],
+        a["src"],
+        a["difficulty"],
+        a["log_tokens"],
+        a["groups"],
+        folds,
+        gap=a["strong"] - a["weak"],
+    )
+    baselines = ceiling_baselines(a["difficulty"], a["weak"], a["strong"], a["log_tokens"])
+    results = leave_one_source_out(
+        a["src"], a["weak"], a["strong"], routers, baselines, n_boot=n_boot, seed=seed
+    )
+    names = ["random", *baselines, *routers]
+    return _report(results, names, rows=a["rows"], seconds=time.perf_counter() - started)
+
+
+def run_transfer(raw: Path, labelled: Path, n_boot: int, seed: int) -> dict[str, Any]:
+    """`--grid transfer`: the round-6 levers (`evals.eval.routing_transfer.transfer_grid`) scored on the
+    held-out rows of `--grid within`, trained on 2,000 rows per source or on every outcome row, with a
+    paired bootstrap of each candidate's mean APGR minus the default recipe's."""
+    from evals.eval.routing_transfer import (
+        near_duplicate_share,
+        paired_bootstrap_diff,
+        split_half_selection,
+        transfer_grid,
+    )
+
+    started = time.perf_counter()
+    a = _routing_arrays(raw, labelled, pool=True)
+    ev = a["eval_index"]
+    routers = transfer_grid(
+        a["emb"], a["feats"], a["ok"], a["src"], a["difficulty"], a["log_tokens"], ev, a["in_cap"]
+    )
+    src, weak, strong = a["src"][ev], a["weak"][ev], a["strong"][ev]
+    baselines = {"prompt length": a["log_tokens"][ev]}
+    results = leave_one_source_out(src, weak, strong, routers, baselines, n_boot=n_boot, seed=seed)
+    names = ["random", *baselines, *routers]
+    scores: dict[str, dict[str, np.ndarray]] = {}
+    held_weak: dict[str, np.ndarray] = {}
+    held_strong: dict[str, np.ndarray] = {}
+    for s in sorted(set(src.tolist())):
+        m = src == s
+        held_weak[s], held_strong[s] = weak[m], strong[m]
+        scores.setdefault("prompt length", {})[s] = baselines["prompt length"][m]
+    for name, fit_score in routers.items():
+        for s in held_weak:
+            scores.setdefault(name, {})[s] = fit_score(src != s, src == s)  # memoised per held-out source
+    reference = next(n for n in routers if n.startswith("[2k/source] default recipe"))
+    diffs = paired_bootstrap_diff(scores, held_weak, held_strong, reference, n_boot=n_boot, seed=seed)
+    return _report(
+        results,
+        names,
+        rows=a["rows"],
+        pool_rows=a["pool_rows"],
+        near_duplicates=near_duplicate_share(a["emb"], a["src"], ev),
+        selection=split_half_selection(scores, held_weak, held_strong, reference, seed=seed),
+        paired=diffs,
+        reference=reference,
+        seconds=time.perf_counter() - started,
+    )
 
 
 def run(
@@ -546,11 +658,13 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument(
         "--grid",
-        choices=("all", "head", "within"),
+        choices=("all", "head", "within", "ceiling", "transfer"),
         default="all",
         help="'all': every target/feature candidate; 'head': the routing-head candidates (a)-(d) only; "
         "'within': within-source objectives, item difficulty and nested length-prior selection on "
-        "`tierroute train`'s own routing rows (--mmlu-pro-rows is not used there).",
+        "`tierroute train`'s own routing rows (--mmlu-pro-rows is not used there); 'ceiling': in-source "
+        "5-fold CV and the oracles per source (where the data allows routing value); 'transfer': "
+        "round-6 levers (all rows, kNN difficulty, source-consistent heads) on the same held-out rows.",
     )
     parser.add_argument(
         "--out", type=Path, default=None, help="Write the report (markdown table + JSON) here."
@@ -558,6 +672,10 @@ def main(argv: list[str] | None = None) -> None:
     args = parser.parse_args(argv)
     if args.grid == "within":
         report = run_within(args.raw, args.labelled, args.n_boot, args.seed)
+    elif args.grid == "ceiling":
+        report = run_ceiling(args.raw, args.labelled, args.n_boot, args.seed)
+    elif args.grid == "transfer":
+        report = run_transfer(args.raw, args.labelled, args.n_boot, args.seed)
     else:
         report = run(args.raw, args.labelled, args.mmlu_pro_rows, args.n_boot, args.seed, args.grid)
     ranking = sorted(report["mean_apgr"].items(), key=lambda kv: -kv[1] if kv[1] == kv[1] else 0)
@@ -572,6 +690,27 @@ def main(argv: list[str] | None = None) -> None:
     for name, chosen in report.get("picks", {}).items():
         text += f"\n\n{name}, chosen per held-out source:\n" + "\n".join(
             f"- {k}: {v}" for k, v in sorted(chosen.items())
+        )
+    if "paired" in report:
+        text += (
+            f"\n\nPaired bootstrap vs {report['reference']} (mean APGR difference [95% CI], worst "
+            "source's difference):\n"
+            + "\n".join(
+                f"- {k}: {d:+.4f} [{lo:+.4f}, {hi:+.4f}], worst source {w:+.4f}"
+                for k, (d, lo, hi, w) in sorted(report["paired"].items(), key=lambda kv: -kv[1][0])
+            )
+        )
+    if "selection" in report:
+        picked, fresh = report["selection"]
+        text += (
+            "\n\nSelection effect (50 random split-halves of every held-out source): the best candidate"
+            f" of one half gains {picked:+.4f} there and {fresh:+.4f} on the other half"
+        )
+    if "pool_rows" in report:
+        text += f"\n\ntraining pool rows {report['pool_rows']}"
+        text += (
+            "\nheld-out rows with a near-duplicate (cosine >= 0.9) in another source's pool: "
+            + ", ".join(f"{k} {v:.1%}" for k, v in report["near_duplicates"].items())
         )
     print(text)
     print(f"rows {report['rows']}; {report['seconds']:.0f} s")

@@ -12,7 +12,7 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-from pipelines.data.labels import TASKS, TIERS
+from pipelines.data.labels import TASKS, TIERS, UNLABELLED
 
 BEGIN = "<!-- BEGIN GENERATED TABLES: `tierroute data build` rewrites this block from summary.json -->"
 END = "<!-- END GENERATED TABLES -->"
@@ -32,6 +32,8 @@ def _table(header: Sequence[str], rows: Sequence[Sequence[str]]) -> list[str]:
 def _cross(
     title: str, by: Mapping[str, Mapping[str, int]], keys: Sequence[str], columns: Sequence[str]
 ) -> list[str]:
+    if any(UNLABELLED in by.get(key, {}) for key in keys):  # a source's empty_heads: its own column
+        columns = [*columns, UNLABELLED]
     rows = []
     for key in keys:
         counts = by.get(key, {})

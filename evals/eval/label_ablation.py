@@ -71,6 +71,7 @@ def default_grid() -> list[Candidate]:
     grid = [
         Candidate("baseline"),
         Candidate("-tqa,mbpp,gsm8k tier -coconot,alpaca task", together),
+        Candidate("-tqa,gsm8k tier -coconot,alpaca task", (tier4[0], tier4[2], *tasks)),
         Candidate("-tqa,mbpp,gsm8k,math tier -coconot,alpaca task", tier4 + tasks),
         Candidate("-tqa,mbpp,gsm8k,math,p3 tier -coconot,alpaca task", (*tier4, TIER_DROPS["p3"], *tasks)),
     ]

@@ -43,6 +43,15 @@ def _cross(
     return _table([title, *columns, "rows"], rows)
 
 
+def _tier_shares(tiers: Mapping[str, int], rows: int) -> str:
+    """Shares of the rows that carry a tier (a source's `empty_heads` rows have none)."""
+    labelled = sum(tiers.get(t, 0) for t in TIERS)
+    shares = ", ".join(f"{t} {tiers.get(t, 0) / max(labelled, 1):.1%}" for t in TIERS)
+    if labelled == rows:
+        return f"Tier shares: {shares}."
+    return f"Tier shares of the {_n(labelled)} rows with a tier: {shares}."
+
+
 def render_tables(summary: Mapping[str, Any]) -> str:
     """The generated Markdown block (markers included) for a build summary."""
     rows = int(summary["rows"])
@@ -55,7 +64,7 @@ def render_tables(summary: Mapping[str, Any]) -> str:
         + ", ".join(f"{s} {_n(splits.get(s, 0))} ({splits.get(s, 0) / rows:.1%})" for s in SPLITS)
         + f". Dataset digest `{summary['digest'][:16]}`.",
         "",
-        "Tier shares: " + ", ".join(f"{t} {tiers.get(t, 0) / rows:.1%}" for t in TIERS) + ".",
+        _tier_shares(tiers, rows),
         "",
         "### Rows per source and tier",
         "",

@@ -16,9 +16,10 @@ weight. Every candidate is scored on the SAME rows with the table's labels as bu
   (`common_sources`), so a candidate is not scored against labels it chose to drop;
 - `sanity_<head>`: agreement on `data/sanity/requests.jsonl`: reported, never chosen on.
 
-Run: `python -m evals.eval.label_ablation [--data data/labelled/requests.parquet] [--out FILE.md]`.
-The table to score on must be the build *before* masking (the default: the shipped table keeps the proxy
-labels on its test rows only when built with `--keep-proxy-labels`, see `pipelines.data.sources`).
+Run: `tierroute data build --keep-proxy-labels --out DIR` (every proxy label written, the same rows and
+splits as the default build), then `python -m evals.eval.label_ablation --data DIR/requests.parquet
+[--out FILE.md]`. On the default build (where `SourceSpec.empty_heads` labels are already empty) the drops of
+those labels are no-ops and their rows are not scored.
 Trade-off: head fits are cached per (head, label vector, weight, data digest) on disk (`--cache`: the top
 labels of every row and sanity row), so candidates that change one head refit only that head and a rerun
 only scores; a fit takes 20 s (tier) to 2 minutes (task) on two idle cores, several times that on a busy box.

@@ -219,10 +219,18 @@ DEFAULT_TASKS = ("chat", "factual_qa", "math", "writing")
 
 
 def default_outcome_rows(labelled: Path, limit: int | None, seed: int = 0) -> Any:
-    """The shipped rows with a `weak_ok` outcome and a task in `DEFAULT_TASKS` (a seeded sample)."""
+    """The shipped rows with a `weak_ok` outcome and a task in `DEFAULT_TASKS` (a seeded sample).
+
+    AlpacaEval's task, which the build leaves empty (`SourceSpec.empty_heads`), is its label map's keyword
+    rule here (`instruction_task`, as before the build dropped it): the simulation needs outcome rows of
+    `chat` and `writing`, and only AlpacaEval has them."""
     import pandas as pd
 
+    from pipelines.data.sources.instructions import instruction_task
+
     df = pd.read_parquet(labelled)
+    proxy = df["task"].isna() & (df["source"] == "alpaca_eval")
+    df.loc[proxy, "task"] = df.loc[proxy, "text"].map(instruction_task)
     df = df[df["weak_ok"].notna() & df["task"].isin(DEFAULT_TASKS)]
     if limit is not None and len(df) > limit:
         parts = [

@@ -133,8 +133,9 @@ def previous_complexity(
     from pipelines.data.labels import TIERS
     from pipelines.train.heads import fit_head
 
-    train = shipped[shipped["split"] == "train"]
-    val = shipped[shipped["split"] == "validation"]
+    labelled = shipped[shipped["tier"].notna()]  # rows of a source's `empty_heads` carry no tier
+    train = labelled[labelled["split"] == "train"]
+    val = labelled[labelled["split"] == "validation"]
     head = fit_head(
         "tier",
         embed(train["text"].tolist()),

@@ -76,6 +76,15 @@ def build(
             "The data card is not refreshed; pass --out to keep the default set.",
         ),
     ] = False,
+    keep_proxy_labels: Annotated[
+        bool,
+        typer.Option(
+            "--keep-proxy-labels",
+            help="Write the proxy tier/task labels the default build leaves empty (each source's "
+            "empty_heads, see data/README.md): the table the label ablation scores on. The data card is "
+            "not refreshed; pass --out to keep the default set.",
+        ),
+    ] = False,
 ) -> None:
     """Build the default labelled set: label maps -> dedup -> sampling -> near-duplicate-safe split.
 
@@ -89,22 +98,25 @@ def build(
 
     from pipelines.data.build import build_dataset
     from pipelines.data.card import update_card as refresh_card
-    from pipelines.data.labels import TASKS, TIERS
+    from pipelines.data.labels import TASKS, TIERS, UNLABELLED
     from pipelines.data.outcomes import OUTCOMES_NAME, build_outcomes
 
     console = Console()
     try:
-        report = build_dataset(raw, out, commercial_only=commercial_only)
+        report = build_dataset(raw, out, commercial_only=commercial_only, keep_proxy_labels=keep_proxy_labels)
         outcomes = build_outcomes(raw, out, commercial_only=commercial_only)
     except (FileNotFoundError, KeyError, ValueError) as exc:
         raise fail(f"data build failed: {exc}", code=1) from exc
     s = report.summary
     sources = sorted(s["source_tier"])
+    tier_columns = list(TIERS) + (
+        [UNLABELLED] if any(UNLABELLED in counts for counts in s["source_tier"].values()) else []
+    )
     console.print(
         _table(
             "Rows per source and tier",
-            ["source", *TIERS, "rows"],
-            _cross_rows(s["source_tier"], sources, list(TIERS)),
+            ["source", *tier_columns, "rows"],
+            _cross_rows(s["source_tier"], sources, tier_columns),
         )
     )
     console.print(
@@ -132,7 +144,7 @@ def build(
     console.print(f"wrote {report.path} ({report.rows:,} rows) and {report.summary_path}")
     console.print(f"digest {report.digest}  built in {report.seconds:.1f} s")
     console.print(f"wrote {out / OUTCOMES_NAME} ({len(outcomes):,} outcome rows)")
-    if update_card and not commercial_only:
+    if update_card and not commercial_only and not keep_proxy_labels:
         if refresh_card(card, s):
             console.print(f"refreshed the count tables of {card}")
         else:

@@ -45,7 +45,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from pipelines.data.dataset import dataset_digest
-from pipelines.data.labels import TASKS, TIERS
+from pipelines.data.labels import TASKS, TIERS, UNLABELLED
 from pipelines.data.sources import SOURCES, RowLabel, SourceSpec
 
 if TYPE_CHECKING:
@@ -319,8 +319,19 @@ def _sample(rows: list[_Row], sources: Sequence[SourceSpec]) -> list[_Row]:
     return selected
 
 
+def _label(row: _Row, head: str, keep_proxy_labels: bool) -> str | None:
+    """The row's `tier`/`task` as written: empty for a source's `empty_heads` unless they are kept."""
+    if head in row.spec.empty_heads and not keep_proxy_labels:
+        return None
+    return str(getattr(row.label, head))
+
+
 def _count(df: pd.DataFrame, column: str) -> dict[str, int]:
-    return {str(k): int(v) for k, v in sorted(df[column].value_counts().items())}
+    counts = {str(k): int(v) for k, v in sorted(df[column].value_counts().items())}
+    missing = int(df[column].isna().sum())
+    if missing:
+        counts[UNLABELLED] = missing
+    return counts
 
 
 def _summary(df: pd.DataFrame, extra: dict[str, Any]) -> dict[str, Any]:
@@ -376,12 +387,16 @@ def build_dataset(
     *,
     sources: Sequence[SourceSpec] = SOURCES,
     commercial_only: bool = False,
+    keep_proxy_labels: bool = False,
 ) -> BuildReport:
     """Build data/labelled/requests.parquet (columns `COLUMNS`) and summary.json from `raw_dir`.
 
     Columns: id, text, source, tier, task, weak_ok (nullable bool), split, group (near-duplicate group
     key), licence, commercial (bool), label_kind (`outcome`/`hand`/`proxy`). `commercial_only=True` leaves out
     every source whose licence forbids commercial use (before dedup, so other sources keep their rows).
+    A source's `empty_heads` labels are written empty (null) unless `keep_proxy_labels=True` (the same rows,
+    splits and groups either way: sampling and grouping never read them; the label ablation scores on the
+    kept labels).
     `sources` defaults to every registered source (tests pass small fake ones). Reads only
     `raw_dir`; raises FileNotFoundError naming the missing file when a raw source is absent.
     Both outputs are written atomically (temp file + rename).
@@ -411,8 +426,8 @@ def build_dataset(
             "id": [r.id for r in selected],
             "text": [r.label.text for r in selected],
             "source": [r.source for r in selected],
-            "tier": [r.label.tier for r in selected],
-            "task": [r.label.task for r in selected],
+            "tier": [_label(r, "tier", keep_proxy_labels) for r in selected],
+            "task": [_label(r, "task", keep_proxy_labels) for r in selected],
             "weak_ok": pd.array([r.label.weak_ok for r in selected], dtype="boolean"),
             "split": [assign_split(groups[r.id]) for r in selected],
             "group": [groups[r.id] for r in selected],
@@ -433,6 +448,10 @@ def build_dataset(
         },
         "columns": list(COLUMNS),
         "commercial_only": commercial_only,
+        "keep_proxy_labels": keep_proxy_labels,
+        "empty_heads": {
+            s.name: list(s.empty_heads) for s in sources if s.empty_heads and not keep_proxy_labels
+        },
         "by_licence": dict(sorted(Counter(r.spec.licence for r in selected).items())),
         "by_label_kind": dict(sorted(Counter(r.spec.label_kind for r in selected).items())),
     }

@@ -12,7 +12,7 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-from pipelines.data.labels import TASKS, TIERS
+from pipelines.data.labels import TASKS, TIERS, UNLABELLED
 
 BEGIN = "<!-- BEGIN GENERATED TABLES: `tierroute data build` rewrites this block from summary.json -->"
 END = "<!-- END GENERATED TABLES -->"
@@ -32,6 +32,8 @@ def _table(header: Sequence[str], rows: Sequence[Sequence[str]]) -> list[str]:
 def _cross(
     title: str, by: Mapping[str, Mapping[str, int]], keys: Sequence[str], columns: Sequence[str]
 ) -> list[str]:
+    if any(UNLABELLED in by.get(key, {}) for key in keys):  # a source's empty_heads: its own column
+        columns = [*columns, UNLABELLED]
     rows = []
     for key in keys:
         counts = by.get(key, {})
@@ -39,6 +41,15 @@ def _cross(
     totals = [sum(by.get(k, {}).get(c, 0) for k in keys) for c in columns]
     rows.append(["**total**", *(f"**{_n(t)}**" for t in totals), f"**{_n(sum(totals))}**"])
     return _table([title, *columns, "rows"], rows)
+
+
+def _tier_shares(tiers: Mapping[str, int], rows: int) -> str:
+    """Shares of the rows that carry a tier (a source's `empty_heads` rows have none)."""
+    labelled = sum(tiers.get(t, 0) for t in TIERS)
+    shares = ", ".join(f"{t} {tiers.get(t, 0) / max(labelled, 1):.1%}" for t in TIERS)
+    if labelled == rows:
+        return f"Tier shares: {shares}."
+    return f"Tier shares of the {_n(labelled)} rows with a tier: {shares}."
 
 
 def render_tables(summary: Mapping[str, Any]) -> str:
@@ -53,7 +64,7 @@ def render_tables(summary: Mapping[str, Any]) -> str:
         + ", ".join(f"{s} {_n(splits.get(s, 0))} ({splits.get(s, 0) / rows:.1%})" for s in SPLITS)
         + f". Dataset digest `{summary['digest'][:16]}`.",
         "",
-        "Tier shares: " + ", ".join(f"{t} {tiers.get(t, 0) / rows:.1%}" for t in TIERS) + ".",
+        _tier_shares(tiers, rows),
         "",
         "### Rows per source and tier",
         "",

@@ -24,3 +24,7 @@ TASKS: tuple[str, ...] = (
 
 DEFAULT_LABEL_SETS: dict[str, tuple[str, ...]] = {"tier": TIERS, "task": TASKS}
 """Declared label sets for the default heads; a label outside these is a validation error."""
+
+UNLABELLED = "unlabelled"
+"""Count key, in the build summary and the data card, of rows a source leaves without a label (its
+`SourceSpec.empty_heads`): each head trains and is scored only on its labelled rows."""

@@ -62,7 +62,10 @@ class SourceSpec:
     two rows are near-duplicates. `licence` (SPDX-style) and `commercial` (commercial use allowed) are
     copied onto every row; `label_kind` says where its tier comes from: `outcome` (measured model
     outcomes), `hand` (a person's label for this very request, per a written guideline) or `proxy` (a
-    per-source rule).
+    per-source rule). `empty_heads` names the label columns (`tier`, `task`) the build leaves empty for
+    this source: its rule's label contradicts the hand guideline too often to train on (the label map
+    still computes it, for sampling cells and for `build_dataset(keep_proxy_labels=True)`, which the
+    label ablation `evals.eval.label_ablation` scores against).
     """
 
     name: str
@@ -74,6 +77,12 @@ class SourceSpec:
     licence: str = "unknown"
     commercial: bool = True
     label_kind: str = "proxy"
+    empty_heads: tuple[str, ...] = ()
+
+    def __post_init__(self) -> None:
+        unknown = sorted(set(self.empty_heads) - {"tier", "task"})
+        if unknown:
+            raise ValueError(f"source {self.name!r}: empty_heads {unknown} are not tier/task")
 
     def cap_for(self, cell: str) -> int | None:
         """The row budget of sampling cell `cell`, or None when uncapped."""

@@ -137,6 +137,8 @@ def label_gsm8k(row: RawRow) -> LabelResult:
     within reach of small models, while their errors compound with every extra step (GSM8K accuracy
     of small models falls steadily with solution length), so long chains are sent to the strongest
     tier. Counts in the shipped file: 2 steps 1,961; 3-4 steps 3,808; 5-9 steps 1,704.
+    The build writes this tier empty (`SourceSpec.empty_heads`: the step count disagrees with the hand
+    guideline's reading of word problems); it still names the sampling cell.
     """
     steps = gsm8k_steps(row["answer"])
     if steps == 0:
@@ -221,7 +223,8 @@ def label_mbpp(row: RawRow) -> LabelResult:
 
     text = the prompt plus its first test assertion (MBPP's own prompting shows tests; the assertion
     fixes the function name and signature). MBPP was written to be solvable by entry-level programmers
-    and cheap models solve most of it, unlike HumanEval (`complex`).
+    and cheap models solve most of it, unlike HumanEval (`complex`). Kept by the label ablation: leaving
+    it empty did not raise agreement with the hand rows (`evals.eval.label_ablation`).
     """
     tests = row.get("test_list") or []
     text = row["prompt"].strip()
@@ -261,5 +264,7 @@ def label_truthfulqa(row: RawRow) -> LabelResult:
 
     The questions look simple but were written so that the popular (wrong) answer is tempting; small
     models repeat the misconception far more often than capable ones, so they need the capable tier.
+    The build writes this tier empty (`SourceSpec.empty_heads`): the texts read like one-fact lookups,
+    and 817 of them all `complex` taught the tier head to send one-fact lookups to a capable model.
     """
     return RowLabel(text=row["Question"].strip(), tier="complex", task="factual_qa")

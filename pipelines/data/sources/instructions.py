@@ -133,7 +133,8 @@ def label_coconot(row: RawRow) -> LabelResult:
 
     Whether to refuse is a policy decision, not a capability one: a cheap model can refuse or answer
     these (contrast prompts are ordinary requests), so they teach the classifier what everyday and
-    borderline chat looks like without pushing it to an expensive tier.
+    borderline chat looks like without pushing it to an expensive tier. The build writes the task empty
+    (`SourceSpec.empty_heads`): the prompts ask for every kind of thing, not only conversation.
     """
     return RowLabel(text=str(row["prompt"]).strip(), tier="simple", task="chat")
 
@@ -180,7 +181,8 @@ def label_alpaca_eval(row: RawRow) -> LabelResult:
     weak_ok = max(preference of `ALPACA_CHEAP_GENERATORS`) >= 1.5 (a cheap model's answer was judged
     at least as good as GPT-4's); tier `simple` if weak_ok else `complex` (the request needed a capable
     model; these open-ended chat requests never need the strongest tier). Rows without a cheap
-    generator's preference are skipped.
+    generator's preference are skipped. The build writes the task empty (`SourceSpec.empty_heads`: the
+    keyword rule calls 373 of 472 instructions `chat`); tier and `weak_ok` stay.
     """
     prefs = row.get("preferences") or {}
     if not prefs:

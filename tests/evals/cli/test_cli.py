@@ -120,6 +120,7 @@ def test_eval_split_without_split_column_and_warnings(
     from pipelines.data.dataset import derived_splits
 
     shipped = pd.read_parquet(repo_root / "data" / "labelled" / "requests.parquet")
+    shipped = shipped[shipped["tier"].notna() & shipped["task"].notna()]  # some sources leave one empty
     rows = shipped.sample(300, random_state=4).reset_index(drop=True)
     derived = derived_splits(rows["text"].tolist(), rows["id"].tolist())
     expected = derived.count("test")

@@ -1,0 +1,58 @@
+"""The label ablation: masks only the candidate's (source, head) labels on the rows a head fits on, and scores
+every candidate on the same test rows with the labels as built."""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+
+from evals.eval.label_ablation import HAND_SOURCE, Candidate, Setup, _labels_for, default_grid, score_grid
+from pipelines.data.labels import DEFAULT_LABEL_SETS, TASKS, TIERS
+
+
+def _frame(n: int = 240) -> tuple[pd.DataFrame, np.ndarray]:
+    rng = np.random.default_rng(0)
+    sources = np.array(["proxy_a", "proxy_b", HAND_SOURCE])[np.arange(n) % 3]
+    tier = np.array(TIERS)[(np.arange(n) // 3) % 3]
+    task = np.array(TASKS)[(np.arange(n) // 9) % len(TASKS)]
+    # proxy_b's tier contradicts the text (a wrong rule): its rows say "simple" whatever they look like
+    X = rng.normal(size=(n, 8))
+    X[:, 0] += 3 * (np.arange(n) // 3 % 3)  # tier is readable from dimension 0
+    X[np.arange(n), 1 + (np.arange(n) // 9) % 7] += 3  # task from dimensions 1-7
+    tier_b = np.where(sources == "proxy_b", "simple", tier)
+    split = np.array(["train"] * 6 + ["validation"] * 2 + ["test"] * 2)[np.arange(n) // 3 % 10]
+    df = pd.DataFrame({"source": sources, "tier": tier_b, "task": task, "split": split})
+    return df, X
+
+
+def test_labels_for_masks_only_the_named_source_and_head_outside_the_test_split() -> None:
+    df, _ = _frame()
+    y = _labels_for(df, "tier", Candidate("x", (("proxy_b", "tier"),)))
+    masked = (df["source"] == "proxy_b") & (df["split"] != "test")
+    assert y[masked].isna().all() and y[~masked].notna().all()
+    assert (y[~masked] == df["tier"][~masked]).all()
+    assert _labels_for(df, "task", Candidate("x", (("proxy_b", "tier"),))).equals(df["task"])
+
+
+def test_dropping_a_contradicting_proxy_label_helps_on_the_same_hand_rows() -> None:
+    df, X = _frame()
+    setup = Setup(
+        df=df,
+        X=X,
+        sanity_X=X[:3],
+        sanity=[{"text": "t", "tier": "simple", "task": "code"}] * 3,
+        label_sets=dict(DEFAULT_LABEL_SETS),
+        common_sources={"tier": ["proxy_a"], "task": ["proxy_a", "proxy_b"]},
+    )
+    grid = [Candidate("baseline", hand_weight=1.0), Candidate("-b", (("proxy_b", "tier"),), hand_weight=1.0)]
+    base, dropped = score_grid(setup, grid, echo=lambda _: None)
+    assert dropped["hand_tier"] > base["hand_tier"]  # proxy_b's wrong "simple" no longer pulls the head
+    assert dropped["f1_tier_common"] >= base["f1_tier_common"]
+    assert dropped["hand_task"] == base["hand_task"]  # the task head did not change
+    assert {"sanity_tier", "sanity_task", "f1_tier_all", "f1_task_all"} <= set(base)
+
+
+def test_default_grid_starts_with_the_baseline_and_names_are_unique() -> None:
+    grid = default_grid()
+    assert grid[0] == Candidate("baseline")
+    assert len({c.name for c in grid}) == len(grid)

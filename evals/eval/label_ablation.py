@@ -119,6 +119,40 @@ def load_setup(data: Path, grid: Sequence[Candidate]) -> Setup:
     return Setup(df, X, sanity_X, sanity, dict(DEFAULT_LABEL_SETS), common, digest)
 
 
+def with_request_features(
+    setup: Setup,
+    scale: float,
+    features: np.ndarray | None = None,
+    sanity_features: np.ndarray | None = None,
+) -> Setup:
+    """The same rows with `scale` x the standardised request features beside the embedding (a probe of
+    "features beside the embedding" in the tier/task heads; the bundle's tier/task heads read the embedding
+    only). Features default to `serving.model.textprep.request_features` of each text; mean and standard
+    deviation come from the train split. `scale` sets their size against the unit-norm embedding, i.e.
+    how much the heads' shared L2 penalty lets them weigh."""
+    if features is None or sanity_features is None:
+        from serving.model.textprep import request_features
+
+        features = np.stack([request_features(str(t)) for t in setup.df["text"]])
+        sanity_features = np.stack([request_features(r["text"]) for r in setup.sanity])
+    features = np.asarray(features, dtype=np.float64)
+    train = (setup.df["split"] == "train").to_numpy()
+    mean, std = features[train].mean(axis=0), features[train].std(axis=0) + 1e-9
+
+    def z(f: np.ndarray) -> np.ndarray:
+        return scale * (np.asarray(f, dtype=np.float64) - mean) / std
+
+    return Setup(
+        setup.df,
+        np.hstack([setup.X, z(features)]).astype(np.float32),
+        np.hstack([setup.sanity_X, z(sanity_features)]).astype(np.float32),
+        setup.sanity,
+        setup.label_sets,
+        setup.common_sources,
+        f"{setup.digest}|request-features x {scale:g}",
+    )
+
+
 def _labels_for(df: Any, head: str, candidate: Candidate) -> Any:
     """The head's labels after masking the candidate's drops on the train and validation splits."""
     y = df[head].copy()
@@ -248,12 +282,21 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--out", type=Path, default=None, help="write the Markdown table here")
     parser.add_argument("--only", nargs="*", default=None, help="candidate names to run (default: all)")
     parser.add_argument("--cache", type=Path, default=Path(".cache/label_ablation"), help="fitted-head cache")
+    parser.add_argument(
+        "--feature-scales",
+        default="",
+        help="comma-separated scales: also fit the baseline with scale x z(request features) beside the "
+        "embedding, once per scale (e.g. 0.05,0.2; default: none)",
+    )
     args = parser.parse_args(argv)
     grid = default_grid()
     if args.only:
         grid = [c for c in grid if c.name in set(args.only) or c.name == "baseline"]
     setup = load_setup(args.data, default_grid())
     results = score_grid(setup, grid, cache=args.cache)
+    for scale in [float(v) for v in args.feature_scales.split(",") if v.strip()]:
+        probe = Candidate(f"baseline + {scale:g} x z(request features)")
+        results += score_grid(with_request_features(setup, scale), [probe], cache=args.cache)
     table = markdown(results, setup)
     print(table)
     if args.out is not None:

@@ -6,7 +6,15 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
-from evals.eval.label_ablation import HAND_SOURCE, Candidate, Setup, _labels_for, default_grid, score_grid
+from evals.eval.label_ablation import (
+    HAND_SOURCE,
+    Candidate,
+    Setup,
+    _labels_for,
+    default_grid,
+    score_grid,
+    with_request_features,
+)
 from pipelines.data.labels import DEFAULT_LABEL_SETS, TASKS, TIERS
 
 
@@ -56,3 +64,29 @@ def test_default_grid_starts_with_the_baseline_and_names_are_unique() -> None:
     grid = default_grid()
     assert grid[0] == Candidate("baseline")
     assert len({c.name for c in grid}) == len(grid)
+
+
+def test_request_features_beside_the_embedding_reach_a_signal_the_embedding_lacks() -> None:
+    df, X = _frame()
+    tier_index = (np.arange(len(df)) // 3) % 3
+    X = X.copy()
+    X[:, 0] = np.random.default_rng(1).normal(size=len(df))  # the embedding no longer shows the tier
+    features = np.stack([tier_index * 5.0 + 100.0, np.ones(len(df))], axis=1)  # a feature does
+    setup = Setup(
+        df=df,
+        X=X,
+        sanity_X=X[:3],
+        sanity=[{"text": "t", "tier": "simple", "task": "code"}] * 3,
+        label_sets=dict(DEFAULT_LABEL_SETS),
+        common_sources={"tier": ["proxy_a"], "task": ["proxy_a", "proxy_b"]},
+        digest="d",
+    )
+    probe = with_request_features(setup, 1.0, features, features[:3])
+    assert probe.X.shape == (len(df), X.shape[1] + 2) and probe.sanity_X.shape == (3, X.shape[1] + 2)
+    train = (df["split"] == "train").to_numpy()
+    assert abs(float(probe.X[train, -2].mean())) < 1e-4  # standardised on the train split
+    assert probe.digest != setup.digest  # a separate fit cache key
+    grid = [Candidate("baseline", (("proxy_b", "tier"),), hand_weight=1.0)]
+    (base,) = score_grid(setup, grid, echo=lambda _: None)
+    (with_features,) = score_grid(probe, grid, echo=lambda _: None)
+    assert with_features["hand_tier"] > base["hand_tier"] + 0.2

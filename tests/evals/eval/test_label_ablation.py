@@ -33,6 +33,19 @@ def _frame(n: int = 240) -> tuple[pd.DataFrame, np.ndarray]:
     return df, X
 
 
+def _setup(df: pd.DataFrame, X: np.ndarray) -> Setup:
+    """The frame's rows with 3 placeholder sanity rows; only proxy_a is untouched for tier."""
+    return Setup(
+        df=df,
+        X=X,
+        sanity_X=X[:3],
+        sanity=[{"text": "t", "tier": "simple", "task": "code"}] * 3,
+        label_sets=dict(DEFAULT_LABEL_SETS),
+        common_sources={"tier": ["proxy_a"], "task": ["proxy_a", "proxy_b"]},
+        digest="d",
+    )
+
+
 def test_labels_for_masks_only_the_named_source_and_head_outside_the_test_split() -> None:
     df, _ = _frame()
     y = _labels_for(df, "tier", Candidate("x", (("proxy_b", "tier"),)))
@@ -44,14 +57,7 @@ def test_labels_for_masks_only_the_named_source_and_head_outside_the_test_split(
 
 def test_dropping_a_contradicting_proxy_label_helps_on_the_same_hand_rows() -> None:
     df, X = _frame()
-    setup = Setup(
-        df=df,
-        X=X,
-        sanity_X=X[:3],
-        sanity=[{"text": "t", "tier": "simple", "task": "code"}] * 3,
-        label_sets=dict(DEFAULT_LABEL_SETS),
-        common_sources={"tier": ["proxy_a"], "task": ["proxy_a", "proxy_b"]},
-    )
+    setup = _setup(df, X)
     grid = [Candidate("baseline", hand_weight=1.0), Candidate("-b", (("proxy_b", "tier"),), hand_weight=1.0)]
     base, dropped = score_grid(setup, grid, echo=lambda _: None)
     assert dropped["hand_tier"] > base["hand_tier"]  # proxy_b's wrong "simple" no longer pulls the head
@@ -72,15 +78,7 @@ def test_request_features_beside_the_embedding_reach_a_signal_the_embedding_lack
     X = X.copy()
     X[:, 0] = np.random.default_rng(1).normal(size=len(df))  # the embedding no longer shows the tier
     features = np.stack([tier_index * 5.0 + 100.0, np.ones(len(df))], axis=1)  # a feature does
-    setup = Setup(
-        df=df,
-        X=X,
-        sanity_X=X[:3],
-        sanity=[{"text": "t", "tier": "simple", "task": "code"}] * 3,
-        label_sets=dict(DEFAULT_LABEL_SETS),
-        common_sources={"tier": ["proxy_a"], "task": ["proxy_a", "proxy_b"]},
-        digest="d",
-    )
+    setup = _setup(df, X)
     probe = with_request_features(setup, 1.0, features, features[:3])
     assert probe.X.shape == (len(df), X.shape[1] + 2) and probe.sanity_X.shape == (3, X.shape[1] + 2)
     train = (df["split"] == "train").to_numpy()

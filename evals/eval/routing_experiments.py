@@ -32,8 +32,7 @@ from typing import Any
 import numpy as np
 
 from evals.eval.loso import FitScore, LosoResult, leave_one_source_out, markdown_table, mean_apgr
-
-TIER_VALUES = np.array([0.0, 0.5, 1.0])
+from evals.eval.routing_transfer import TIER_VALUES
 
 
 def _hash(value: str) -> str:
@@ -536,12 +535,7 @@ def run_transfer(raw: Path, labelled: Path, n_boot: int, seed: int) -> dict[str,
     """`--grid transfer`: the round-6 levers (`evals.eval.routing_transfer.transfer_grid`) scored on the
     held-out rows of `--grid within`, trained on 2,000 rows per source or on every outcome row, with a
     paired bootstrap of each candidate's mean APGR minus the default recipe's."""
-    from evals.eval.routing_transfer import (
-        near_duplicate_share,
-        paired_bootstrap_diff,
-        split_half_selection,
-        transfer_grid,
-    )
+    from evals.eval.routing_transfer import near_duplicate_share, transfer_grid
 
     started = time.perf_counter()
     a = _routing_arrays(raw, labelled, pool=True)
@@ -549,8 +543,41 @@ def run_transfer(raw: Path, labelled: Path, n_boot: int, seed: int) -> dict[str,
     routers = transfer_grid(
         a["emb"], a["feats"], a["ok"], a["src"], a["difficulty"], a["log_tokens"], ev, a["in_cap"]
     )
-    src, weak, strong = a["src"][ev], a["weak"][ev], a["strong"][ev]
-    baselines = {"prompt length": a["log_tokens"][ev]}
+    reference = next(n for n in routers if n.startswith("[2k/source] default recipe"))
+    return _paired_report(
+        routers,
+        a["src"][ev],
+        a["weak"][ev],
+        a["strong"][ev],
+        a["log_tokens"][ev],
+        reference,
+        n_boot=n_boot,
+        seed=seed,
+        rows=a["rows"],
+        pool_rows=a["pool_rows"],
+        near_duplicates=near_duplicate_share(a["emb"], a["src"], ev),
+        started=started,
+    )
+
+
+def _paired_report(
+    routers: dict[str, FitScore],
+    src: np.ndarray,
+    weak: np.ndarray,
+    strong: np.ndarray,
+    log_tokens: np.ndarray,
+    reference: str,
+    *,
+    n_boot: int,
+    seed: int,
+    started: float,
+    **extra: Any,
+) -> dict[str, Any]:
+    """LOSO of `routers` next to prompt length, with the paired bootstrap of each against `reference`
+    and the split-half selection effect (`evals.eval.routing_transfer`)."""
+    from evals.eval.routing_transfer import paired_bootstrap_diff, split_half_selection
+
+    baselines = {"prompt length": log_tokens}
     results = leave_one_source_out(src, weak, strong, routers, baselines, n_boot=n_boot, seed=seed)
     names = ["random", *baselines, *routers]
     scores: dict[str, dict[str, np.ndarray]] = {}
@@ -559,22 +586,81 @@ def run_transfer(raw: Path, labelled: Path, n_boot: int, seed: int) -> dict[str,
     for s in sorted(set(src.tolist())):
         m = src == s
         held_weak[s], held_strong[s] = weak[m], strong[m]
-        scores.setdefault("prompt length", {})[s] = baselines["prompt length"][m]
+        scores.setdefault("prompt length", {})[s] = log_tokens[m]
     for name, fit_score in routers.items():
         for s in held_weak:
             scores.setdefault(name, {})[s] = fit_score(src != s, src == s)  # memoised per held-out source
-    reference = next(n for n in routers if n.startswith("[2k/source] default recipe"))
     diffs = paired_bootstrap_diff(scores, held_weak, held_strong, reference, n_boot=n_boot, seed=seed)
     return _report(
         results,
         names,
-        rows=a["rows"],
-        pool_rows=a["pool_rows"],
-        near_duplicates=near_duplicate_share(a["emb"], a["src"], ev),
         selection=split_half_selection(scores, held_weak, held_strong, reference, seed=seed),
         paired=diffs,
         reference=reference,
         seconds=time.perf_counter() - started,
+        **extra,
+    )
+
+
+TIER_SOURCE_OF = {"alpaca_eval_preferences": "alpaca_eval", "routellm_mmlu": "routellm_mmlu"}
+"""Outcome source -> its name in the labelled file, whose tier rows there are outcome-ladder tiers."""
+
+
+def run_tier_prior(raw: Path, labelled: Path, n_boot: int, seed: int) -> dict[str, Any]:
+    """`--grid tier-prior`: does the tier head (a person's tier judgement on the hand rows, outcome-ladder
+    and proxy tiers elsewhere) add routing value held out by source, alone, beside length, or blended
+    with the default routing head? Same held-out rows as `--grid within`; the tier head of each fold
+    never sees the held-out source's tier rows (`evals.eval.routing_transfer.tier_prior_router`)."""
+    import pandas as pd
+
+    from evals.eval.routing_transfer import tier_prior_grid, tier_prior_router
+    from pipelines.train.embed import Embedder
+    from pipelines.train.encoder_export import DEFAULT_LAYERS, export_encoder
+    from serving.model.textprep import TruncationSpec
+
+    started = time.perf_counter()
+    a = _routing_arrays(raw, labelled)
+    shipped = pd.read_parquet(labelled)
+    tl = shipped[shipped["tier"].notna() & shipped["split"].eq("train")].reset_index(drop=True)
+    embedder = Embedder(
+        export_encoder(Path("models/encoder"), "fp32", layers=DEFAULT_LAYERS), TruncationSpec()
+    )
+    tier_emb = embedder.embed(tl["text"].tolist(), progress=False).astype(np.float64)
+    is_hand = tl["label_kind"].eq("hand").to_numpy()
+    tier_src = tl["source"].to_numpy().astype(str)
+    priors: dict[str, FitScore] = {}
+    for label, hand_weight, hand_only in (
+        ("tier head (hand x10)", 10.0, False),
+        ("tier head (hand x1)", 1.0, False),
+        ("tier head (hand rows only)", 1.0, True),
+    ):
+        priors[label] = tier_prior_router(
+            tier_emb,
+            tl["tier"].tolist(),
+            np.ones(len(tl), dtype=bool),
+            is_hand,
+            tier_src,
+            TIER_SOURCE_OF,
+            a["emb"],
+            a["src"],
+            hand_weight=hand_weight,
+            hand_only=hand_only,
+        )
+    routers = tier_prior_grid(
+        a["emb"], a["feats"], a["ok"], a["src"], a["difficulty"], a["log_tokens"], priors
+    )
+    return _paired_report(
+        routers,
+        a["src"],
+        a["weak"],
+        a["strong"],
+        a["log_tokens"],
+        "default recipe",
+        n_boot=n_boot,
+        seed=seed,
+        rows=a["rows"],
+        tier_rows={k: int(v) for k, v in tl["source"].value_counts().items()},
+        started=started,
     )
 
 
@@ -659,13 +745,14 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument(
         "--grid",
-        choices=("all", "head", "within", "ceiling", "transfer"),
+        choices=("all", "head", "within", "ceiling", "transfer", "tier-prior"),
         default="all",
         help="'all': every target/feature candidate; 'head': the routing-head candidates (a)-(d) only; "
         "'within': within-source objectives, item difficulty and nested length-prior selection on "
         "`tierroute train`'s own routing rows (--mmlu-pro-rows is not used there); 'ceiling': in-source "
         "5-fold CV and the oracles per source (where the data allows routing value); 'transfer': "
-        "round-6 levers (all rows, kNN difficulty, source-consistent heads) on the same held-out rows.",
+        "round-6 levers (all rows, kNN difficulty, source-consistent heads) on the same held-out rows; "
+        "'tier-prior': the tier head (hand and ladder tiers) as a routing prior, alone and blended.",
     )
     parser.add_argument(
         "--out", type=Path, default=None, help="Write the report (markdown table + JSON) here."
@@ -677,6 +764,8 @@ def main(argv: list[str] | None = None) -> None:
         report = run_ceiling(args.raw, args.labelled, args.n_boot, args.seed)
     elif args.grid == "transfer":
         report = run_transfer(args.raw, args.labelled, args.n_boot, args.seed)
+    elif args.grid == "tier-prior":
+        report = run_tier_prior(args.raw, args.labelled, args.n_boot, args.seed)
     else:
         report = run(args.raw, args.labelled, args.mmlu_pro_rows, args.n_boot, args.seed, args.grid)
     ranking = sorted(report["mean_apgr"].items(), key=lambda kv: -kv[1] if kv[1] == kv[1] else 0)
@@ -707,6 +796,8 @@ def main(argv: list[str] | None = None) -> None:
             "\n\nSelection effect (50 random split-halves of every held-out source): the best candidate"
             f" of one half gains {picked:+.4f} there and {fresh:+.4f} on the other half"
         )
+    if "tier_rows" in report:
+        text += f"\n\ntier-head training rows (train split) {report['tier_rows']}"
     if "pool_rows" in report:
         text += f"\n\ntraining pool rows {report['pool_rows']}"
         text += (

@@ -1,4 +1,4 @@
-"""Where the data allows routing value, and untried levers for transfer to a new source (issue #13, round 6).
+"""Where the data allows routing value, and levers for transfer to a new source (issue #13, rounds 6-7).
 
 Job: the candidates of `python -m evals.eval.routing_experiments --grid ceiling` and `--grid transfer`:
 
@@ -19,6 +19,10 @@ Job: the candidates of `python -m evals.eval.routing_experiments --grid ceiling`
   smallest absolute within-source correlation), an average of per-source heads, and an "intermediate
   difficulty" target (-|z(difficulty)|: the ceiling grid finds the gain at middling difficulty); plus the
   default recipe with other pair-sampling seeds (its own training noise).
+- **Tier prior** (`tier_prior_router`, `tier_prior_grid`; `--grid tier-prior`, round 7): the tier head's
+  expected tier (hand rows are a person's judgement of which model class a request needs) as a routing
+  score, alone, beside length, or blended with the default head; each fold's tier head is fitted without
+  the held-out source's own (outcome-ladder) tier rows.
 - `paired_bootstrap_diff`: a paired bootstrap interval of "candidate minus reference" mean held-out APGR
   (rows resampled within each held-out source, the same resample for both), so a win is judged by its
   own interval rather than by two overlapping ones; `split_half_selection` estimates how much picking the
@@ -600,3 +604,95 @@ def split_half_selection(
         picked.append(first[best])
         fresh.append(second[best])
     return float(np.mean(picked)), float(np.mean(fresh))
+
+
+# --- (d) round 7: the tier head as a routing prior ------------------------------------------------------
+
+TIER_VALUES = np.array([0.0, 0.5, 1.0])
+"""`simple`, `complex`, `reasoning` -> expected tier in [0, 1] (the tier head's `complexity` formula)."""
+
+
+def tier_prior_router(
+    tier_emb: np.ndarray,
+    tiers: Sequence[str],
+    is_train: np.ndarray,
+    is_hand: np.ndarray,
+    tier_source: np.ndarray,
+    held_to_tier_source: Mapping[str, str],
+    emb: np.ndarray,
+    src: np.ndarray,
+    *,
+    hand_weight: float = 10.0,
+    hand_only: bool = False,
+    C: float = 1.0,
+) -> FitScore:
+    """The tier head's expected tier as a routing score, fitted per held-out source *without* that
+    source's tier rows (`held_to_tier_source` maps an outcome source to its name in the labelled file,
+    e.g. `alpaca_eval_preferences` -> `alpaca_eval`; their tier rows are outcome-ladder tiers, which would
+    leak the held-out outcomes). Tier rows are the labelled file's train split (`is_train`) with hand rows
+    weighted `hand_weight` as in `tierroute train`; `hand_only` keeps only the hand rows (a person's
+    judgement, no source rule). Fitted with one C (no CV), memoised per held-out source."""
+    from sklearn.linear_model import LogisticRegression
+
+    labels = np.asarray(tiers).astype(str)
+    fitted: dict[str, LogisticRegression] = {}
+
+    def fit_score(train: np.ndarray, test: np.ndarray) -> np.ndarray:
+        del train
+        held = str(np.asarray(src)[test][0])
+        if held not in fitted:
+            keep = np.asarray(is_train, dtype=bool) & (tier_source != held_to_tier_source.get(held, held))
+            if hand_only:
+                keep &= np.asarray(is_hand, dtype=bool)
+            w = np.where(np.asarray(is_hand, dtype=bool)[keep], hand_weight, 1.0)
+            model = LogisticRegression(C=C, class_weight="balanced", max_iter=3000)
+            fitted[held] = model.fit(tier_emb[keep], labels[keep], sample_weight=w)
+        model = fitted[held]
+        order = [list(model.classes_).index(t) for t in ("simple", "complex", "reasoning")]
+        return np.asarray(model.predict_proba(emb[test])[:, order] @ TIER_VALUES)
+
+    return fit_score
+
+
+def tier_prior_grid(
+    emb: np.ndarray,
+    feats: np.ndarray,
+    ok: np.ndarray,
+    src: np.ndarray,
+    difficulty: np.ndarray,
+    log_tokens: np.ndarray,
+    priors: Mapping[str, FitScore],
+    blends: Sequence[float] = (0.5, 1.0),
+) -> dict[str, FitScore]:
+    """`--grid tier-prior`: the default recipe, each tier prior alone, each + 1 x z(len), and the default
+    + b x the prior (both in SD units of the held-out scores' own spread: a monotone blend per source)."""
+    from pipelines.train.routing import fit_routing_head
+
+    memo: dict[int, np.ndarray] = {}
+
+    def default(train: np.ndarray, test: np.ndarray) -> np.ndarray:
+        key = int(np.flatnonzero(test)[0])
+        if key not in memo:
+            head = fit_routing_head(
+                emb[train], feats[train], ok[train], src[train], difficulty=difficulty[train]
+            )
+            memo[key] = 1.0 - head.predict(emb[test], feats[test])
+        return memo[key]
+
+    def z(v: np.ndarray) -> np.ndarray:
+        return (v - v.mean()) / (float(v.std()) or 1.0)
+
+    def plus(a: FitScore, b: FitScore | None, weight: float) -> FitScore:
+        def fit_score(train: np.ndarray, test: np.ndarray) -> np.ndarray:
+            other = z(log_tokens[test]) if b is None else z(b(train, test))
+            return z(a(train, test)) + weight * other
+
+        return fit_score
+
+    routers: dict[str, FitScore] = {"default recipe": default}
+    for name, prior in priors.items():
+        routers[name] = prior
+        routers[f"{name} + 1 x z(len)"] = plus(prior, None, 1.0)
+        for b in blends:
+            routers[f"default recipe + {b:g} x {name}"] = plus(default, prior, b)
+    return routers

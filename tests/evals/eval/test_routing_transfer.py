@@ -18,6 +18,8 @@ from evals.eval.routing_transfer import (
     per_source_ensemble,
     sign_consistent_columns,
     split_half_selection,
+    tier_prior_grid,
+    tier_prior_router,
     transfer_grid,
     within_source_corr,
 )
@@ -239,3 +241,56 @@ def test_split_half_selection_flatters_noise_and_keeps_a_real_gain() -> None:
         scores.setdefault("real", {})[s] = np.asarray(1 - weak[s]) + rng.normal(0, 0.3, 400)
     picked, fresh = split_half_selection(scores, weak, strong, "ref", n_splits=20)
     assert fresh > 0.1  # a real gain is picked and holds on the other half
+
+
+def _tier_rows(rng: np.random.Generator, n: int, sign: float) -> tuple[np.ndarray, list[str]]:
+    """Tier rows whose tier follows embedding column 0 (reversed with a negative `sign`)."""
+    emb = rng.normal(size=(n, 6))
+    x = sign * emb[:, 0]
+    return emb, ["simple" if v < -0.5 else "reasoning" if v > 0.5 else "complex" for v in x]
+
+
+def test_tier_prior_never_sees_the_held_out_sources_own_tier_rows() -> None:
+    rng = np.random.default_rng(7)
+    # "other" says column 0 up = harder; "leak" (the held-out source "a"'s own ladder tiers, 3x as many
+    # rows) says the reverse: the prior for "a" must follow "other"; for "b" the majority "leak" wins
+    e1, t1 = _tier_rows(rng, 200, 1.0)
+    e2, t2 = _tier_rows(rng, 600, -1.0)
+    tier_emb, tiers = np.vstack([e1, e2]), t1 + t2
+    tier_src = np.array(["other"] * 200 + ["leak"] * 600)
+    hand = np.zeros(800, dtype=bool)
+    probe = np.zeros((4, 6))
+    probe[:, 0] = [-2.0, 2.0, -2.0, 2.0]
+    src = np.array(["a", "a", "b", "b"])
+    args = (tier_emb, tiers, np.ones(800, dtype=bool), hand, tier_src, {"a": "leak"}, probe, src)
+    prior = tier_prior_router(*args)
+    a_scores = prior(src != "a", src == "a")
+    b_scores = prior(src != "b", src == "b")
+    assert a_scores[1] > a_scores[0] + 0.3  # column 0 up -> harder, as "other" says
+    assert b_scores[1] < b_scores[0] - 0.3  # nothing excluded: the reversed majority decides
+    # hand rows only: the "other" rows marked hand decide even for "b"
+    hand_only = tier_prior_router(*args[:3], np.arange(800) < 200, *args[4:], hand_only=True)
+    b_hand = hand_only(src != "b", src == "b")
+    assert b_hand[1] > b_hand[0] + 0.3
+
+
+def test_tier_prior_grid_blends_in_standard_deviation_units() -> None:
+    rng = np.random.default_rng(8)
+    d = _sources(rng, ("a", "b"), 150)
+    length = d["log_tokens"]
+
+    def as_length(train: np.ndarray, test: np.ndarray) -> np.ndarray:
+        return 3.0 * length[test] + 1.0  # a prior on another scale: the blend standardises it
+
+    routers = tier_prior_grid(
+        d["emb"], d["feats"], d["ok"], d["src"], d["difficulty"], length, {"p": as_length}, blends=(0.5,)
+    )
+    assert set(routers) == {"default recipe", "p", "p + 1 x z(len)", "default recipe + 0.5 x p"}
+    test = d["src"] == "a"
+    z = (length[test] - length[test].mean()) / length[test].std()
+    np.testing.assert_allclose(routers["p + 1 x z(len)"](~test, test), 2 * z, atol=1e-9)
+    default = routers["default recipe"](~test, test)
+    zd = (default - default.mean()) / default.std()
+    np.testing.assert_allclose(routers["default recipe + 0.5 x p"](~test, test), zd + 0.5 * z, atol=1e-9)
+    # the default recipe learns the shared signal (difficulty follows column 0 in both sources)
+    assert apgr(default, d["weak"][test], d["strong"][test]) > 0.6

@@ -111,16 +111,28 @@ TABLE_TEMPLATE = (
     "Which row has the highest price?"
 )
 SLICE = "de"
-SLICES = ("en", "de", "table")
+LIST_SLICE = "list"
+SLICES = ("en", "de", "table", LIST_SLICE)
+LIST_TEMPLATES = frozenset(
+    {
+        "Give me three interesting facts about {t}.",
+        "List the pros and cons of {t}.",
+        "Write a quiz question about {t}.",
+    }
+)
+"""`--slice list`: English asks for a list or a quiz, about as long as the other English requests (so
+prompt length cannot find them), which the simulated cheap model answers plausibly but uselessly."""
+SLICE_NAMES = {SLICE: "German", LIST_SLICE: "list asks"}
 GOOD_ANSWER = "Here is a clear, complete and helpful answer to your question, with the key facts."
 REFUSAL = "I'm sorry, but I can't help with that request."
 WRONG_TABLE_ANSWER = "The row with the highest price is the first one in the table, as shown above."
+WRONG_LIST_ANSWER = "That is a broad subject with many sides, and there is a lot that could be said about it."
 
 
 @dataclass(frozen=True)
 class SimRequest:
     text: str
-    slice: str  # en | de | table
+    slice: str  # en | de | table | list
 
     @property
     def weak_ok(self) -> bool:
@@ -136,10 +148,16 @@ def simulate_requests(
     slice_share: float = 0.35,
     table_share: float = 0.08,
     distinct: bool = False,
+    slice_kind: str = SLICE,
 ) -> list[SimRequest]:
     """`n` requests: about `slice_share` German, `table_share` tables, the rest English. Traffic repeats
     itself (users ask the same thing twice); `distinct=True` draws each text once (for held-out sets:
-    at most 12 templates x topics per language)."""
+    at most 12 templates x topics per language). With `slice_kind="list"` there is no German: the
+    English requests built from `LIST_TEMPLATES` (3 of 12) are the slice instead."""
+    if slice_kind not in SLICE_NAMES:
+        raise ValueError(f"slice_kind must be one of {sorted(SLICE_NAMES)}")
+    if slice_kind == LIST_SLICE:
+        slice_share = 0.0
     rng = random.Random(seed)
     out: list[SimRequest] = []
     seen: set[str] = set()
@@ -154,7 +172,9 @@ def simulate_requests(
         elif u < table_share + slice_share:
             req = SimRequest(rng.choice(DE_TEMPLATES).format(t=de), "de")
         else:
-            req = SimRequest(rng.choice(EN_TEMPLATES).format(t=en), "en")
+            template = rng.choice(EN_TEMPLATES)
+            kind = LIST_SLICE if slice_kind == LIST_SLICE and template in LIST_TEMPLATES else "en"
+            req = SimRequest(template.format(t=en), kind)
         if not distinct or req.text not in seen:
             seen.add(req.text)
             out.append(req)
@@ -169,6 +189,8 @@ def cheap_answer(slice_name: str) -> tuple[str, str]:
         return "refusal", REFUSAL
     if slice_name == "table":
         return "ok", WRONG_TABLE_ANSWER
+    if slice_name == LIST_SLICE:
+        return "ok", WRONG_LIST_ANSWER
     return "ok", GOOD_ANSWER
 
 
@@ -271,7 +293,7 @@ def _simulate_log(bundle_dir: Path, traffic: Sequence[SimRequest], log_path: Pat
                 "final": "cheap" if verdict.ok else "strong",
             }
             log.write_routed(rid, route, req.text, result=result, model=model)
-            if req.slice == "table" and verdict.ok:  # the user saw the wrong answer
+            if req.slice in ("table", LIST_SLICE) and verdict.ok:  # the user saw the wrong answer
                 log.write_feedback(rid, "bad")
                 counts["feedback_bad"] += 1
     return counts
@@ -287,8 +309,11 @@ def run_benchmark(
     encoder_cache: Path,
     seed: int,
     routing: dict[str, Any] | None = None,
+    slice_kind: str = SLICE,
 ) -> dict[str, Any]:
-    """The loop in process; returns the numbers the table prints."""
+    """The loop in process; returns the numbers the table prints. `slice_kind`: what the cheap model
+    fails (`de`: German requests, which it refuses; `list`: English list/quiz asks, answered uselessly,
+    which only users' feedback reveals)."""
     from pipelines.data.from_log import merge_frames, rows_from_log, write_frame
     from pipelines.train.classifier import TrainConfig, train
 
@@ -319,17 +344,17 @@ def run_benchmark(
         return Path(train(config, progress=False, echo=echo).bundle_dir)
 
     before = fit(default_path, "before")
-    traffic = simulate_requests(traffic_n, seed)
+    traffic = simulate_requests(traffic_n, seed, slice_kind=slice_kind)
     counts = _simulate_log(before, traffic, work / "traffic.jsonl")
     # tier/task stay empty on the log rows (the honest default): each head trains on its labelled rows
     rows, report = rows_from_log(work / "traffic.jsonl", seed=seed)
     merged, _ = merge_frames([default, rows])
     after = fit(write_frame(merged, work / "merged.parquet"), "after")
 
-    held_all = simulate_requests(held_out_n, seed + 1, HELD_OUT_TOPICS, distinct=True)
+    held_all = simulate_requests(held_out_n, seed + 1, HELD_OUT_TOPICS, distinct=True, slice_kind=slice_kind)
     held = [r for r in held_all if r.slice != "table"]
     texts = [r.text for r in held]
-    in_slice = np.array([r.slice == SLICE for r in held])
+    in_slice = np.array([r.slice == slice_kind for r in held])
     ok = np.array([r.weak_ok for r in held])
     # two scores per model: the `weak_ok` label head this loop trains, and `complexity` as served (1 -
     # p_weak_ok of the routing head, which `train` also fits on the merged file's `weak_ok` rows)
@@ -354,8 +379,16 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     parser = argparse.ArgumentParser(
         prog="python -m evals.eval.closed_loop",
-        description="Simulate traffic whose German slice the cheap model fails, learn weak_ok from the "
-        "outcome log, retrain once and print routing value on held-out requests before/after.",
+        description="Simulate traffic whose German slice (or list asks) the cheap model fails, learn weak_ok "
+        "from the outcome log, retrain once and print routing value on held-out requests before/after.",
+    )
+    parser.add_argument(
+        "--slice",
+        choices=sorted(SLICE_NAMES),
+        default=SLICE,
+        help="what the cheap model fails: 'de' German requests (it refuses; the gate escalates), 'list' "
+        "English list/quiz asks as long as the rest (answered uselessly; only users' feedback says so). "
+        "Default de",
     )
     parser.add_argument(
         "--traffic", type=int, default=1500, help="simulated requests in the log (default 1500)"
@@ -406,6 +439,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         encoder_cache=args.encoder_cache,
         seed=args.seed,
         routing=routing,
+        slice_kind=args.slice,
     )
     c, r, nums = result["counts"], result["from_log"], result["numbers"]
     print("$ python -m evals.eval.closed_loop " + " ".join(sys.argv[1:] if argv is None else argv))
@@ -416,12 +450,13 @@ def main(argv: Sequence[str] | None = None) -> int:
         f"from-log rows {r['rows']} (weak_ok true {r['weak_ok_true']}, false {r['weak_ok_false']}, "
         f"feedback overrides {r['feedback_overrides']})"
     )
-    print(f"held out: {result['held_out']} requests on unseen topics, {result['held_out_slice']} German")
+    name = SLICE_NAMES[args.slice]
+    print(f"held out: {result['held_out']} requests on unseen topics, {result['held_out_slice']} {name}")
     for note in result["notes"]:
         print(note)
     print()
     print(
-        "| model (routing score) | slice AUC (German vs rest) | mean score German / rest | APGR "
+        f"| model (routing score) | slice AUC ({name} vs rest) | mean score {name} / rest | APGR "
         "| strong share for 50% of the gap |"
     )
     print("| --- | --- | --- | --- | --- |")

@@ -163,6 +163,20 @@ def test_documented_make_targets_exist(doc: str) -> None:
     assert named - targets == set()
 
 
+def test_layout_table_names_every_module() -> None:
+    """README's layout table names every module of the three packages (by its name in backticks)."""
+    text = _text("README.md")
+    start = text.index("## Layout and import direction")
+    section = text[start : text.index("\n## ", start + 1)]
+    unnamed = [
+        str(path.relative_to(ROOT))
+        for package in ("serving", "pipelines", "evals")
+        for path in sorted((ROOT / package).rglob("*.py"))
+        if path.name != "__init__.py" and f"`{path.stem}`" not in section
+    ]
+    assert unnamed == []
+
+
 def test_readme_starts_with_the_two_commands() -> None:
     text = _text("README.md")
     first_block = FENCE.search(text)

@@ -2,8 +2,8 @@
 
 Job: read, validate and document the service's configuration once; the CLI overrides fields
 from its options, the app reads nothing else. Trade-offs:
-- Defaults are what measured best on a 2-core box for the default (dynamic int8) bundle (README "HTTP
-  on 2 cores"): two inference calls at a time, one ONNX Runtime thread each (2 workers x 1 thread).
+- Defaults are what measured best on a 2-core box for the default (dynamic int8) bundle (evals/RESULTS.md
+  "HTTP on 2 cores"): two inference calls at a time, one ONNX Runtime thread each (2 workers x 1 thread).
   An int8 bundle runs one text per call (its activation scales depend on the batch), so two calls
   in parallel use both cores: 321 req/s at concurrency 8 against 205 for 1 worker x 2 threads, and a
   lower p99 at concurrency 1 (8.5 vs 8.9 ms), quiet box, same run. An fp32 bundle batches instead

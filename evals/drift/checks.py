@@ -57,7 +57,7 @@ FAMILIES = (
 
 @dataclass(frozen=True)
 class DriftConfig:
-    """Thresholds of `tierroute drift`; defaults are argued in the README ("Drift checks")."""
+    """Thresholds of `tierroute drift`; defaults are argued in the README ("Drift defaults, and why")."""
 
     alpha: float = 0.01
     correction: Correction = "holm"

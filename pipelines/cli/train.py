@@ -107,7 +107,7 @@ def train_cmd(
         int | None,
         typer.Option(
             help="MiniLM transformer layers kept (1-6; 6 = the whole model; default 3: about half the "
-            "compute, measured no less accurate on the shipped data; README 'Truncated encoder')."
+            "compute, measured no less accurate on the shipped data; evals/RESULTS.md 'Truncated encoder')."
         ),
     ] = None,
     distil: Annotated[
@@ -177,7 +177,7 @@ def train_cmd(
         str,
         typer.Option(
             help="Routing head objective: 'logistic' (weak_ok, pooled) or 'pairwise_difficulty' (item "
-            "difficulty ranked on pairs of rows of the same source; README 'Routing value')."
+            "difficulty ranked on pairs of rows of the same source; evals/RESULTS.md 'Routing value')."
         ),
     ] = ROUTING_OBJECTIVE,
     routing_rows_per_source: Annotated[

@@ -3,7 +3,7 @@
 Job: turn the trained gate heads into a self-describing, hash-checked bundle (`kind: "gate"`) that
 `serving.gate.model.GateModel` runs with onnxruntime, tokenizers and numpy only.
 
-Graph design (documented in the README):
+Graph design (measured in evals/RESULTS.md, "Response gate"):
 - Inputs: `prompt_input_ids`, `prompt_attention_mask`, `prompt_token_type_ids` [B, Tp],
   `response_input_ids`, `response_attention_mask`, `response_token_type_ids` [B, Tr] (int64, each
   side padded on its own, so a short prompt is not padded to the response's length), and

@@ -10,7 +10,7 @@ Why not the logistic head the classifier uses: "acceptable" is a conjunction (on
 AND not a refusal AND ...) over features that interact (a 5-character answer is fine for "What is
 the capital of France?" and not for "Write a cover letter"); a linear head on [prompt, response,
 product] cannot express that and rejected one good strong-model answer in six on held-out prompts.
-On the same features the MLP lifts held-out ROC-AUC from ~0.82 to ~0.88 (README, "Response gate").
+On the same features the MLP lifts held-out ROC-AUC from ~0.82 to ~0.88 (evals/RESULTS.md, "Response gate").
 Cost: a 1,165 x H + H x 1 matrix product at serving time (microseconds next to the encoder) and a
 few seconds to tens of seconds of training on 2 cores.
 """

@@ -98,7 +98,7 @@ class GateTrainConfig:
     accuracy 0.58 on MMLU-Pro, 0.73 on TruthfulQA): at full weight the head learns to distrust every
     short factual sentence ("The capital of France is Paris." p 0.28) instead. They stay in validation
     and test at full weight, so the threshold and every reported number still count them. 0.2 was
-    chosen on the validation split from {0, 0.1, 0.2, 0.4} (README, "Response gate")."""
+    chosen on the validation split from {0, 0.1, 0.2, 0.4} (evals/RESULTS.md, "Response gate")."""
     cs: tuple[float, ...] = (0.25, 1.0, 4.0)
     """Inverse regularisation strengths tried for each logistic head (fewer, smaller: fast to fit)."""
     cv_folds: int = 2

@@ -45,13 +45,14 @@ FULL_LAYERS = 6
 """Transformer layers in all-MiniLM-L6-v2; `layers=FULL_LAYERS` is the untruncated encoder."""
 DEFAULT_LAYERS = 3
 """What `tierroute train` uses unless told otherwise: the first 3 layers cost about half of all 6 and, on
-the shipped data, gave better tier/task macro-F1 and routing value within 1 APGR point (README, "Truncated
-encoder"). `export_encoder`'s own default stays the full model (the gate, benches and old callers)."""
+the shipped data, gave better tier/task macro-F1 and routing value within 1 APGR point (evals/RESULTS.md,
+"Truncated encoder"). `export_encoder`'s own default stays the full model (the gate, benches and old
+callers)."""
 Precision = Literal["fp32", "int8", "int8-static"]
 PRECISIONS: tuple[str, ...] = ("fp32", "int8", "int8-static")
 DEFAULT_PRECISION: Precision = "int8"
 """The MiniLM encoder's default precision: dynamic int8. On the 3-layer encoder it kept tier/task macro-F1
-and held-out routing value within 0.5 points of fp32 and halves the server's CPU per request (README
+and held-out routing value within 0.5 points of fp32 and halves the server's CPU per request (evals/RESULTS.md
 "HTTP on 2 cores"); its activations are scaled per call, so int8 bundles run one text per ONNX call."""
 
 

@@ -7,8 +7,8 @@ source's style) with ~570 `hand` rows (a person's tier and task for that very re
 which source a text looks like; weighting them `DEFAULT_HAND_WEIGHT` times makes a person's label win
 where it exists and leaves the proxy labels in charge only where nothing better covers the input space.
 Trade-off: a larger weight moves the heads towards the hand guideline (sanity-set and held-out hand
-agreement rise) and away from the proxy sources' own test rows (their macro-F1 falls); the README's
-sanity-set section reports both at the chosen weight. Rows of a file without `label_kind` (a user's own
+agreement rise) and away from the proxy sources' own test rows (their macro-F1 falls); evals/RESULTS.md
+("Sanity set") reports both at the chosen weight. Rows of a file without `label_kind` (a user's own
 data) are unweighted.
 """
 
@@ -19,7 +19,7 @@ from typing import Any
 import numpy as np
 
 DEFAULT_HAND_WEIGHT = 10.0
-"""Loss weight of a `label_kind == "hand"` row relative to every other row (chosen in the README)."""
+"""Loss weight of a `label_kind == "hand"` row relative to every other row (chosen in evals/RESULTS.md)."""
 
 
 def label_kind_weights(

@@ -28,7 +28,7 @@ evals.eval.routing_experiments --grid within`): 0.564 / 0.514 against prompt len
 the previous logistic `weak_ok` head + 4 x z(len)'s 0.544 / 0.504. The gain comes from the graded
 difficulty target (a pooled ridge on it does as well); within-source objectives on `weak_ok` alone did
 not help, and choosing the length prior by nested leave-one-source-out was worse than a fixed one.
-README "Routing value" has the table.
+evals/RESULTS.md "Routing value" has the table.
 
 Trade-off: calibration on the training sources says nothing about a new source's base rate; the
 LOSO report (`pipelines.train.loso.routing_loso`) is what shows how the head ranks a new source.
@@ -59,7 +59,7 @@ DEFAULT_SOURCE_WEIGHTS: dict[str, float] = {"traffic": 4.0}
 """Relative total weight per source (others: 1). `traffic` = rows of `tierroute data from-log`: the
 deployment's own outcomes for its own cheap model weigh as much as the four public outcome sources
 together. Measured with the previous (logistic `weak_ok`) head on the closed loop (`python -m
-evals.eval.closed_loop --traffic-weight W`, README
+evals.eval.closed_loop --traffic-weight W`, evals/RESULTS.md
 "Closing the loop"): weight 1/2/4/8 all rank the failing slice perfectly (AUC 1.0), but with weight 1
 the Platt slope stays at its floor and `complexity` hardly moves (0.42 vs 0.35, held-out Brier 0.218);
 4 gives 0.54 vs 0.19 (Brier 0.115), 8 0.66 vs 0.11 (0.062); LOSO APGR on the public sources with the

@@ -19,7 +19,7 @@ All heads return weights over `StandardScaler`-standardised features, so a winne
 bundle's one `StandardScaler + LogisticRegression` graph exactly like the shipped head.
 
 Trade-off: per-source centring/pairs throw away what the sources agree on about levels (a whole
-source of hard questions); that information never transferred between sources anyway (README
+source of hard questions); that information never transferred between sources anyway (evals/RESULTS.md
 "Routing value").
 """
 

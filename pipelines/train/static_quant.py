@@ -15,7 +15,7 @@ How:
   fp32); the embedding lookup + LayerNorm, softmax, the attention-mask arithmetic and the final mean
   pooling + L2 normalisation stay fp32 (a mask of -10000 in a calibrated range would crush
   every real attention score to zero: the padding trap).
-- Which method and which exclusions were measured, and the numbers, are in README ("Speed").
+- Which method and which exclusions were measured, and the numbers, are in evals/RESULTS.md ("Speed").
 
 Trade-off: calibration adds ~1 min to the first int8-static export on a machine (cached afterwards, keyed
 by the calibration texts' digest).
@@ -98,7 +98,7 @@ def fp32_nodes(model_path: Path) -> list[str]:
 
     Their input is the widest and most outlier-heavy activation of BERT (1,536 channels after GELU); one
     per-tensor int8 scale for it cost the most: cosine to fp32 0.940 with every MatMul quantised, 0.995
-    with these six kept fp32 (300 test texts, README "Speed")."""
+    with these six kept fp32 (300 test texts, evals/RESULTS.md "Speed")."""
     import onnx
 
     graph = onnx.load(str(model_path), load_external_data=False).graph

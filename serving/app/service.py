@@ -7,7 +7,7 @@ The API-key dependency (and its OpenAPI security scheme) is attached only when a
 Every dependency here is `async def` although none awaits anything: FastAPI runs a plain `def`
 dependency in its thread pool, so each one cost a round trip to an AnyIO worker thread per
 request (two per classify call). On 2 cores those hand-offs queue behind the busy inference
-threads; measured (README "Speed (issue 15)", HTTP) they were part of the c=1 tail.
+threads; measured (evals/RESULTS.md "HTTP on 2 cores") they were part of the c=1 tail.
 """
 
 from __future__ import annotations

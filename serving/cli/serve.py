@@ -189,7 +189,7 @@ def freeze_startup_heap() -> None:
     """Collect once, then move everything alive (modules, the app, the loaded model) out of the
     garbage collector's view (`gc.freeze`), so its full collections only walk per-request garbage.
 
-    Measured (README "HTTP on 2 cores"): a full collection of the start-up heap (~74,000 tracked
+    Measured (evals/RESULTS.md "HTTP on 2 cores"): a full collection of the start-up heap (~74,000 tracked
     objects: FastAPI, pydantic, onnxruntime, the bundle) took ~210 ms on a busy 2-core box, ~0 ms
     after the freeze, and it used to land inside a request. Frozen objects are still freed by
     reference counting: the first model goes away on a hot reload (checked); a model loaded later is

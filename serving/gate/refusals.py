@@ -31,7 +31,7 @@ Trade-offs:
   refusal), and so does a hedge followed only by an offer ("I'd be happy to help with other
   questions"). Designed on the train and validation splits of the gate data only: there it passes
   13 of the 42 strong answers the list called refusals and loses none of the 104 hand-labelled refusals and
-  clarifications (README, "Response gate").
+  clarifications (evals/RESULTS.md, "Response gate").
 """
 
 from __future__ import annotations

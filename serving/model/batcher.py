@@ -9,7 +9,7 @@ Trade-offs:
 - Batching is driven by free workers, not by a timer: a lone request starts at once (no added
   latency at concurrency 1); under load, requests pile up while the workers are busy and the next
   call takes them all. `wait_ms > 0` additionally holds a batch until it is full or that long has
-  passed since its oldest request: more merging, more latency. Measured on 2 cores (README):
+  passed since its oldest request: more merging, more latency. Measured on 2 cores (evals/RESULTS.md):
   wait 2 ms added 2 ms at concurrency 1 and no throughput, so the default is 0.
 - What batching buys on a CPU is modest: the encoder's FLOPs grow with the texts either way; a
   batch of 8 costs ~10% less per text than 8 single calls (fp32, 2 threads), nothing for int8.

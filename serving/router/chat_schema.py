@@ -10,7 +10,7 @@ Choices:
   Transport fields (`request.TRANSPORT_FIELDS`: api_base, api_key, base_url, headers,
   mock_response, timeout, fallbacks, custom_llm_provider, ...) get their own message, since a
   client sending them expects them to work.
-- The bounds are constants (`LIMITS`), documented in the OpenAPI schema and the README; they bound
+- The bounds are constants (`LIMITS`), documented in the OpenAPI schema and SECURITY.md; they bound
   memory and provider spend per request (n x max_tokens), not what a model may do.
 - Images are accepted only as `data:image/...` URLs: several providers' LiteLLM adapters (Bedrock,
   Gemini, ...) download an http(s) image URL from this server, which would let a client make the

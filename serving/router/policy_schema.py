@@ -168,7 +168,8 @@ class ClassifierSettings(_Strict):
         description="deadline for an in-process classifier (`bundle`, or the served model inside "
         "`tierroute serve`): concurrent decisions are batched into one ONNX call, and a text that cannot "
         "be answered in time is dropped or aborted, so the rules decide within it; the default keeps a "
-        "decision inside 30 ms (README 'Router inside its deadline', `tierroute bench router --bundle`)",
+        "decision inside 30 ms (evals/RESULTS.md 'Router inside its deadline', "
+        "`tierroute bench router --bundle`)",
     )
     min_confidence: float = Field(default=0.5, ge=0, le=1)
     use_calibrated_threshold: bool = Field(

@@ -9,7 +9,7 @@ that no source dominates and every tier keeps >= 15% of rows; the data card repo
 
 `empty_heads`: proxy labels the build writes empty because the per-source rule contradicts the hand
 guideline (`data/raw/tierroute_requests/SOURCE.md`) too often to train on, chosen by the label ablation
-(`evals.eval.label_ablation`, README "Sanity set"): TruthfulQA's and GSM8K's tier (one-fact lookups all
+(`evals.eval.label_ablation`, evals/RESULTS.md): TruthfulQA's and GSM8K's tier (one-fact lookups all
 `complex`; tier by solution step count), CoCoNot's task (every prompt `chat`) and AlpacaEval's task (a
 keyword rule). MBPP's all-`simple` tier, MATH's level rule and P3's template rules were measured too and
 kept (dropping them did not raise agreement with the hand rows). The rows stay (for the other head, for

@@ -239,7 +239,8 @@ EMPTY_HEADS = {
 
 
 def test_real_build_leaves_the_contradicting_proxy_labels_empty(built_df: pd.DataFrame) -> None:
-    """The label ablation's winner (README "Sanity set"): these proxy labels are empty, no others."""
+    """The label ablation's winner (evals/RESULTS.md "Proxy labels left empty"): these proxy labels are
+    empty, no others."""
     for head in ("tier", "task"):
         empty = set(built_df.loc[built_df[head].isna(), "source"])
         assert empty == {source for source, h in EMPTY_HEADS if h == head}, head

@@ -133,7 +133,7 @@ def test_one_line_correct_answers_to_one_line_questions_are_accepted(gate_bundle
     ]
     out = gate.decide(items)
     assert [d.decided_by for d in out] == ["model"] * 3  # no check calls them too short
-    # the 700-row test gate accepts these two; NQ-style bare names are the weaker case (README)
+    # the 700-row test gate accepts these two; NQ-style bare names are the weaker case (evals/RESULTS.md)
     assert [d.acceptable for d in out[:2]] == [True, True], [d.p_acceptable for d in out]
 
 

@@ -8,13 +8,17 @@ weight. Every candidate is scored on the SAME rows with the table's labels as bu
 
 - `hand_<head>`: agreement on the held-out hand rows (test split of `tierroute_requests`, labelled by the
   guideline in its SOURCE.md): the number to choose by;
-- `hand_val_<head>`: agreement on the hand rows of the test *and* validation splits (179 rows): the
+- `hand_val_<head>`: agreement on the hand rows of the test *and* validation splits (226 rows): the
   validation split only sets the temperature, which never changes a head's top label, so these rows are
   held out for agreement too; twice the rows, half the noise of one row (1/87 = 1.1 points);
 - `f1_<head>_all`: macro-F1 on every other test row (the fixed proxy test rows, their proxy labels);
 - `f1_<head>_common`: macro-F1 on the proxy test rows of the sources no candidate touches for that head
   (`common_sources`), so a candidate is not scored against labels it chose to drop;
-- `sanity_<head>`: agreement on `data/sanity/requests.jsonl`: reported, never chosen on.
+- `sanity_<head>`: agreement on `data/sanity/requests.jsonl`: reported, never chosen on;
+- with `--batch-from ID` (a new batch of hand rows, ids >= ID): `hand_before_<head>` / `hand_batch_<head>`,
+  agreement on the held-out hand rows written before the batch (a fixed set: the batch moves no older row's
+  split) and on the batch's own; the grid is then the model without the batch (its rows masked in train and
+  validation, `Candidate.without_hand_from`), with it, and with it at hand weights 5 and 20.
 
 Run: `tierroute data build --keep-proxy-labels --out DIR` (every proxy label written, the same rows and
 splits as the default build), then `python -m evals.eval.label_ablation --data DIR/requests.parquet
@@ -49,6 +53,8 @@ class Candidate:
     drop: tuple[tuple[str, str], ...] = ()
     hand_weight: float = 10.0
     note: str = ""
+    without_hand_from: str = ""
+    """Mask the hand rows whose id is >= this (a later batch) on the train and validation splits."""
 
 
 TIER_DROPS = {
@@ -81,6 +87,16 @@ def default_grid() -> list[Candidate]:
     grid += [Candidate("-tqa,mbpp,gsm8k tier -coconot,alpaca task, hand weight 20", together, 20.0)]
     grid += [Candidate(f"-{name} tier", (pair,)) for name, pair in TIER_DROPS.items()]
     return grid
+
+
+def batch_grid(batch_from: str) -> list[Candidate]:
+    """A batch of hand rows (ids >= `batch_from`): the model without it, with it, with it at weight 5 / 20."""
+    return [
+        Candidate("baseline without the batch", without_hand_from=batch_from),
+        Candidate("baseline"),
+        Candidate("baseline, hand weight 5", hand_weight=5.0),
+        Candidate("baseline, hand weight 20", hand_weight=20.0),
+    ]
 
 
 @dataclass
@@ -160,7 +176,15 @@ def _labels_for(df: Any, head: str, candidate: Candidate) -> Any:
     for source, h in candidate.drop:
         if h == head:
             y[fit_rows & (df["source"] == source)] = None
+    if candidate.without_hand_from:
+        y[fit_rows & _hand_batch(df, candidate.without_hand_from)] = None
     return y
+
+
+def _hand_batch(df: Any, batch_from: str) -> Any:
+    """Hand rows whose own id is >= `batch_from` (zero-padded: `tr-0648`; the built id is `source:own id`)."""
+    own = df["id"].astype(str).str.split(":", n=1).str[-1]
+    return (df["source"] == HAND_SOURCE) & (own >= batch_from)
 
 
 def _fit_predictions(
@@ -195,7 +219,11 @@ def _fit_predictions(
 
 
 def score_grid(
-    setup: Setup, grid: Sequence[Candidate], echo: Any = print, cache: Path | None = None
+    setup: Setup,
+    grid: Sequence[Candidate],
+    echo: Any = print,
+    cache: Path | None = None,
+    batch_from: str = "",
 ) -> list[dict[str, Any]]:
     """One result row per candidate (see the module docstring for the columns)."""
     from sklearn.metrics import f1_score
@@ -204,6 +232,7 @@ def score_grid(
     test = (df["split"] == "test").to_numpy()
     held_out = df["split"].isin(["test", "validation"]).to_numpy()
     hand = (df["source"] == HAND_SOURCE).to_numpy()
+    batch = _hand_batch(df, batch_from).to_numpy() if batch_from else np.zeros(len(df), dtype=bool)
     results: list[dict[str, Any]] = []
     for candidate in grid:
         row: dict[str, Any] = {"candidate": candidate.name, "hand_weight": candidate.hand_weight}
@@ -215,6 +244,10 @@ def score_grid(
             truth = df[head].astype(str).to_numpy()
             built = df[head].notna().to_numpy()
             row[f"hand_{head}"] = float(np.mean(predicted[test & hand & built] == truth[test & hand & built]))
+            if batch_from:
+                for name, part in (("before", hand & ~batch), ("batch", batch)):
+                    rows_ = test & part & built
+                    row[f"hand_{name}_{head}"] = float(np.mean(predicted[rows_] == truth[rows_]))
             both = held_out & hand & built
             row[f"hand_val_{head}"] = float(np.mean(predicted[both] == truth[both]))
             rest = test & ~hand & built
@@ -237,8 +270,14 @@ def score_grid(
 
 
 def format_row(row: dict[str, Any]) -> str:
+    batch = ""
+    if "hand_batch_tier" in row:
+        batch = (
+            f"(before the batch {row['hand_before_tier']:.3f} / {row['hand_before_task']:.3f}, "
+            f"the batch {row['hand_batch_tier']:.3f} / {row['hand_batch_task']:.3f}) "
+        )
     return (
-        f"{row['candidate']:<52} hand tier {row['hand_tier']:.3f} task {row['hand_task']:.3f} "
+        f"{row['candidate']:<52} hand tier {row['hand_tier']:.3f} task {row['hand_task']:.3f} {batch}"
         f"(+val {row['hand_val_tier']:.3f} / {row['hand_val_task']:.3f}) | "
         f"F1 all tier {row['f1_tier_all']:.3f} task {row['f1_task_all']:.3f} | "
         f"F1 common tier {row['f1_tier_common']:.3f} task {row['f1_task_common']:.3f} | "
@@ -262,14 +301,25 @@ def markdown(results: Sequence[dict[str, Any]], setup: Setup) -> str:
         )
         + f"; sanity rows: {len(setup.sanity)}.",
         "",
-        "| candidate | hand w | hand tier | hand task | hand+val tier | hand+val task | F1 tier all "
+    ]
+    batch = bool(results) and "hand_batch_tier" in results[0]
+    extra = " before tier | before task | batch tier | batch task |" if batch else ""
+    lines += [
+        "| candidate | hand w | hand tier | hand task |"
+        + extra
+        + " hand+val tier | hand+val task | F1 tier all "
         "| F1 task all | F1 tier common | F1 task common | sanity tier | sanity task |",
-        "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |",
+        "|" + " --- |" * (12 + 4 * batch),
     ]
     for r in results:
+        cells = (
+            "".join(f" {r[f'hand_{p}_{h}']:.3f} |" for p in ("before", "batch") for h in HEADS)
+            if batch
+            else ""
+        )
         lines.append(
-            f"| {r['candidate']} | {r['hand_weight']:g} | {r['hand_tier']:.3f} | {r['hand_task']:.3f} "
-            f"| {r['hand_val_tier']:.3f} | {r['hand_val_task']:.3f} "
+            f"| {r['candidate']} | {r['hand_weight']:g} | {r['hand_tier']:.3f} | {r['hand_task']:.3f} |"
+            f"{cells} {r['hand_val_tier']:.3f} | {r['hand_val_task']:.3f} "
             f"| {r['f1_tier_all']:.3f} | {r['f1_task_all']:.3f} | {r['f1_tier_common']:.3f} "
             f"| {r['f1_task_common']:.3f} | {r['sanity_tier']:.3f} | {r['sanity_task']:.3f} |"
         )
@@ -288,12 +338,18 @@ def main(argv: Sequence[str] | None = None) -> int:
         help="comma-separated scales: also fit the baseline with scale x z(request features) beside the "
         "embedding, once per scale (e.g. 0.05,0.2; default: none)",
     )
+    parser.add_argument(
+        "--batch-from",
+        default="",
+        help="first id of a new batch of hand rows (e.g. tr-0648): score the held-out hand rows before it "
+        "and of it apart, over the grid without the batch / with it / with it at hand weight 5 and 20",
+    )
     args = parser.parse_args(argv)
-    grid = default_grid()
+    grid = batch_grid(args.batch_from) if args.batch_from else default_grid()
     if args.only:
         grid = [c for c in grid if c.name in set(args.only) or c.name == "baseline"]
     setup = load_setup(args.data, default_grid())
-    results = score_grid(setup, grid, cache=args.cache)
+    results = score_grid(setup, grid, cache=args.cache, batch_from=args.batch_from)
     for scale in [float(v) for v in args.feature_scales.split(",") if v.strip()]:
         probe = Candidate(f"baseline + {scale:g} x z(request features)")
         results += score_grid(with_request_features(setup, scale), [probe], cache=args.cache)

@@ -2,7 +2,7 @@
 
 Job: one documented rule for how much a row's labels count when a head is fitted. The shipped data mixes
 ~12,800 `proxy`/`outcome` rows (tier from a per-source rule or a one-model-pair outcome, task from a
-source's style) with ~570 `hand` rows (a person's tier and task for that very request,
+source's style) with ~840 `hand` rows (a person's tier and task for that very request,
 `data/raw/tierroute_requests`). Unweighted, the hand rows are 3% of the loss and the heads keep learning
 which source a text looks like; weighting them `DEFAULT_HAND_WEIGHT` times makes a person's label win
 where it exists and leaves the proxy labels in charge only where nothing better covers the input space.

@@ -11,6 +11,7 @@ from evals.eval.label_ablation import (
     Candidate,
     Setup,
     _labels_for,
+    batch_grid,
     default_grid,
     score_grid,
     with_request_features,
@@ -88,3 +89,26 @@ def test_request_features_beside_the_embedding_reach_a_signal_the_embedding_lack
     (base,) = score_grid(setup, grid, echo=lambda _: None)
     (with_features,) = score_grid(probe, grid, echo=lambda _: None)
     assert with_features["hand_tier"] > base["hand_tier"] + 0.2
+
+
+def test_a_hand_batch_is_masked_for_the_without_candidate_and_scored_apart() -> None:
+    df, X = _frame()
+    hand = (df["source"] == HAND_SOURCE).to_numpy()
+    own = np.where(hand, [f"tr-{i:04d}" for i in range(len(df))], [str(i) for i in range(len(df))])
+    df["id"] = [f"{s}:{o}" for s, o in zip(df["source"], own, strict=True)]
+    batch = hand & (np.arange(len(df)) >= 120)  # the later half of the hand rows: ids tr-0120...
+    without = batch_grid("tr-0120")[0]
+    y = _labels_for(df, "tier", without)
+    masked = batch & (df["split"] != "test").to_numpy()
+    assert y[masked].isna().all() and y[~masked].notna().all()  # only the batch, only outside the test split
+    grid = [without, Candidate("baseline")]
+    base, with_batch = score_grid(_setup(df, X), grid, echo=lambda _: None, batch_from="tr-0120")
+    test = (df["split"] == "test").to_numpy()
+    n_before, n_batch = int((test & hand & ~batch).sum()), int((test & batch).sum())
+    assert n_before > 0 and n_batch > 0
+    for row in (base, with_batch):  # the two parts partition the held-out hand rows
+        for head in ("tier", "task"):
+            parts = n_before * row[f"hand_before_{head}"] + n_batch * row[f"hand_batch_{head}"]
+            assert abs(parts / (n_before + n_batch) - row[f"hand_{head}"]) < 1e-9
+    assert [c.hand_weight for c in batch_grid("tr-0120")] == [10.0, 10.0, 5.0, 20.0]
+    assert "hand_batch_tier" not in score_grid(_setup(df, X), [Candidate("baseline")], echo=lambda _: None)[0]

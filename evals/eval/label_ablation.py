@@ -24,7 +24,8 @@ Run: `tierroute data build --keep-proxy-labels --out DIR` (every proxy label wri
 splits as the default build), then `python -m evals.eval.label_ablation --data DIR/requests.parquet
 [--out FILE.md]`. On the default build (where `SourceSpec.empty_heads` labels are already empty) the drops of
 those labels are no-ops and their rows are not scored.
-Trade-off: head fits are cached per (head, label vector, weight, data digest) on disk (`--cache`: the top
+Trade-off: head fits are cached per (head, label vector, weight, data digest, embeddings; `fit_cache_key`) on
+disk (`--cache`: the top
 labels of every row and sanity row), so candidates that change one head refit only that head and a rerun
 only scores; a fit takes 20 s (tier) to 2 minutes (task) on two idle cores, several times that on a busy box.
 """
@@ -187,6 +188,28 @@ def _hand_batch(df: Any, batch_from: str) -> Any:
     return (df["source"] == HAND_SOURCE) & (own >= batch_from)
 
 
+FIT_CACHE_VERSION = 2
+"""Part of every fit-cache key: bump it when the fitting code changes (1 -> 2: the key also covers the
+embeddings, the sanity rows and the splits; a key of labels + data digest alone once served fits made with
+another encoder)."""
+
+
+def fit_cache_key(setup: Setup, head: str, y: Any, hand_weight: float) -> str:
+    """Disk-cache key of one head fit: everything the fit and its stored predictions depend on (the head,
+    the hand weight, the data digest, the labels as masked, the splits, the row weights' kinds, the
+    embeddings of every row and of the sanity rows, and `FIT_CACHE_VERSION`)."""
+    h = hashlib.sha256(f"{FIT_CACHE_VERSION}|{head}|{hand_weight}|{setup.digest}|".encode())
+    h.update(y.fillna("").astype(str).str.cat(sep="\n").encode())
+    for column in ("split", "label_kind"):
+        if column in setup.df.columns:
+            h.update(setup.df[column].astype(str).str.cat(sep="\n").encode())
+    for matrix in (setup.X, setup.sanity_X):
+        a = np.ascontiguousarray(matrix)
+        h.update(f"{a.shape}|{a.dtype}".encode())
+        h.update(a.tobytes())
+    return h.hexdigest()[:24]
+
+
 def _fit_predictions(
     setup: Setup, head: str, y: Any, hand_weight: float, cache: Path | None, echo: Any
 ) -> tuple[np.ndarray, np.ndarray, float]:
@@ -195,9 +218,7 @@ def _fit_predictions(
     from pipelines.train.label_weights import label_kind_weights
 
     df, X = setup.df, setup.X
-    key = hashlib.sha256(
-        f"{head}|{hand_weight}|{setup.digest}|".encode() + y.fillna("").str.cat(sep="\n").encode()
-    ).hexdigest()[:24]
+    key = fit_cache_key(setup, head, y, hand_weight)
     path = None if cache is None else cache / f"{head}-{key}.npz"
     if path is not None and path.is_file():
         with np.load(path) as saved:

@@ -3,6 +3,8 @@ every candidate on the same test rows with the labels as built."""
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import numpy as np
 import pandas as pd
 
@@ -13,6 +15,7 @@ from evals.eval.label_ablation import (
     _labels_for,
     batch_grid,
     default_grid,
+    fit_cache_key,
     score_grid,
     with_request_features,
 )
@@ -112,3 +115,35 @@ def test_a_hand_batch_is_masked_for_the_without_candidate_and_scored_apart() -> 
             assert abs(parts / (n_before + n_batch) - row[f"hand_{head}"]) < 1e-9
     assert [c.hand_weight for c in batch_grid("tr-0120")] == [10.0, 10.0, 5.0, 20.0]
     assert "hand_batch_tier" not in score_grid(_setup(df, X), [Candidate("baseline")], echo=lambda _: None)[0]
+
+
+def test_the_fit_cache_key_changes_with_anything_the_fit_depends_on(tmp_path: Path) -> None:
+    df, X = _frame()
+    setup = _setup(df, X)
+    y = df["tier"]
+    key = fit_cache_key(setup, "tier", y, 10.0)
+    assert key == fit_cache_key(_setup(df.copy(), X.copy()), "tier", y.copy(), 10.0)  # deterministic
+    other_encoder = _setup(df, X * 1.01)  # same rows and labels, other embeddings
+    other_sanity = _setup(df, X)
+    other_sanity.sanity_X = X[3:6]
+    other_split = _setup(df.assign(split=df["split"].iloc[::-1].to_numpy()), X)
+    variants = {
+        fit_cache_key(other_encoder, "tier", y, 10.0),
+        fit_cache_key(other_sanity, "tier", y, 10.0),
+        fit_cache_key(other_split, "tier", y, 10.0),
+        fit_cache_key(setup, "tier", y.where(df["source"] != "proxy_b"), 10.0),
+        fit_cache_key(setup, "tier", y, 5.0),
+        fit_cache_key(setup, "task", y, 10.0),
+    }
+    assert key not in variants and len(variants) == 6
+    # a cached fit is reused only under the same key: new embeddings refit (and score differently)
+    grid = [Candidate("baseline")]
+    (first,) = score_grid(setup, grid, echo=lambda _: None, cache=tmp_path)
+    fitted: list[str] = []
+    shuffled = _setup(df, np.random.default_rng(5).normal(size=X.shape))  # embeddings that carry nothing
+    (second,) = score_grid(shuffled, grid, echo=fitted.append, cache=tmp_path)
+    assert sum(m.strip().startswith("fitted") for m in fitted) == 2  # tier and task refitted
+    assert second["hand_tier"] < first["hand_tier"]
+    reused: list[str] = []
+    (again,) = score_grid(setup, grid, echo=reused.append, cache=tmp_path)
+    assert not any(m.strip().startswith("fitted") for m in reused) and again == first

@@ -18,7 +18,13 @@ turns it into rows, the "after" model is trained on default + traffic rows, and 
 held-out requests (topics never seen in the traffic). It prints the before/after table and the
 command line. The service's HTTP path is what the e2e test covers; this skips only the transport.
 
-Trade-off: a synthetic slice (language) is the easiest kind for an embedding to learn; real traffic
+`--slice list` swaps the German slice for English list and quiz asks (`LIST_TEMPLATES`, as long as the
+other English requests), which the cheap model answers plausibly but uselessly: the gate passes them and
+only users' feedback reveals the failure. Prompt length cannot find that slice, so it shows the served
+`complexity` learning; the German slice is partly found by length already (German splits into more
+word pieces).
+
+Trade-off: a synthetic slice (a language, a kind of ask) is easy for an embedding to learn; real traffic
 slices are fuzzier. The point it shows is the mechanism: a failure the default data never saw
 becomes routing signal after one retrain.
 """

@@ -575,7 +575,7 @@ def _paired_report(
 ) -> dict[str, Any]:
     """LOSO of `routers` next to prompt length, with the paired bootstrap of each against `reference`
     and the split-half selection effect (`evals.eval.routing_transfer`)."""
-    from evals.eval.routing_transfer import paired_bootstrap_diff, split_half_selection
+    from evals.eval.routing_transfer import paired_apgr_diff, split_half_selection
 
     baselines = {"prompt length": log_tokens}
     results = leave_one_source_out(src, weak, strong, routers, baselines, n_boot=n_boot, seed=seed)
@@ -590,7 +590,7 @@ def _paired_report(
     for name, fit_score in routers.items():
         for s in held_weak:
             scores.setdefault(name, {})[s] = fit_score(src != s, src == s)  # memoised per held-out source
-    diffs = paired_bootstrap_diff(scores, held_weak, held_strong, reference, n_boot=n_boot, seed=seed)
+    diffs = paired_apgr_diff(scores, held_weak, held_strong, reference, n_boot=n_boot, seed=seed)
     return _report(
         results,
         names,
@@ -637,7 +637,6 @@ def run_tier_prior(raw: Path, labelled: Path, n_boot: int, seed: int) -> dict[st
         priors[label] = tier_prior_router(
             tier_emb,
             tl["tier"].tolist(),
-            np.ones(len(tl), dtype=bool),
             is_hand,
             tier_src,
             TIER_SOURCE_OF,

@@ -23,7 +23,7 @@ Job: the candidates of `python -m evals.eval.routing_experiments --grid ceiling`
   expected tier (hand rows are a person's judgement of which model class a request needs) as a routing
   score, alone, beside length, or blended with the default head; each fold's tier head is fitted without
   the held-out source's own (outcome-ladder) tier rows.
-- `paired_bootstrap_diff`: a paired bootstrap interval of "candidate minus reference" mean held-out APGR
+- `paired_apgr_diff`: a paired bootstrap interval of "candidate minus reference" mean held-out APGR
   (rows resampled within each held-out source, the same resample for both), so a win is judged by its
   own interval rather than by two overlapping ones; `split_half_selection` estimates how much picking the
   best row of such a table flatters it.
@@ -536,7 +536,7 @@ def _logit(head: object, emb: np.ndarray, feats: np.ndarray) -> np.ndarray:
     return -np.asarray(head.model.decision_function(X), dtype=np.float64)  # type: ignore[attr-defined]
 
 
-def paired_bootstrap_diff(
+def paired_apgr_diff(
     scores: Mapping[str, Mapping[str, np.ndarray]],
     weak: Mapping[str, np.ndarray],
     strong: Mapping[str, np.ndarray],
@@ -615,7 +615,6 @@ TIER_VALUES = np.array([0.0, 0.5, 1.0])
 def tier_prior_router(
     tier_emb: np.ndarray,
     tiers: Sequence[str],
-    is_train: np.ndarray,
     is_hand: np.ndarray,
     tier_source: np.ndarray,
     held_to_tier_source: Mapping[str, str],
@@ -629,8 +628,8 @@ def tier_prior_router(
     """The tier head's expected tier as a routing score, fitted per held-out source *without* that
     source's tier rows (`held_to_tier_source` maps an outcome source to its name in the labelled file,
     e.g. `alpaca_eval_preferences` -> `alpaca_eval`; their tier rows are outcome-ladder tiers, which would
-    leak the held-out outcomes). Tier rows are the labelled file's train split (`is_train`) with hand rows
-    weighted `hand_weight` as in `tierroute train`; `hand_only` keeps only the hand rows (a person's
+    leak the held-out outcomes). Tier rows (the labelled file's train split, in practice) carry their hand
+    rows weighted `hand_weight` as in `tierroute train`; `hand_only` keeps only the hand rows (a person's
     judgement, no source rule). Fitted with one C (no CV), memoised per held-out source."""
     from sklearn.linear_model import LogisticRegression
 
@@ -641,7 +640,7 @@ def tier_prior_router(
         del train
         held = str(np.asarray(src)[test][0])
         if held not in fitted:
-            keep = np.asarray(is_train, dtype=bool) & (tier_source != held_to_tier_source.get(held, held))
+            keep = tier_source != held_to_tier_source.get(held, held)
             if hand_only:
                 keep &= np.asarray(is_hand, dtype=bool)
             w = np.where(np.asarray(is_hand, dtype=bool)[keep], hand_weight, 1.0)
@@ -668,10 +667,10 @@ def tier_prior_grid(
     + b x the prior (both in SD units of the held-out scores' own spread: a monotone blend per source)."""
     from pipelines.train.routing import fit_routing_head
 
-    memo: dict[int, np.ndarray] = {}
+    memo: dict[bytes, np.ndarray] = {}
 
     def default(train: np.ndarray, test: np.ndarray) -> np.ndarray:
-        key = int(np.flatnonzero(test)[0])
+        key = np.packbits(test).tobytes()  # one fit per held-out mask, as the other grids
         if key not in memo:
             head = fit_routing_head(
                 emb[train], feats[train], ok[train], src[train], difficulty=difficulty[train]

@@ -14,7 +14,7 @@ from evals.eval.routing_transfer import (
     in_source_kfold,
     knn_mean,
     near_duplicate_share,
-    paired_bootstrap_diff,
+    paired_apgr_diff,
     per_source_ensemble,
     sign_consistent_columns,
     split_half_selection,
@@ -180,7 +180,7 @@ def test_per_source_ensemble_ranks_by_the_shared_signal() -> None:
     assert np.corrcoef(head.score(X), d["difficulty"])[0, 1] > 0.8
 
 
-def test_paired_bootstrap_diff_is_zero_against_itself_and_positive_for_a_better_router() -> None:
+def test_paired_apgr_diff_is_zero_against_itself_and_positive_for_a_better_router() -> None:
     rng = np.random.default_rng(3)
     weak: dict[str, np.ndarray] = {}
     strong: dict[str, np.ndarray] = {}
@@ -191,7 +191,7 @@ def test_paired_bootstrap_diff_is_zero_against_itself_and_positive_for_a_better_
         strong[s] = np.ones(300)
         scores.setdefault("ref", {})[s] = rng.normal(size=300)
         scores.setdefault("good", {})[s] = gain + rng.normal(0, 0.3, 300)
-    out = paired_bootstrap_diff(scores, weak, strong, "ref", n_boot=50)
+    out = paired_apgr_diff(scores, weak, strong, "ref", n_boot=50)
     assert out["ref"] == (0.0, 0.0, 0.0, 0.0)
     d, lo, hi, worst = out["good"]
     assert 0 < lo <= d <= hi and worst > 0.1
@@ -262,14 +262,14 @@ def test_tier_prior_never_sees_the_held_out_sources_own_tier_rows() -> None:
     probe = np.zeros((4, 6))
     probe[:, 0] = [-2.0, 2.0, -2.0, 2.0]
     src = np.array(["a", "a", "b", "b"])
-    args = (tier_emb, tiers, np.ones(800, dtype=bool), hand, tier_src, {"a": "leak"}, probe, src)
+    args = (tier_emb, tiers, hand, tier_src, {"a": "leak"}, probe, src)
     prior = tier_prior_router(*args)
     a_scores = prior(src != "a", src == "a")
     b_scores = prior(src != "b", src == "b")
     assert a_scores[1] > a_scores[0] + 0.3  # column 0 up -> harder, as "other" says
     assert b_scores[1] < b_scores[0] - 0.3  # nothing excluded: the reversed majority decides
     # hand rows only: the "other" rows marked hand decide even for "b"
-    hand_only = tier_prior_router(*args[:3], np.arange(800) < 200, *args[4:], hand_only=True)
+    hand_only = tier_prior_router(*args[:2], np.arange(800) < 200, *args[3:], hand_only=True)
     b_hand = hand_only(src != "b", src == "b")
     assert b_hand[1] > b_hand[0] + 0.3
 

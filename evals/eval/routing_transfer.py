@@ -554,18 +554,29 @@ def paired_apgr_diff(
     out: dict[str, tuple[float, float, float, float]] = {}
     ref = scores[reference]
     for name, per in scores.items():
-        point = [apgr(per[s], weak[s], strong[s]) - apgr(ref[s], weak[s], strong[s]) for s in sources]
-        boots = np.zeros(n_boot)
-        for s in sources:
-            for b in range(n_boot):
-                i = draws[s][b]
-                boots[b] += apgr(per[s][i], weak[s][i], strong[s][i]) - apgr(
-                    ref[s][i], weak[s][i], strong[s][i]
-                )
-        boots /= len(sources)
+        point = [_apgr_gain(per, ref, weak, strong, s, slice(None)) for s in sources]
+        boots = np.array(
+            [
+                np.mean([_apgr_gain(per, ref, weak, strong, s, draws[s][b]) for s in sources])
+                for b in range(n_boot)
+            ]
+        )
         lo, hi = np.quantile(boots, [0.025, 0.975])
         out[name] = (float(np.mean(point)), float(lo), float(hi), float(np.min(point)))
     return out
+
+
+def _apgr_gain(
+    per: Mapping[str, np.ndarray],
+    ref: Mapping[str, np.ndarray],
+    weak: Mapping[str, np.ndarray],
+    strong: Mapping[str, np.ndarray],
+    source: str,
+    rows: np.ndarray | slice,
+) -> float:
+    """APGR of a candidate's scores minus the reference's on the same `rows` of one held-out source."""
+    w, st = weak[source][rows], strong[source][rows]
+    return float(apgr(per[source][rows], w, st) - apgr(ref[source][rows], w, st))
 
 
 def split_half_selection(
@@ -589,15 +600,12 @@ def split_half_selection(
         halves = {s: rng.permutation(weak[s].size) for s in sources}
 
         def gains(part: int, halves: dict[str, np.ndarray] = halves) -> dict[str, float]:
-            out: dict[str, float] = {}
-            for name, per in scores.items():
-                total = 0.0
-                for s in sources:
-                    idx = np.array_split(halves[s], 2)[part]
-                    w, st = weak[s][idx], strong[s][idx]
-                    total += apgr(per[s][idx], w, st) - apgr(scores[reference][s][idx], w, st)
-                out[name] = total / len(sources)
-            return out
+            rows = {s: np.array_split(halves[s], 2)[part] for s in sources}
+            ref = scores[reference]
+            return {
+                name: float(np.mean([_apgr_gain(per, ref, weak, strong, s, rows[s]) for s in sources]))
+                for name, per in scores.items()
+            }
 
         first, second = gains(0), gains(1)
         best = max(first, key=lambda n: first[n])
